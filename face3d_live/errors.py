@@ -1,0 +1,31 @@
+"""Project exceptions. Each message says what went wrong and how to fix it (one line)."""
+
+from __future__ import annotations
+
+
+class Face3DError(Exception):
+    """Base class: the CLI prints these as one line and exits non-zero."""
+
+
+class SourceError(Face3DError):
+    """An input source cannot be opened or read (missing camera, unreadable file, not an image)."""
+
+
+class CaptureError(SourceError):
+    """A camera could not be opened or stopped delivering frames."""
+
+
+class ModelError(Face3DError):
+    """A model or its weights file is missing, corrupt or of the wrong kind."""
+
+
+class BackendUnavailable(Face3DError):
+    """An inference backend cannot run on this machine (missing package, no GPU, unsupported GPU)."""
+
+
+class EngineBuildError(Face3DError):
+    """A TensorRT engine could not be built or loaded."""
+
+
+class ConfigError(Face3DError):
+    """An option has an unknown name or an invalid value."""

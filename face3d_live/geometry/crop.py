@@ -1,0 +1,99 @@
+"""Similarity-aligned square face crops and their exact inverse.
+
+A crop is defined in image pixels by its centre, side length and in-plane angle. The crop is upright:
+the face's eye line (angle ``angle`` in the image) becomes horizontal. Depth (z) scales like x and y.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CropTransform:
+    """Image → crop similarity. ``center`` (x, y) and ``size`` in image pixels, ``angle`` in radians."""
+
+    center: tuple[float, float]
+    size: float
+    angle: float
+    out_size: int = 224
+
+    @property
+    def scale(self) -> float:
+        """Crop pixels per image pixel."""
+        return self.out_size / self.size
+
+    def matrix(self) -> np.ndarray:
+        """(2, 3) float64 affine mapping image pixels to crop pixels."""
+        c, s = np.cos(self.angle), np.sin(self.angle)
+        k = self.scale
+        rot = np.array([[c, s], [-s, c]]) * k  # rotate by -angle, then scale
+        half = self.out_size / 2.0
+        t = np.array([half, half]) - rot @ np.asarray(self.center, dtype=np.float64)
+        return np.hstack([rot, t[:, None]])
+
+    def inverse_matrix(self) -> np.ndarray:
+        """(2, 3) float64 affine mapping crop pixels back to image pixels."""
+        return cv2.invertAffineTransform(self.matrix())
+
+    def with_out_size(self, out_size: int) -> CropTransform:
+        return CropTransform(self.center, self.size, self.angle, out_size)
+
+    def warp(self, image: np.ndarray) -> np.ndarray:
+        """Cut the crop out of ``image`` (H, W, C) → (out_size, out_size, C); outside is edge-replicated."""
+        return cv2.warpAffine(
+            image,
+            self.matrix(),
+            (self.out_size, self.out_size),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+
+    def to_image(self, pts: np.ndarray) -> np.ndarray:
+        """Crop-space points (N, 2|3) → image pixels; z is rescaled only (crop z is relative depth)."""
+        pts = np.asarray(pts, dtype=np.float64)
+        inv = self.inverse_matrix()
+        out = np.empty_like(pts)
+        out[..., :2] = pts[..., :2] @ inv[:, :2].T + inv[:, 2]
+        if pts.shape[-1] == 3:
+            out[..., 2] = pts[..., 2] / self.scale
+        return out
+
+    def to_crop(self, pts: np.ndarray) -> np.ndarray:
+        """Image-space points (N, 2|3) → crop pixels (exact inverse of ``to_image``)."""
+        pts = np.asarray(pts, dtype=np.float64)
+        m = self.matrix()
+        out = np.empty_like(pts)
+        out[..., :2] = pts[..., :2] @ m[:, :2].T + m[:, 2]
+        if pts.shape[-1] == 3:
+            out[..., 2] = pts[..., 2] * self.scale
+        return out
+
+    @classmethod
+    def around_points(
+        cls,
+        points: np.ndarray,
+        eye_right: np.ndarray,
+        eye_left: np.ndarray,
+        margin: float = 1.5,
+        out_size: int = 224,
+    ) -> CropTransform:
+        """Square crop around ``points`` (N, 2+), rotated so the eye line is level.
+
+        The box is taken in the rotated frame (tight for tilted faces), then grown by ``margin``
+        (MediaPipe's ROI uses 1.5). ``eye_right`` is the subject's right eye (image left when frontal).
+        """
+        d = np.asarray(eye_left[:2], np.float64) - np.asarray(eye_right[:2], np.float64)
+        angle = float(np.arctan2(d[1], d[0]))
+        c, s = np.cos(angle), np.sin(angle)
+        p = np.asarray(points, dtype=np.float64)[:, :2]
+        rot = np.array([[c, s], [-s, c]])
+        q = p @ rot.T
+        lo, hi = q.min(axis=0), q.max(axis=0)
+        mid = (lo + hi) / 2.0
+        center = rot.T @ mid
+        size = float(max(hi - lo)) * margin
+        return cls((float(center[0]), float(center[1])), max(size, 1.0), angle, out_size)

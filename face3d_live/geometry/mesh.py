@@ -1,0 +1,90 @@
+"""Mesh topology (MediaPipe face mesh, 468 vertices), canonical neutral mesh, UV layout, iBUG-68 map."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+from pathlib import Path
+
+import numpy as np
+
+NUM_VERTICES = 468
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+# iBUG-68 points as face-mesh vertex indices: jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67.
+LANDMARKS68 = np.array(
+    [162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,
+     71, 63, 105, 66, 107, 336, 296, 334, 293, 301,
+     168, 197, 5, 4, 75, 97, 2, 326, 305,
+     33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,
+     61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181, 78, 82, 13, 312, 308, 317, 14, 87],
+    dtype=np.int32,
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def triangles() -> np.ndarray:
+    """(852, 3) int32 triangles of MediaPipe's face-mesh tessellation.
+
+    mediapipe publishes the tessellation as a frozenset of edges, which loses the triangles; its
+    source lists the edges three at a time, one triangle each, so we read the literal in order.
+    """
+    from mediapipe.python.solutions import face_mesh_connections
+
+    tree = ast.parse(inspect.getsource(face_mesh_connections))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "FACEMESH_TESSELATION":
+            pairs = [ast.literal_eval(e) for e in node.value.args[0].elts]
+            break
+    else:  # pragma: no cover - only if mediapipe changes its source layout
+        raise RuntimeError("FACEMESH_TESSELATION not found in mediapipe; install mediapipe==0.10.21")
+    tris = np.array([(pairs[i][0], pairs[i][1], pairs[i + 1][1]) for i in range(0, len(pairs), 3)], np.int32)
+    return orient_towards_camera(tris, canonical_vertices())
+
+
+def orient_towards_camera(tris: np.ndarray, verts: np.ndarray) -> np.ndarray:
+    """Flip triangles so each is counter-clockwise on screen (y down) when seen from the camera (-z)."""
+    a, b, c = verts[tris[:, 0]], verts[tris[:, 1]], verts[tris[:, 2]]
+    # 2D cross product in image coordinates (y down): negative = counter-clockwise as displayed
+    cross = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    out = tris.copy()
+    flip = cross > 0
+    out[flip] = out[flip][:, [0, 2, 1]]
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _canonical() -> dict[str, np.ndarray]:
+    with np.load(ASSETS / "canonical_mesh.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def canonical_vertices() -> np.ndarray:
+    """(468, 3) float32 neutral frontal face; outer eye corners 9.0 apart, x right, y down, +z away."""
+    return _canonical()["vertices"]
+
+
+def mirror_indices() -> np.ndarray:
+    """(468,) int32: the left/right mirror partner of each vertex (midline vertices map to themselves)."""
+    return _canonical()["mirror"]
+
+
+@functools.lru_cache(maxsize=1)
+def uv_coords() -> np.ndarray:
+    """(468, 2) float32 UVs in [0, 1]: a cylindrical unwrap of the canonical mesh.
+
+    The cylinder's axis is vertical, behind the face, so the cheeks get texels in proportion to
+    their surface (a frontal projection squeezes them). v = 0 is the top of the texture (forehead).
+    """
+    v = canonical_vertices().astype(np.float64)
+    width = v[:, 0].max() - v[:, 0].min()
+    axis_z = v[:, 2].min() + 0.75 * width  # cylinder axis depth: behind the face
+    theta = np.arctan2(v[:, 0], axis_z - v[:, 2])
+    radius = np.median(np.hypot(v[:, 0], axis_z - v[:, 2]))
+    u = theta * radius
+    y = v[:, 1]
+    span = max(u.max() - u.min(), y.max() - y.min())
+    margin = 0.02
+    uv = np.stack([(u - (u.max() + u.min()) / 2) / span, (y - (y.max() + y.min()) / 2) / span], axis=1)
+    return (uv * (1 - 2 * margin) + 0.5).astype(np.float32)

@@ -1,0 +1,78 @@
+"""face3d-r50: ResNet50 (written here: no torchvision, and channel pruning needs the layers in our hands)
+with a head that regresses 468×3 vertices in crop space plus a face-presence logit.
+
+Input: (N, 3, 224, 224) float RGB in [0, 1] (normalisation is inside the model, so every backend and
+the ONNX export take the same input). Output: (N, 1405): 1404 = 468×3 vertex coordinates in crop
+pixels divided by 224 (x, y in [0, 1]; z relative depth, same scale), then the presence logit.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+INPUT_SIZE = 224
+NUM_VERTICES = 468
+OUTPUT_DIM = NUM_VERTICES * 3 + 1
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+class Bottleneck(nn.Module):
+    """ResNet v1.5 bottleneck (stride on the 3×3). Widths are explicit so pruning can shrink them."""
+
+    def __init__(self, in_ch: int, mid_ch: int, out_ch: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, mid_ch, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid_ch)
+        self.conv2 = nn.Conv2d(mid_ch, mid_ch, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid_ch)
+        self.conv3 = nn.Conv2d(mid_ch, out_ch, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or in_ch != out_ch:
+            self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class FaceR50(nn.Module):
+    """ResNet50 backbone + vertex/presence head."""
+
+    def __init__(self, width: int = 64, blocks: tuple[int, ...] = (3, 4, 6, 3)) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, width, 7, 2, 3, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),
+        )
+        layers = []
+        in_ch = width
+        for i, n in enumerate(blocks):
+            mid = width * 2**i
+            out = mid * 4
+            stage = [Bottleneck(in_ch if j == 0 else out, mid, out, (1 if i == 0 else 2) if j == 0 else 1) for j in range(n)]
+            layers.append(nn.Sequential(*stage))
+            in_ch = out
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(in_ch, OUTPUT_DIM)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        x = self.layers(self.stem(x))
+        return self.head(torch.flatten(self.pool(x), 1))
+
+
+def split_output(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 1405) → vertices (N, 468, 3) in crop pixels, presence logit (N,)."""
+    return out[:, :-1].reshape(-1, NUM_VERTICES, 3) * INPUT_SIZE, out[:, -1]

@@ -1,0 +1,43 @@
+"""Face model registry: name → factory. A face model has ``name``, ``input_size`` (square crop side),
+``predict(crops uint8 (N, S, S, 3) RGB) -> (vertices (N, 468, 3) in crop px, scores (N,))`` and ``close()``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from face3d_live.errors import ConfigError
+
+
+class FaceModel(Protocol):
+    name: str
+    input_size: int
+
+    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+def _mediapipe(backend: str) -> FaceModel:
+    if backend not in ("auto", "litert", "cpu"):
+        raise ConfigError(f"model 'mediapipe' runs on the tflite CPU runtime only, not backend {backend!r}")
+    from face3d_live.models.mediapipe_mesh import MediaPipeMeshModel
+
+    return MediaPipeMeshModel()
+
+
+MODELS: dict[str, Callable[[str], FaceModel]] = {
+    "mediapipe": _mediapipe,
+}
+
+DEFAULT_MODEL = "mediapipe"
+
+
+def create_model(name: str, backend: str = "auto") -> FaceModel:
+    try:
+        factory = MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}") from None
+    return factory(backend)

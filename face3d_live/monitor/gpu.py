@@ -1,0 +1,98 @@
+"""GPU state through NVML (nvidia-ml-py). No driver / no GPU is a capability, never a crash."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GpuState:
+    name: str
+    compute_capability: tuple[int, int]
+    memory_used_mb: float
+    memory_total_mb: float
+    utilization_pct: float
+    power_w: float
+    temperature_c: float
+    sm_clock_mhz: float
+    throttle_reasons: tuple[str, ...]
+
+
+_THROTTLE_NAMES = {
+    "clocksEventReasonSwPowerCap": "power cap",
+    "clocksEventReasonHwSlowdown": "hw slowdown",
+    "clocksEventReasonSwThermalSlowdown": "sw thermal",
+    "clocksEventReasonHwThermalSlowdown": "hw thermal",
+    "clocksEventReasonHwPowerBrakeSlowdown": "power brake",
+}
+
+
+class GpuMonitor:
+    """Reads one GPU's state. ``available`` is False (and ``read()`` returns None) without NVML/GPU."""
+
+    def __init__(self, index: int = 0) -> None:
+        self.available = False
+        self.reason = ""
+        self._handle = None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            self._nvml = pynvml
+            self.available = True
+        except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ImportError: all mean "no GPU"
+            self.reason = f"no GPU ({type(exc).__name__})"
+
+    def read(self) -> GpuState | None:
+        if not self.available:
+            return None
+        n, h = self._nvml, self._handle
+
+        def safe(fn, default):
+            try:
+                return fn()
+            except n.NVMLError:
+                return default
+
+        mem = n.nvmlDeviceGetMemoryInfo(h)
+        util = safe(lambda: n.nvmlDeviceGetUtilizationRates(h).gpu, 0.0)
+        reasons = safe(lambda: n.nvmlDeviceGetCurrentClocksEventReasons(h), 0)
+        throttles = tuple(
+            label
+            for attr, label in _THROTTLE_NAMES.items()
+            if hasattr(n, "nvml" + attr[0].upper() + attr[1:]) and reasons & getattr(n, "nvml" + attr[0].upper() + attr[1:])
+        )
+        name = n.nvmlDeviceGetName(h)
+        return GpuState(
+            name=name.decode() if isinstance(name, bytes) else name,
+            compute_capability=tuple(safe(lambda: n.nvmlDeviceGetCudaComputeCapability(h), (0, 0))),
+            memory_used_mb=mem.used / 2**20,
+            memory_total_mb=mem.total / 2**20,
+            utilization_pct=float(util),
+            power_w=safe(lambda: n.nvmlDeviceGetPowerUsage(h), 0) / 1000.0,
+            temperature_c=float(safe(lambda: n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU), 0)),
+            sm_clock_mhz=float(safe(lambda: n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM), 0)),
+            throttle_reasons=throttles,
+        )
+
+    def close(self) -> None:
+        if self.available:
+            try:
+                self._nvml.nvmlShutdown()
+            except Exception:  # shutting down a half-initialised NVML is harmless
+                pass
+            self.available = False
+
+
+def gpu_summary() -> dict | str:
+    """One-shot GPU description for benchmark JSON: a dict, or the string 'no GPU (...)'."""
+    mon = GpuMonitor()
+    try:
+        state = mon.read()
+        return asdict(state) if state else mon.reason
+    finally:
+        mon.close()
