@@ -53,6 +53,8 @@ class Reconstructor:
     ) -> None:
         self.model = create_model(model, backend)
         self.detector = BlazeFaceDetector(min_score=min_detection_score)
+        self._min_detection_score = min_detection_score
+        self._full_range: BlazeFaceDetector | None = None  # made on first need
         self.tracker = FaceTracker(tracker)
         self.smoothing = smoothing
         self._filters: dict[int, OneEuroFilter] = {}
@@ -72,7 +74,7 @@ class Reconstructor:
         size = self.model.input_size
         margin = self.tracker.config.margin
         if boxes is None:
-            dets = self._timed("detect", self.detector.detect, image)[: self.tracker.config.max_faces]
+            dets = self._timed("detect", self._detect, image, True)[: self.tracker.config.max_faces]
             rois = [_roi_from_det(d, margin, size) for d in dets]
         else:
             rois = [_roi_from_box(b, margin, size) for b in boxes]
@@ -92,12 +94,12 @@ class Reconstructor:
         self.timings_ns = dict.fromkeys(STAGES, 0)
         tracker, size = self.tracker, self.model.input_size
         if tracker.wants_detection():
-            tracker.add_detections(self._timed("detect", self.detector.detect, image), size)
+            tracker.add_detections(self._timed("detect", self._detect, image, False), size)
         results = self._track_pass(image, list(tracker.tracks))
         if any(r is None for r in results.values()):  # a face was lost: look again on this frame
             for tid in [t for t, r in results.items() if r is None]:
                 self._filters.pop(tid, None)
-            new = tracker.add_detections(self._timed("detect", self.detector.detect, image), size)
+            new = tracker.add_detections(self._timed("detect", self._detect, image, False), size)
             results.update(self._track_pass(image, new))
         tracker.end_frame()
         faces = [f for f in results.values() if f is not None]
@@ -114,6 +116,8 @@ class Reconstructor:
     def close(self) -> None:
         self.model.close()
         self.detector.close()
+        if self._full_range is not None:
+            self._full_range.close()
 
     def __enter__(self) -> Reconstructor:
         return self
@@ -122,6 +126,18 @@ class Reconstructor:
         self.close()
 
     # ---- stages -------------------------------------------------------------------------------------
+    def _detect(self, image: np.ndarray, full_range_first: bool) -> list[Detection]:
+        """Short-range BlazeFace suits webcam video (fast); the full-range model finds small faces in
+        group photos. Stills try full range first; video tries short range and falls back."""
+        if self._full_range is None:
+            self._full_range = BlazeFaceDetector(min_score=self._min_detection_score, full_range=True)
+        order = (self._full_range, self.detector) if full_range_first else (self.detector, self._full_range)
+        for detector in order:
+            dets = detector.detect(image)
+            if dets:
+                return dets
+        return []
+
     def _track_pass(self, image: np.ndarray, tracks: list[Track]) -> dict[int, Face | None]:
         if not tracks:
             return {}

@@ -41,7 +41,8 @@ class Face:
 
     vertices:    (468, 3) float32, x/y in image pixels, z in pixels (same scale), +z away from camera.
     landmarks68: (68, 3) float32, iBUG-68 convention, image pixels.
-    triangles:   (T, 3) int32 mesh faces (MediaPipe face-mesh topology), counter-clockwise seen from the camera.
+    triangles:   (852, 3) int32 mesh faces (MediaPipe face-mesh topology), consistently wound: the normal
+                 (b - a) x (c - a) points towards the camera (-z) on front-facing triangles.
     uv:          (468, 2) float32 in [0, 1], the project's UV layout.
     pose:        Pose relative to the canonical mesh.
     bbox:        (x0, y0, x1, y1) float image pixels, the box of the projected vertices.

@@ -13,7 +13,18 @@ import numpy as np
 
 from face3d_live.models.tflite import TFLiteModel, mediapipe_model_path
 
-INPUT_SIZE = 128
+
+
+@dataclass(frozen=True)
+class _ModelSpec:
+    file: str
+    input_size: int
+    strides: tuple[int, ...]
+    anchors_per_layer: int  # 2 with the interpolated scale, else 1
+
+
+SHORT_RANGE = _ModelSpec("face_detection/face_detection_short_range.tflite", 128, (8, 16, 16, 16), 2)
+FULL_RANGE = _ModelSpec("face_detection/face_detection_full_range_sparse.tflite", 192, (4,), 1)
 
 
 @dataclass(frozen=True)
@@ -28,44 +39,51 @@ class Detection:
     score: float
 
 
-def _anchors() -> np.ndarray:
-    strides = (8, 16, 16, 16)
+def _anchors(spec: _ModelSpec) -> np.ndarray:
+    strides, size = spec.strides, spec.input_size
     rows = []
     layer = 0
     while layer < len(strides):
         stride = strides[layer]
         per_cell = 0
         while layer < len(strides) and strides[layer] == stride:
-            per_cell += 2  # aspect ratio 1.0 + the interpolated scale
+            per_cell += spec.anchors_per_layer
             layer += 1
-        n = int(np.ceil(INPUT_SIZE / stride))
+        n = int(np.ceil(size / stride))
         ys, xs = np.meshgrid((np.arange(n) + 0.5) / n, (np.arange(n) + 0.5) / n, indexing="ij")
         cells = np.stack([xs.ravel(), ys.ravel()], axis=1)
         rows.append(np.repeat(cells, per_cell, axis=0))
     return np.concatenate(rows).astype(np.float32)
 
 
-_ANCHORS = _anchors()
-
 
 class BlazeFaceDetector:
-    """``detect(rgb) -> list[Detection]``, highest score first."""
+    """``detect(rgb) -> list[Detection]``, highest score first.
 
-    def __init__(self, min_score: float = 0.5, nms_iou: float = 0.3, num_threads: int | None = None) -> None:
-        self.model = TFLiteModel(mediapipe_model_path("face_detection/face_detection_short_range.tflite"), num_threads)
-        assert _ANCHORS.shape[0] == 896
+    ``full_range=False``: the short-range model (faces within ~2 m, the webcam case, 128² input, fast);
+    ``True``: the full-range sparse model (small faces in group photos, 192² input).
+    """
+
+    def __init__(
+        self, min_score: float = 0.5, nms_iou: float = 0.3, full_range: bool = False, num_threads: int | None = None
+    ) -> None:
+        spec = FULL_RANGE if full_range else SHORT_RANGE
+        self.model = TFLiteModel(mediapipe_model_path(spec.file), num_threads)
+        self.size = spec.input_size
+        self.anchors = _anchors(spec)
         self.min_score = min_score
         self.nms_iou = nms_iou
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         h, w = image.shape[:2]
         side = max(h, w)
+        size = self.size
         # letterbox into a square (keeps aspect ratio, like mediapipe's FIT scale mode)
-        scale = INPUT_SIZE / side
+        scale = size / side
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
-        canvas = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
-        ox, oy = (INPUT_SIZE - nw) // 2, (INPUT_SIZE - nh) // 2
+        canvas = np.zeros((size, size, 3), np.uint8)
+        ox, oy = (size - nw) // 2, (size - nh) // 2
         canvas[oy : oy + nh, ox : ox + nw] = resized
         x = canvas.astype(np.float32)[None] / 127.5 - 1.0
         regressors, scores = self.model.run(x)
@@ -74,14 +92,14 @@ class BlazeFaceDetector:
         keep = np.nonzero(prob >= self.min_score)[0]
         if keep.size == 0:
             return []
-        raw, prob, anc = raw[keep], prob[keep], _ANCHORS[keep]
-        cx = raw[:, 0] / INPUT_SIZE + anc[:, 0]
-        cy = raw[:, 1] / INPUT_SIZE + anc[:, 1]
-        bw, bh = raw[:, 2] / INPUT_SIZE, raw[:, 3] / INPUT_SIZE
+        raw, prob, anc = raw[keep], prob[keep], self.anchors[keep]
+        cx = raw[:, 0] / size + anc[:, 0]
+        cy = raw[:, 1] / size + anc[:, 1]
+        bw, bh = raw[:, 2] / size, raw[:, 3] / size
         boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
-        kps = raw[:, 4:16].reshape(-1, 6, 2) / INPUT_SIZE + anc[:, None, :]
+        kps = raw[:, 4:16].reshape(-1, 6, 2) / size + anc[:, None, :]
         # undo letterbox: normalised 128-square → image pixels
-        offset = np.array([ox, oy], np.float32) / INPUT_SIZE
+        offset = np.array([ox, oy], np.float32) / size
         to_px = side
         boxes = (boxes - np.tile(offset, 2)) * to_px
         kps = (kps - offset) * to_px

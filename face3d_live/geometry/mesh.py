@@ -39,19 +39,9 @@ def triangles() -> np.ndarray:
             break
     else:  # pragma: no cover - only if mediapipe changes its source layout
         raise RuntimeError("FACEMESH_TESSELATION not found in mediapipe; install mediapipe==0.10.21")
-    tris = np.array([(pairs[i][0], pairs[i][1], pairs[i + 1][1]) for i in range(0, len(pairs), 3)], np.int32)
-    return orient_towards_camera(tris, canonical_vertices())
-
-
-def orient_towards_camera(tris: np.ndarray, verts: np.ndarray) -> np.ndarray:
-    """Flip triangles so each is counter-clockwise on screen (y down) when seen from the camera (-z)."""
-    a, b, c = verts[tris[:, 0]], verts[tris[:, 1]], verts[tris[:, 2]]
-    # 2D cross product in image coordinates (y down): negative = counter-clockwise as displayed
-    cross = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-    out = tris.copy()
-    flip = cross > 0
-    out[flip] = out[flip][:, [0, 2, 1]]
-    return out
+    # mediapipe's winding is consistent over the whole mesh: (b - a) x (c - a) points towards the
+    # camera (-z) for every triangle that faces it, so it is kept as is.
+    return np.array([(pairs[i][0], pairs[i][1], pairs[i + 1][1]) for i in range(0, len(pairs), 3)], np.int32)
 
 
 @functools.lru_cache(maxsize=1)

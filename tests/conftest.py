@@ -1,0 +1,48 @@
+"""Shared fixtures: real images (scikit-image's astronaut ships with the package) and the real clips
+in ../shared/data/videos (tests that need them skip when the folder is absent, as in a fresh clone)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    from face3d_live.training.data import default_data_dir
+
+    d = default_data_dir()
+    if not (d / "videos").is_dir():
+        pytest.skip(f"shared data not found at {d}")
+    return d
+
+
+@pytest.fixture(scope="session")
+def video_path(data_dir: Path):
+    def find(name: str) -> Path:
+        p = data_dir / "videos" / name
+        if not p.is_file():
+            pytest.skip(f"{p} missing")
+        return p
+
+    return find
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut())
+
+
+@pytest.fixture(scope="session")
+def reconstructor():
+    from face3d_live import Reconstructor
+
+    with Reconstructor("mediapipe") as rec:
+        yield rec
