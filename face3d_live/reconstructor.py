@@ -62,7 +62,9 @@ class Reconstructor:
         self._uv = mesh.uv_coords()
         self._canonical = mesh.canonical_vertices()
         self.timings_ns: dict[str, int] = dict.fromkeys(STAGES, 0)
-        log.info("reconstructor: model=%s backend=%s input=%d", self.model.name, backend, self.model.input_size)
+        log.info(
+            "reconstructor: model=%s backend=%s input=%d", self.model.name, backend, self.model.input_size
+        )
 
     # ---- public API -------------------------------------------------------------------------------
     def reconstruct(
@@ -85,7 +87,9 @@ class Reconstructor:
         rois = [roi_from_mesh(v, margin, size) for v in verts]
         verts, scores = self._run(image, rois)
         min_p = self.tracker.config.min_presence
-        faces = [self._face(v, s, r) for v, s, r in zip(verts, scores, rois) if s >= min_p or boxes is not None]
+        faces = [
+            self._face(v, s, r) for v, s, r in zip(verts, scores, rois) if s >= min_p or boxes is not None
+        ]
         return _dedupe(sorted(faces, key=lambda f: -f.area))
 
     def track(self, image: np.ndarray, timestamp_s: float) -> list[Face]:

@@ -15,7 +15,9 @@ from face3d_live.types import Pose
 @pytest.mark.parametrize("seed", range(5))
 def test_crop_roundtrip_is_exact(seed: int) -> None:
     rng = np.random.default_rng(seed)
-    ct = CropTransform(tuple(rng.uniform(50, 500, 2)), float(rng.uniform(40, 400)), float(rng.uniform(-np.pi, np.pi)), 224)
+    ct = CropTransform(
+        tuple(rng.uniform(50, 500, 2)), float(rng.uniform(40, 400)), float(rng.uniform(-np.pi, np.pi)), 224
+    )
     pts = rng.uniform(0, 600, (100, 3))
     back = ct.to_image(ct.to_crop(pts))
     np.testing.assert_allclose(back, pts, atol=1e-9)

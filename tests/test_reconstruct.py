@@ -84,6 +84,8 @@ def test_smoothing_lowers_jitter_on_a_still_sequence(reconstructor, astronaut: n
         raw.append(reconstructor.reconstruct(astronaut, boxes=[tuple(box)])[0].vertices.astype(np.float64))
     filt = OneEuroFilter(OneEuroConfig())
     smooth = [filt(v, i / 30.0) for i, v in enumerate(raw)]
-    jitter = lambda seq: float(np.mean([np.linalg.norm(b - a, axis=1).mean() for a, b in zip(seq[10:], seq[11:])]))
+    jitter = lambda seq: float(
+        np.mean([np.linalg.norm(b - a, axis=1).mean() for a, b in zip(seq[10:], seq[11:])])
+    )
     assert jitter(raw) > 0.3  # the noise is real
     assert jitter(smooth) < 0.4 * jitter(raw)

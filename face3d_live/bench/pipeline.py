@@ -16,7 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from face3d_live.training.data import default_data_dir
 
     default = default_data_dir() / "videos" / "WolfgangLanger_Pexels.mp4"
-    p.add_argument("--source", default=str(default) if default.exists() else "demo", help="video file (or 'demo')")
+    p.add_argument(
+        "--source", default=str(default) if default.exists() else "demo", help="video file (or 'demo')"
+    )
     p.add_argument("--model", default="mediapipe", help="face model (default mediapipe)")
     p.add_argument("--backend", default="auto")
     p.add_argument("--rounds", type=int, default=3, help="repetitions; medians are reported (default 3)")
@@ -38,8 +40,15 @@ def _ours(args: argparse.Namespace) -> dict:
             rec.reset()
             with open_source(args.source, demo_frames=args.frames or 300) as src:
                 s = run_offline(src, rec, max_frames=args.frames, progress=False)
-            rounds.append({"fps": s.fps, "frames": s.frames, "frames_with_face": s.frames_with_face,
-                           "detector_runs": rec.tracker.detector_runs, "stage_median_ms": s.stage_median_ms()})
+            rounds.append(
+                {
+                    "fps": s.fps,
+                    "frames": s.frames,
+                    "frames_with_face": s.frames_with_face,
+                    "detector_runs": rec.tracker.detector_runs,
+                    "stage_median_ms": s.stage_median_ms(),
+                }
+            )
             rec.tracker.detector_runs = 0
     finally:
         rec.close()
@@ -74,7 +83,9 @@ def _combine(rounds: list[dict]) -> dict:
     out = {"fps_median": float(np.median([r["fps"] for r in rounds])), "rounds": rounds}
     if "stage_median_ms" in rounds[0]:
         stages = rounds[0]["stage_median_ms"].keys()
-        out["stage_median_ms"] = {k: float(np.median([r["stage_median_ms"][k] for r in rounds])) for k in stages}
+        out["stage_median_ms"] = {
+            k: float(np.median([r["stage_median_ms"][k] for r in rounds])) for k in stages
+        }
     return out
 
 

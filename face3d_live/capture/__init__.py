@@ -13,7 +13,9 @@ from face3d_live.errors import SourceError
 __all__ = ["FrameSource", "SourceStats", "open_source"]
 
 
-def open_source(spec: str | int, *, realtime_demo: bool = False, demo_frames: int | None = None) -> FrameSource:
+def open_source(
+    spec: str | int, *, realtime_demo: bool = False, demo_frames: int | None = None
+) -> FrameSource:
     """Open a source from a command-line spec; SourceError (one line, with the fix) if it cannot be opened."""
     text = str(spec).strip()
     if text == "demo":
@@ -26,7 +28,9 @@ def open_source(spec: str | int, *, realtime_demo: bool = False, demo_frames: in
         return CameraSource(int(text))
     path = Path(text).expanduser()
     if not path.exists():
-        raise SourceError(f"no such file or folder: {path} (give a video, an image, a folder, a camera index or 'demo')")
+        raise SourceError(
+            f"no such file or folder: {path} (give a video, an image, a folder, a camera index or 'demo')"
+        )
     if path.is_dir():
         from face3d_live.capture.images import ImageFolderSource
 

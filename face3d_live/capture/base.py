@@ -40,8 +40,8 @@ class FrameSource(abc.ABC):
     @abc.abstractmethod
     def read(self) -> Frame | None: ...
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - sources without resources need no close
+        """Release the source (idempotent)."""
 
     def __enter__(self) -> FrameSource:
         return self

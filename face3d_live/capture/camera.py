@@ -21,19 +21,23 @@ class CameraSource(FrameSource):
     name = "camera"
     live = True
 
-    def __init__(self, index: int = 0, width: int | None = None, height: int | None = None, read_timeout: float = 2.0) -> None:
+    def __init__(
+        self, index: int = 0, width: int | None = None, height: int | None = None, read_timeout: float = 2.0
+    ) -> None:
         super().__init__()
         self.index = index
         self.read_timeout = read_timeout
-        quiet = cv2.utils.logging.getLogLevel()
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our error says it in one line
+        level = cv2.getLogLevel()
+        cv2.setLogLevel(0)  # silent: OpenCV's own open errors would repeat ours over several lines
         try:
             self._cap = cv2.VideoCapture(index)
         finally:
-            cv2.utils.logging.setLogLevel(quiet)
+            cv2.setLogLevel(level)
         if not self._cap.isOpened():
             self._cap.release()
-            raise CaptureError(f"no camera at index {index}: use --source FILE (video, image or folder) or --source demo")
+            raise CaptureError(
+                f"no camera at index {index}: use --source FILE (video, image or folder) or --source demo"
+            )
         if width and height:
             self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
             self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)

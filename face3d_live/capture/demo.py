@@ -18,7 +18,12 @@ class DemoSource(FrameSource):
     name = "demo"
 
     def __init__(
-        self, width: int = 640, height: int = 480, fps: float = 30.0, num_frames: int | None = None, realtime: bool = False
+        self,
+        width: int = 640,
+        height: int = 480,
+        fps: float = 30.0,
+        num_frames: int | None = None,
+        realtime: bool = False,
     ) -> None:
         super().__init__()
         from skimage import data
@@ -46,7 +51,9 @@ class DemoSource(FrameSource):
         angle = 12.0 * np.sin(2 * np.pi * 0.21 * t)
         scale = 1.6 * (1.0 + 0.12 * np.sin(2 * np.pi * 0.13 * t + 1.0))
         m = cv2.getRotationMatrix2D((float(face[0]), float(face[1])), angle, scale)
-        target = np.array([w / 2 + 0.15 * w * np.sin(2 * np.pi * 0.17 * t), h / 2 + 0.06 * h * np.sin(2 * np.pi * 0.29 * t)])
+        target = np.array(
+            [w / 2 + 0.15 * w * np.sin(2 * np.pi * 0.17 * t), h / 2 + 0.06 * h * np.sin(2 * np.pi * 0.29 * t)]
+        )
         m[:, 2] += target - face
         return m
 
@@ -58,7 +65,9 @@ class DemoSource(FrameSource):
             delay = self._t0 + t - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-        img = cv2.warpAffine(self._photo, self.transform(t), self.size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        img = cv2.warpAffine(
+            self._photo, self.transform(t), self.size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+        )
         frame = Frame(frame_id=self._index, image=img, t_capture_ns=time.perf_counter_ns(), timestamp_s=t)
         self._index += 1
         self.stats.frames += 1

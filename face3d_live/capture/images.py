@@ -82,5 +82,7 @@ class ImageFolderSource(FrameSource):
                 log.warning("skipped: %s", exc)
                 continue
             self.stats.frames += 1
-            return Frame(frame_id=index, image=img, t_capture_ns=time.perf_counter_ns(), timestamp_s=index / self.fps)
+            return Frame(
+                frame_id=index, image=img, t_capture_ns=time.perf_counter_ns(), timestamp_s=index / self.fps
+            )
         return None

@@ -60,7 +60,9 @@ class VideoFileSource(FrameSource):
         self._index += 1
         self.stats.frames += 1
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        return Frame(frame_id=index, image=rgb, t_capture_ns=time.perf_counter_ns(), timestamp_s=index / self._fps)
+        return Frame(
+            frame_id=index, image=rgb, t_capture_ns=time.perf_counter_ns(), timestamp_s=index / self._fps
+        )
 
     def _next_decodable(self):
         """Next good frame; corrupt frames are skipped (their index stays used so timestamps stay right)."""
@@ -69,7 +71,12 @@ class VideoFileSource(FrameSource):
             ok, bgr = self._cap.read()
             if ok and bgr is not None:
                 if failures:
-                    log.warning("%s: %d corrupt frame(s) before frame %d skipped", self.path, failures, self._index + failures)
+                    log.warning(
+                        "%s: %d corrupt frame(s) before frame %d skipped",
+                        self.path,
+                        failures,
+                        self._index + failures,
+                    )
                 self.stats.corrupt += failures
                 self._index += failures
                 return bgr
@@ -78,7 +85,9 @@ class VideoFileSource(FrameSource):
                 break
         if self._count is not None and self._index < self._count:
             # the container's frame count is an estimate (duration x fps); often an audio track is longer
-            log.info("%s: stream ends at frame %d; the container announced %d", self.path, self._index, self._count)
+            log.info(
+                "%s: stream ends at frame %d; the container announced %d", self.path, self._index, self._count
+            )
         return None
 
     def close(self) -> None:

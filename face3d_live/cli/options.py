@@ -12,12 +12,21 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     from face3d_live.models.registry import DEFAULT_MODEL, MODELS
 
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS), help=f"face model (default {DEFAULT_MODEL})")
+    g.add_argument(
+        "--model", default=DEFAULT_MODEL, choices=sorted(MODELS), help=f"face model (default {DEFAULT_MODEL})"
+    )
     g.add_argument("--backend", default="auto", help="inference backend: auto, torch, onnxruntime, tensorrt")
     g.add_argument("--max-faces", type=int, default=4, help="faces tracked at once (default 4)")
-    g.add_argument("--redetect-every", type=int, default=30, help="frames between detector runs while tracking (0 = only when lost)")
+    g.add_argument(
+        "--redetect-every",
+        type=int,
+        default=30,
+        help="frames between detector runs while tracking (0 = only when lost)",
+    )
     g.add_argument("--no-smooth", action="store_true", help="turn off One Euro temporal smoothing (video)")
-    g.add_argument("--min-cutoff", type=float, default=OneEuroConfig.min_cutoff, help="One Euro min cutoff, Hz")
+    g.add_argument(
+        "--min-cutoff", type=float, default=OneEuroConfig.min_cutoff, help="One Euro min cutoff, Hz"
+    )
     g.add_argument("--beta", type=float, default=OneEuroConfig.beta, help="One Euro speed coefficient")
 
 
@@ -28,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def reconstructor_from_args(args: argparse.Namespace, still: bool = False):
     from face3d_live.reconstructor import Reconstructor
 
-    smoothing = None if (still or args.no_smooth) else OneEuroConfig(min_cutoff=args.min_cutoff, beta=args.beta)
+    smoothing = (
+        None if (still or args.no_smooth) else OneEuroConfig(min_cutoff=args.min_cutoff, beta=args.beta)
+    )
     tracker = TrackerConfig(max_faces=args.max_faces, redetect_every=args.redetect_every)
     return Reconstructor(args.model, args.backend, tracker=tracker, smoothing=smoothing)

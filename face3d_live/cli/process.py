@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", help="video file, image file, folder of images, camera index, or 'demo'")
     p.add_argument("--out", type=Path, required=True, help="output folder (created)")
     p.add_argument("--obj", action="store_true", help="also write an OBJ mesh per face and frame")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames (needed for camera/demo)")
+    p.add_argument(
+        "--max-frames", type=int, default=None, help="stop after N frames (needed for camera/demo)"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_model_options(p)
     p.set_defaults(func=run)
@@ -37,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
             max_frames = 300
         with reconstructor_from_args(args, still=source.still) as rec:
             writer = FrameResultWriter(args.out, write_obj_files=args.obj)
-            summary = run_offline(source, rec, writer.write, max_frames=max_frames, progress=not args.no_progress)
+            summary = run_offline(
+                source, rec, writer.write, max_frames=max_frames, progress=not args.no_progress
+            )
     writer.close(
         {
             "input": str(args.input),

@@ -14,7 +14,6 @@ import numpy as np
 from face3d_live.models.tflite import TFLiteModel, mediapipe_model_path
 
 
-
 @dataclass(frozen=True)
 class _ModelSpec:
     file: str
@@ -56,7 +55,6 @@ def _anchors(spec: _ModelSpec) -> np.ndarray:
     return np.concatenate(rows).astype(np.float32)
 
 
-
 class BlazeFaceDetector:
     """``detect(rgb) -> list[Detection]``, highest score first.
 
@@ -65,7 +63,11 @@ class BlazeFaceDetector:
     """
 
     def __init__(
-        self, min_score: float = 0.5, nms_iou: float = 0.3, full_range: bool = False, num_threads: int | None = None
+        self,
+        min_score: float = 0.5,
+        nms_iou: float = 0.3,
+        full_range: bool = False,
+        num_threads: int | None = None,
     ) -> None:
         spec = FULL_RANGE if full_range else SHORT_RANGE
         self.model = TFLiteModel(mediapipe_model_path(spec.file), num_threads)

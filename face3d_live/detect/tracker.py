@@ -74,7 +74,11 @@ class FaceTracker:
         cfg = self.config
         if not self.tracks:
             return True
-        return cfg.redetect_every > 0 and self._since_detect >= cfg.redetect_every and len(self.tracks) < cfg.max_faces
+        return (
+            cfg.redetect_every > 0
+            and self._since_detect >= cfg.redetect_every
+            and len(self.tracks) < cfg.max_faces
+        )
 
     def add_detections(self, dets: list[Detection], out_size: int) -> list[Track]:
         """Start tracks for detections that are not already tracked; returns the new tracks."""

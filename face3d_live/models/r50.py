@@ -32,7 +32,9 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or in_ch != out_ch:
-            self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -60,7 +62,10 @@ class FaceR50(nn.Module):
         for i, n in enumerate(blocks):
             mid = width * 2**i
             out = mid * 4
-            stage = [Bottleneck(in_ch if j == 0 else out, mid, out, (1 if i == 0 else 2) if j == 0 else 1) for j in range(n)]
+            stage = [
+                Bottleneck(in_ch if j == 0 else out, mid, out, (1 if i == 0 else 2) if j == 0 else 1)
+                for j in range(n)
+            ]
             layers.append(nn.Sequential(*stage))
             in_ch = out
         self.layers = nn.Sequential(*layers)

@@ -32,7 +32,9 @@ class TFLiteModel:
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            self._interp = Interpreter(model_path=str(path), num_threads=num_threads or min(2, os.cpu_count() or 1))
+            self._interp = Interpreter(
+                model_path=str(path), num_threads=num_threads or min(2, os.cpu_count() or 1)
+            )
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load tflite model {path}: {exc}") from exc
         self._interp.allocate_tensors()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import asdict, dataclass
 
@@ -64,7 +65,8 @@ class GpuMonitor:
         throttles = tuple(
             label
             for attr, label in _THROTTLE_NAMES.items()
-            if hasattr(n, "nvml" + attr[0].upper() + attr[1:]) and reasons & getattr(n, "nvml" + attr[0].upper() + attr[1:])
+            if hasattr(n, "nvml" + attr[0].upper() + attr[1:])
+            and reasons & getattr(n, "nvml" + attr[0].upper() + attr[1:])
         )
         name = n.nvmlDeviceGetName(h)
         return GpuState(
@@ -81,10 +83,8 @@ class GpuMonitor:
 
     def close(self) -> None:
         if self.available:
-            try:
+            with contextlib.suppress(Exception):  # shutting down a half-initialised NVML is harmless
                 self._nvml.nvmlShutdown()
-            except Exception:  # shutting down a half-initialised NVML is harmless
-                pass
             self.available = False
 
 

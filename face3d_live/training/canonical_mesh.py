@@ -30,7 +30,9 @@ def teacher_mesh(model: MediaPipeMeshModel, img: np.ndarray) -> tuple[np.ndarray
     for _ in range(2):
         v, s = model.predict(ct.warp(img)[None])
         verts = ct.to_image(v[0])
-        ct = CropTransform.around_points(verts, verts[EYE_OUTER_RIGHT], verts[EYE_OUTER_LEFT], 1.5, model.input_size)
+        ct = CropTransform.around_points(
+            verts, verts[EYE_OUTER_RIGHT], verts[EYE_OUTER_LEFT], 1.5, model.input_size
+        )
     return verts, float(s[0])
 
 

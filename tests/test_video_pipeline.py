@@ -1,0 +1,77 @@
+"""Tracking on real clips, and the `process` command end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from face3d_live.capture import open_source
+from face3d_live.cli import main
+from face3d_live.pipeline.offline import run_offline
+
+
+@pytest.mark.parametrize("name", ["obama.mp4", "single_face.mp4"])
+def test_every_frame_yields_one_face(reconstructor, video_path, name: str) -> None:
+    reconstructor.reset()
+    reconstructor.tracker.detector_runs = 0
+    counts: list[int] = []
+    with open_source(video_path(name)) as src:
+        summary = run_offline(src, reconstructor, lambda f: counts.append(len(f.faces)), progress=False)
+    assert summary.frames == len(counts) > 50
+    assert counts == [1] * len(counts)
+    # the tracker re-crops from the last mesh: the detector runs on a small fraction of frames
+    assert reconstructor.tracker.detector_runs <= len(counts) // 10 + 1
+
+
+def test_demo_source_is_tracked(reconstructor) -> None:
+    reconstructor.reset()
+    with open_source("demo", demo_frames=40) as src:
+        summary = run_offline(src, reconstructor, progress=False)
+    assert summary.frames == 40 and summary.frames_with_face == 40
+
+
+def test_process_writes_npz_per_frame(video_path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert (
+        main(["process", str(video_path("single_face.mp4")), "--out", str(out), "--obj", "--no-progress"])
+        == 0
+    )
+    files = sorted((out / "frames").glob("frame_*.npz"))
+    assert len(files) == 72
+    with np.load(files[10]) as d:
+        assert int(d["frame_index"]) == 10 and d["vertices"].shape == (1, 468, 3)
+        assert d["landmarks68"].shape == (1, 68, 3) and d["rotation"].shape == (1, 3, 3)
+        assert abs(float(d["timestamp_s"]) - 10 / 30) < 1e-3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 72 and summary["frames_with_face"] == 72
+    obj = (out / "obj" / "frame_000000_face0.obj").read_text().splitlines()
+    assert (
+        sum(line.startswith("v ") for line in obj) == 468
+        and sum(line.startswith("f ") for line in obj) == 852
+    )
+
+
+def test_process_records_frames_without_a_face_as_empty(tmp_path: Path, astronaut: np.ndarray) -> None:
+    from skimage import data
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "0_face.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(folder / "1_coffee.png"), cv2.cvtColor(data.coffee(), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    assert main(["process", str(folder), "--out", str(out), "--no-progress"]) == 0
+    with np.load(out / "frames" / "frame_000001.npz") as d:
+        assert d["vertices"].shape == (0, 468, 3)
+    assert json.loads((out / "summary.json").read_text())["frames_without_face"] == 1
+
+
+def test_process_bad_inputs_exit_nonzero_with_one_line(tmp_path: Path, capsys) -> None:
+    (tmp_path / "x.txt").write_text("hello")
+    for bad in [str(tmp_path / "missing.mp4"), str(tmp_path / "x.txt"), "5"]:
+        assert main(["process", bad, "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("face3d-live: error:")
