@@ -29,3 +29,7 @@ class EngineBuildError(Face3DError):
 
 class ConfigError(Face3DError):
     """An option has an unknown name or an invalid value."""
+
+
+class RecordError(Face3DError):
+    """A recording cannot be written or recovered (disk full, unwritable path, damaged journal)."""

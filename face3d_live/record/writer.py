@@ -1,0 +1,196 @@
+"""Sequence writers: ``open`` / ``write(frame_index, timestamp_s, faces)`` / ``close``.
+
+Every format streams frames into a crash-safe journal (journal.py) as they arrive and builds the
+final file from it at ``close``; ``recover(dir)`` builds it from a journal left by a killed process.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from face3d_live.errors import RecordError
+from face3d_live.record.config import RecordConfig
+from face3d_live.record.exporters import export
+from face3d_live.record.journal import FrameJournal, read_journal
+from face3d_live.types import Face
+
+log = logging.getLogger(__name__)
+
+MAX_BAKE_SIZE = 1024  # a face spans a few hundred pixels of video: finer bakes only add blur
+
+
+def default_journal_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".journal")
+
+
+def make_texture_accumulator(size: int):
+    """The render package's accumulator when present, else the CPU baker (same interface)."""
+    from face3d_live.record.texture import CpuTextureBaker
+
+    return CpuTextureBaker(min(size, MAX_BAKE_SIZE))
+
+
+class SequenceWriter:
+    """Records one face's performance to ``out`` in ``config.format`` (glb, obj, npz).
+
+    ``write`` takes the frame's faces (largest first, as ``Reconstructor.track`` returns them) and
+    follows one track: the first face's, switching to the largest face when that track is lost.
+    Pass the RGB ``image`` to bake a texture, or hand a finished texture to ``set_texture``.
+    Used as a context manager, an exception inside the block leaves the journal for ``--recover``.
+    """
+
+    def __init__(
+        self,
+        out: Path | str,
+        config: RecordConfig = RecordConfig(),
+        *,
+        journal_dir: Path | str | None = None,
+        fps: float | None = None,
+        keep_journal: bool = False,
+        source: str = "",
+    ) -> None:
+        self.out = Path(out)
+        self.config = config
+        self.journal_dir = Path(journal_dir) if journal_dir else default_journal_dir(self.out)
+        self.fps = fps
+        self.keep_journal = keep_journal
+        self.summary: dict | None = None
+        self._journal = FrameJournal(
+            self.journal_dir,
+            {"out": str(self.out.resolve()), "config": config.to_dict(), "fps": fps, "source": source},
+        )
+        self._track = -2  # no track chosen yet
+        self._texture: np.ndarray | None = None
+        self._baker = None
+        self._last_snapshot = 0.0
+        self._state = "new"
+
+    @property
+    def frames(self) -> int:
+        return self._journal.frames
+
+    def open(self) -> SequenceWriter:
+        if self._state == "new":
+            parent = self.out.resolve().parent
+            if not parent.is_dir():
+                raise RecordError(f"cannot write {self.out}: folder {parent} does not exist")
+            self._journal.open()
+            self._last_snapshot = time.monotonic()
+            self._state = "open"
+        return self
+
+    def write(
+        self, frame_index: int, timestamp_s: float, faces: Sequence[Face], image: np.ndarray | None = None
+    ) -> None:
+        """Stream one frame to disk now; a frame without faces still counts for the timing."""
+        if self._state != "open":
+            raise RecordError("the recording is not open (call open() first or use it in a with block)")
+        face = self._pick(faces)
+        if face is None:
+            self._journal.append(frame_index, timestamp_s, None)
+            return
+        p = face.pose
+        self._journal.append(
+            frame_index,
+            timestamp_s,
+            face.vertices,
+            face.landmarks68,
+            p.rotation,
+            p.translation,
+            p.scale,
+            face.score,
+            face.track_id,
+        )
+        if image is not None and self.config.texture_size and self._texture is None:
+            self._bake(image, face, frame_index)
+
+    def set_texture(self, texture_rgb: np.ndarray) -> None:
+        """Use this (HxWx3 uint8, e.g. the live app's accumulated texture) instead of baking one."""
+        tex = np.asarray(texture_rgb)
+        if tex.ndim != 3 or tex.shape[2] != 3 or tex.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 texture, got {tex.shape} {tex.dtype}")
+        self._texture = tex
+        if self._state == "open":
+            self._journal.save_texture(tex)
+
+    def close(self) -> dict | None:
+        """Finish: build the output from the journal, then remove the journal. Idempotent."""
+        if self._state != "open":
+            return self.summary
+        self._state = "closed"
+        self._journal.close()
+        texture = self._current_texture()
+        rec = read_journal(self.journal_dir)  # exactly what --recover would see
+        self.summary = export(rec, texture, self.out, self.config)
+        if not self.keep_journal:
+            shutil.rmtree(self.journal_dir, ignore_errors=True)
+        return self.summary
+
+    def abort(self) -> None:
+        """Stop without building the output; the journal stays for ``--recover``."""
+        if self._state == "open":
+            self._state = "closed"
+            self._journal.close()
+            log.warning("recording stopped; %d frames kept in %s", self.frames, self.journal_dir)
+
+    def __enter__(self) -> SequenceWriter:
+        return self.open()
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    # ---- internals --------------------------------------------------------------------------------
+    def _pick(self, faces: Sequence[Face]) -> Face | None:
+        if not faces:
+            return None
+        for f in faces:
+            if f.track_id == self._track:
+                return f
+        self._track = faces[0].track_id
+        return faces[0]
+
+    def _bake(self, image: np.ndarray, face: Face, frame_index: int) -> None:
+        if self._baker is None:
+            self._baker = make_texture_accumulator(self.config.texture_size)
+        if (self._journal.frames - 1) % self.config.texture_every:
+            return
+        self._baker.update(image, face)
+        now = time.monotonic()
+        if now - self._last_snapshot >= self.config.snapshot_every_s:
+            self._journal.save_texture(self._baker.texture())
+            self._last_snapshot = now
+
+    def _current_texture(self) -> np.ndarray | None:
+        if self._texture is not None:
+            return self._texture
+        if self._baker is not None and self._baker.updates:
+            return self._baker.texture()
+        return None
+
+
+def open_writer(out: Path | str, config: RecordConfig = RecordConfig(), **kwargs) -> SequenceWriter:
+    """A writer for ``config.format`` (not yet opened)."""
+    return SequenceWriter(out, config, **kwargs)
+
+
+def recover(directory: Path | str, out: Path | str | None = None, config: RecordConfig | None = None) -> dict:
+    """Build the output from a journal left behind (killed process, full disk). The journal is kept."""
+    directory = Path(directory)
+    rec = read_journal(directory)
+    if config is None:
+        config = RecordConfig.from_dict(rec.header.get("config", {}))
+    if out is None:
+        out = rec.header.get("out") or directory.with_suffix("." + config.format)
+    if not len(rec):
+        raise RecordError(f"{directory} holds no complete frame; nothing to recover")
+    log.info("recovering %d frames from %s", len(rec), directory)
+    return export(rec, rec.texture, Path(out), config)
