@@ -28,8 +28,15 @@ def _mediapipe(backend: str) -> FaceModel:
     return MediaPipeMeshModel()
 
 
+def _r50(backend: str) -> FaceModel:
+    from face3d_live.models.r50_face import R50FaceModel
+
+    return R50FaceModel(backend)  # backend: "auto", "torch", "onnxruntime", "tensorrt"
+
+
 MODELS: dict[str, Callable[[str], FaceModel]] = {
     "mediapipe": _mediapipe,
+    "r50": _r50,
 }
 
 DEFAULT_MODEL = "mediapipe"

@@ -1,0 +1,179 @@
+"""Thin cuda-python (runtime API) wrappers: device query, streams, events, pinned and device memory.
+
+Every call's error code is checked. The runtime API shares the primary context with torch and
+TensorRT, so pointers and stream handles pass freely between them. No GPU / no driver is reported
+by :func:`cuda_status` as a reason string, never raised at import.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+from typing import Any
+
+import numpy as np
+
+from face3d_live.errors import BackendUnavailable
+
+
+class CudaError(BackendUnavailable):
+    """A CUDA runtime call failed."""
+
+
+@functools.lru_cache(maxsize=1)
+def runtime() -> Any:
+    """The cuda-python runtime module (``cuda.bindings.runtime``, or ``cuda.cudart`` on cuda-python 11/12.0-12.5)."""
+    try:
+        from cuda.bindings import runtime as rt
+    except ImportError:
+        try:
+            from cuda import cudart as rt
+        except ImportError:
+            raise BackendUnavailable("cuda-python is not installed: pip install cuda-python") from None
+    return rt
+
+
+def check(result: Any) -> Any:
+    """Unpack a cuda-python ``(err, *values)`` tuple; raise :class:`CudaError` on failure."""
+    rt = runtime()
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if err != rt.cudaError_t.cudaSuccess:
+        _, name = rt.cudaGetErrorName(err)
+        _, text = rt.cudaGetErrorString(err)
+        raise CudaError(
+            f"CUDA error {name.decode() if isinstance(name, bytes) else name}: "
+            f"{text.decode() if isinstance(text, bytes) else text}"
+        )
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_status() -> str:
+    """'' when a CUDA GPU is usable, else why not (one line). Cached: the answer does not change."""
+    try:
+        rt = runtime()
+    except BackendUnavailable as exc:
+        return str(exc)
+    err, count = rt.cudaGetDeviceCount()
+    if err != rt.cudaError_t.cudaSuccess:
+        _, name = rt.cudaGetErrorName(err)
+        return f"no CUDA GPU ({name.decode() if isinstance(name, bytes) else name})"
+    return "" if count > 0 else "no CUDA GPU (0 devices)"
+
+
+def compute_capability(device: int = 0) -> tuple[int, int]:
+    rt = runtime()
+    attr = rt.cudaDeviceAttr
+    major = check(rt.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMajor, device))
+    minor = check(rt.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMinor, device))
+    return int(major), int(minor)
+
+
+def device_name(device: int = 0) -> str:
+    props = check(runtime().cudaGetDeviceProperties(device))
+    name = props.name
+    return (name.decode() if isinstance(name, bytes) else str(name)).rstrip("\x00")
+
+
+class Stream:
+    """A non-blocking CUDA stream (does not serialise with the legacy default stream)."""
+
+    def __init__(self) -> None:
+        rt = runtime()
+        self._rt = rt
+        self.handle = check(rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking))
+
+    @property
+    def ptr(self) -> int:
+        return int(self.handle)
+
+    def synchronize(self) -> None:
+        check(self._rt.cudaStreamSynchronize(self.handle))
+
+    def close(self) -> None:
+        if self.handle is not None:
+            check(self._rt.cudaStreamDestroy(self.handle))
+            self.handle = None
+
+
+class Event:
+    """A CUDA event; ``timing=False`` (default) makes record/wait cheapest."""
+
+    def __init__(self, timing: bool = False) -> None:
+        rt = runtime()
+        self._rt = rt
+        flags = rt.cudaEventDefault if timing else rt.cudaEventDisableTiming
+        self.handle = check(rt.cudaEventCreateWithFlags(flags))
+
+    def record(self, stream: Stream) -> Event:
+        check(self._rt.cudaEventRecord(self.handle, stream.handle))
+        return self
+
+    def synchronize(self) -> None:
+        check(self._rt.cudaEventSynchronize(self.handle))
+
+    def query(self) -> bool:
+        """True when the work before the event has finished."""
+        (err,) = self._rt.cudaEventQuery(self.handle)
+        if err == self._rt.cudaError_t.cudaErrorNotReady:
+            return False
+        check((err,))
+        return True
+
+    def elapsed_ms(self, start: Event) -> float:
+        return float(check(self._rt.cudaEventElapsedTime(start.handle, self.handle)))
+
+    def close(self) -> None:
+        if self.handle is not None:
+            check(self._rt.cudaEventDestroy(self.handle))
+            self.handle = None
+
+
+class PinnedArray:
+    """Page-locked host memory seen as a numpy array (``.array``): the only host memory that
+    copies asynchronously (a pageable source makes ``cudaMemcpyAsync`` synchronous)."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype | type = np.float32) -> None:
+        self._rt = runtime()
+        dtype = np.dtype(dtype)
+        self.nbytes = int(math.prod(shape)) * dtype.itemsize
+        self.ptr = int(check(self._rt.cudaMallocHost(self.nbytes)))
+        raw = (ctypes.c_byte * self.nbytes).from_address(self.ptr)
+        self.array = np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+    def close(self) -> None:
+        if self.ptr:
+            self.array = None
+            check(self._rt.cudaFreeHost(self.ptr))
+            self.ptr = 0
+
+
+class DeviceBuffer:
+    """Device memory of ``nbytes`` (cudaMalloc)."""
+
+    def __init__(self, nbytes: int) -> None:
+        self._rt = runtime()
+        self.nbytes = int(nbytes)
+        self.ptr = int(check(self._rt.cudaMalloc(self.nbytes)))
+
+    def close(self) -> None:
+        if self.ptr:
+            check(self._rt.cudaFree(self.ptr))
+            self.ptr = 0
+
+
+def copy_htod_async(dst: int, src: int, nbytes: int, stream: Stream) -> None:
+    rt = runtime()
+    check(rt.cudaMemcpyAsync(dst, src, nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle))
+
+
+def copy_dtoh_async(dst: int, src: int, nbytes: int, stream: Stream) -> None:
+    rt = runtime()
+    check(rt.cudaMemcpyAsync(dst, src, nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.handle))
+
+
+def synchronize_device() -> None:
+    check(runtime().cudaDeviceSynchronize())

@@ -1,0 +1,53 @@
+"""onnxruntime backend (CPU execution provider): fp32, or int8 from a Q/DQ ONNX (real INT8 kernels)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from face3d_live.errors import BackendUnavailable
+from face3d_live.inference.base import InferenceBackend, Slot
+from face3d_live.models.export import INPUT_NAME
+
+log = logging.getLogger(__name__)
+
+
+class OnnxRuntimeBackend(InferenceBackend):
+    name = "onnxruntime"
+
+    def __init__(self, spec, *, threads: int | None = None, **kwargs) -> None:
+        device = kwargs.pop("device", None) or "cpu"
+        super().__init__(spec, device=device, **kwargs)
+        self.threads = threads
+        self._session = None
+
+    def _activate(self) -> None:
+        if self.device != "cpu":
+            raise BackendUnavailable(
+                "onnxruntime here runs on the CPU only (the onnxruntime-gpu wheel is not used)"
+            )
+        if self.precision == "fp16":
+            raise BackendUnavailable(
+                "onnxruntime on CPU runs fp32 or int8, not fp16 (no fast fp16 CPU kernels)"
+            )
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendUnavailable("onnxruntime is not installed: pip install onnxruntime") from None
+        path = self.spec.onnx(self.precision, self.cache_dir)
+        opts = ort.SessionOptions()
+        # explicit thread count (OpenSeeFace lesson): the default can oversubscribe small machines
+        opts.intra_op_num_threads = self.threads or min(4, os.cpu_count() or 1)
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.detail = f"onnx={path} threads={opts.intra_op_num_threads}"
+
+    def _deactivate(self) -> None:
+        self._session = None
+
+    def _create_slot(self, slot: Slot) -> None:
+        pass
+
+    def _infer(self, slot: Slot, n: int) -> None:
+        (out,) = self._session.run(None, {INPUT_NAME: slot.host_in[:n]})
+        slot.host_out[:n] = out

@@ -1,0 +1,117 @@
+"""What a backend runs: a torch module and/or ONNX files, with the I/O shapes.
+
+Any torch module works (FaceR50, a pruned or quantised variant of it, something else with one
+(N, C, H, W) float32 input and one (N, D) float32 output). Exports are cached by the module's
+*content* hash (structure + weights) and engines by the ONNX file's hash, never by name, so a
+retrained or pruned model can never pick up a stale export or engine.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from face3d_live.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_CACHE_DIR = Path("engines")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    return precision
+
+
+@dataclass(frozen=True, eq=False)
+class ModelSpec:
+    """A model for the inference backends.
+
+    name:         label for logs and engine file names (not a cache key).
+    module:       an ``nn.Module`` or a zero-argument callable returning one (loaded on first use).
+    onnx_files:   ready ONNX per precision, e.g. ``{"int8": "qat.onnx"}`` from quantisation-aware
+                  training; used instead of exporting ``module`` at that precision.
+    input_shape:  (C, H, W) of one sample; the batch axis is dynamic.
+    output_dim:   D of the (N, D) float32 output.
+    calibration:  zero-argument callable giving (N, C, H, W) float32 crops for INT8 calibration.
+    """
+
+    name: str
+    module: torch.nn.Module | Callable[[], torch.nn.Module] | None = None
+    onnx_files: Mapping[str, str | Path] = field(default_factory=dict)
+    input_shape: tuple[int, int, int] = (3, 224, 224)
+    output_dim: int = 1405
+    calibration: Callable[[], np.ndarray] | None = None
+
+    @classmethod
+    def from_module(cls, module: torch.nn.Module, name: str | None = None, **kwargs) -> ModelSpec:
+        return cls(name=name or type(module).__name__.lower(), module=module, **kwargs)
+
+    @functools.cached_property
+    def torch_module(self) -> torch.nn.Module:
+        """The eval-mode module (loaded once). ModelError if this spec has none."""
+        import torch
+
+        if self.module is None:
+            raise ModelError(
+                f"model {self.name!r} has no torch module (ONNX only); use onnxruntime or tensorrt"
+            )
+        module = self.module if isinstance(self.module, torch.nn.Module) else self.module()
+        return module.eval()
+
+    @functools.cached_property
+    def module_sha256(self) -> str:
+        from face3d_live.models.export import module_sha256
+
+        return module_sha256(self.torch_module)
+
+    def onnx(self, precision: str, cache_dir: str | Path = DEFAULT_CACHE_DIR) -> Path:
+        """ONNX file at ``precision``: given in ``onnx_files``, or exported once into ``cache_dir/onnx``."""
+        check_precision(precision)
+        if precision in self.onnx_files:
+            path = Path(self.onnx_files[precision])
+            if not path.is_file():
+                raise ModelError(f"ONNX file {path} for model {self.name!r} ({precision}) not found")
+            return path
+        from face3d_live.models.export import export_variant
+
+        key = self.module_sha256
+        calibration = None
+        if precision == "int8":
+            if self.calibration is None:
+                raise ModelError(
+                    f"model {self.name!r} has no INT8 calibration data; give ModelSpec(calibration=...) "
+                    "or an int8 ONNX in onnx_files"
+                )
+            calibration = np.ascontiguousarray(self.calibration(), np.float32)
+            key = hashlib.sha256(
+                (key + hashlib.sha256(calibration.tobytes()).hexdigest()).encode()
+            ).hexdigest()
+        path = Path(cache_dir) / "onnx" / f"{self.name}-{key[:16]}-{precision}.onnx"
+        if path.is_file():
+            log.debug("ONNX cache hit: %s", path)
+            return path
+        log.info("exporting %s to ONNX (%s) -> %s", self.name, precision, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".partial.onnx")
+        module = self.torch_module
+        device = next(module.parameters()).device
+        if device.type != "cpu":  # export from a CPU copy: deterministic and does not touch the GPU
+            import copy
+
+            module = copy.deepcopy(module).cpu().float()
+        export_variant(module, tmp, precision, input_shape=self.input_shape, calibration=calibration)
+        tmp.replace(path)
+        return path

@@ -1,0 +1,148 @@
+"""torch backend. CUDA: FP16 (or FP32), channels_last, one CUDA graph per batch bucket per slot,
+run on the slot's own (external, cuda-python) stream. CPU: eager FP32.
+
+Why graphs: ResNet50 at batch 1 is launch-bound (~160 kernels); eager FP16 on the H100 is
+*slower* than FP32 (4.1 vs 3.8 ms), while a graph replay is one launch (0.9 ms, DESIGN.md).
+A batch of n runs the graph of the smallest bucket >= n (1, 2, 4, 8, …, max_batch); the padding
+rows are computed and ignored.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+
+from face3d_live.errors import BackendUnavailable
+from face3d_live.inference.base import InferenceBackend, Slot
+from face3d_live.inference.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+def buckets(max_batch: int) -> list[int]:
+    """Powers of two up to ``max_batch``, and ``max_batch`` itself."""
+    out, b = [], 1
+    while b < max_batch:
+        out.append(b)
+        b *= 2
+    return [*out, max_batch]
+
+
+@dataclass
+class _TorchSlot:
+    x: object  # static input (max_batch, C, H, W) float32 tensor; slot.dev_in points at it
+    y: object  # static output (max_batch, D) float32 tensor; slot.dev_out points at it
+    stream: object = None  # torch.cuda.ExternalStream over the slot's cuda-python stream
+    graphs: dict = field(default_factory=dict)  # bucket -> torch.cuda.CUDAGraph
+
+
+class TorchBackend(InferenceBackend):
+    name = "torch"
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        precision: str | None = None,
+        device: str | None = None,
+        max_batch: int = 16,
+        cache_dir: str | None = None,
+        cuda_graphs: bool = True,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__(spec, precision=precision, device=device, max_batch=max_batch, cache_dir=cache_dir)
+        self.default_precision = "fp16" if self.device == "cuda" else "fp32"
+        if precision is None:
+            self.precision = self.default_precision
+        self.cuda_graphs = cuda_graphs and self.device == "cuda"
+        self.channels_last = channels_last and self.device == "cuda"
+        self._module = None
+
+    def _activate(self) -> None:
+        try:
+            import torch
+        except ImportError:
+            raise BackendUnavailable("torch is not installed: pip install torch") from None
+        if self.precision == "int8":
+            raise BackendUnavailable("torch backend runs fp32/fp16; int8 needs onnxruntime or tensorrt")
+        if self.device == "cpu" and self.precision != "fp32":
+            raise BackendUnavailable(f"torch on CPU runs fp32 only, not {self.precision}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailable(f"this torch build ({torch.__version__}) has no CUDA")
+        # a private copy: the spec's module is shared (export, other backends) and must stay FP32 on CPU
+        module = copy.deepcopy(self.spec.torch_module).eval().requires_grad_(False)
+        if self.device == "cuda":
+            module = module.cuda()
+            if self.precision == "fp16":
+                module = module.half()
+            if self.channels_last:
+                module = module.to(memory_format=torch.channels_last)
+        self._module = module
+        self.detail = (
+            f"graphs={'buckets ' + ','.join(map(str, buckets(self.max_batch))) if self.cuda_graphs else 'off'} "
+            f"channels_last={self.channels_last}"
+        )
+
+    def _deactivate(self) -> None:
+        self._module = None
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def _forward(self, x):
+        """float32 NCHW in, float32 (N, D) out; casts inside (so they are captured in the graph)."""
+        import torch
+
+        if self.device == "cuda":
+            if self.precision == "fp16":
+                x = x.half()
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+        return self._module(x).float()
+
+    def _create_slot(self, slot: Slot) -> None:
+        import torch
+
+        if self.device == "cpu":
+            return
+        x = torch.empty((slot.max_batch, *self.input_shape), device="cuda")
+        y = torch.empty((slot.max_batch, self.output_dim), device="cuda")
+        slot.dev_in, slot.dev_out = x.data_ptr(), y.data_ptr()
+        state = _TorchSlot(x, y, torch.cuda.ExternalStream(slot.stream.ptr))
+        slot.state = state
+        if not self.cuda_graphs:
+            return
+        x.uniform_()  # warm-up/capture on real-looking data, never on uninitialised memory
+        pool = torch.cuda.graph_pool_handle()  # one pool per slot: its graphs never run concurrently
+        side = torch.cuda.Stream()
+        with torch.no_grad():
+            for b in buckets(slot.max_batch):
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(2):  # warm-up: cuDNN autotune and lazy init outside the capture
+                        y[:b].copy_(self._forward(x[:b]))
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool):
+                    y[:b].copy_(self._forward(x[:b]))
+                state.graphs[b] = graph
+        torch.cuda.synchronize()
+        slot.resources.callback(state.graphs.clear)
+
+    def _infer(self, slot: Slot, n: int) -> None:
+        import torch
+
+        if self.device == "cpu":
+            with torch.inference_mode():
+                out = self._forward(torch.from_numpy(slot.host_in[:n]))
+            slot.host_out[:n] = out.numpy()
+            return
+        state: _TorchSlot = slot.state
+        with torch.cuda.stream(state.stream), torch.no_grad():
+            if state.graphs:
+                b = next(b for b in state.graphs if b >= n)
+                state.graphs[b].replay()
+            else:
+                state.y[:n].copy_(self._forward(state.x[:n]))
