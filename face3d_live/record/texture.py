@@ -42,7 +42,7 @@ class CpuTextureBaker:
         m = len(tid)
         # texel position = bary · corner vertices: a sparse (M, 468) matrix
         self._interp = sparse.csr_matrix(
-            (bary.reshape(-1), (np.repeat(np.arange(m), 3), tris[tid].reshape(-1))),
+            (bary.reshape(-1).astype(np.float32), (np.repeat(np.arange(m), 3), tris[tid].reshape(-1))),
             shape=(m, mesh.NUM_VERTICES),
         )
         self._rows, self._cols, self._tid = rows, cols, tid
@@ -63,17 +63,16 @@ class CpuTextureBaker:
         # triangles are counter-clockwise on screen (y down) when they face the camera: normal towards -z
         facing = -n[:, 2] / np.maximum(np.linalg.norm(n, axis=1), 1e-12)
         w_tri = np.where(facing > MIN_FACING, np.clip(facing, 0, 1) ** FACING_POWER, 0.0).astype(np.float32)
-        w = w_tri[self._tid]
-        live = w > 0
-        if not live.any():
+        if not w_tri.any():
             return
-        xy = (self._interp[live] @ v[:, :2]).astype(np.float32)
+        w = w_tri[self._tid]
+        xy = self._interp @ v[:, :2].astype(np.float32)  # (M, 2) image px of every texel
         h, wid = image_rgb.shape[:2]
-        inside = (xy[:, 0] >= 0) & (xy[:, 0] <= wid - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= h - 1)
+        w *= (xy[:, 0] >= 0) & (xy[:, 0] <= wid - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= h - 1)
         sample = _sample(image_rgb, xy)
-        wl = w[live] * inside
-        self._acc[live] += wl[:, None] * sample
-        self._wsum[live] += wl
+        sample *= w[:, None]
+        self._acc += sample
+        self._wsum += w
         self.updates += 1
 
     def coverage(self) -> float:
@@ -99,8 +98,9 @@ def _sample(image: np.ndarray, xy: np.ndarray, width: int = 1024) -> np.ndarray:
     rows = -(-m // width)
     grid = np.zeros((rows * width, 2), np.float32)
     grid[:m] = xy
-    grid = grid.reshape(rows, width, 2)
-    out = cv2.remap(image, grid, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    out = cv2.remap(
+        image, grid.reshape(rows, width, 2), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
     return out.reshape(-1, out.shape[-1])[:m].astype(np.float32)
 
 

@@ -124,8 +124,13 @@ class SequenceWriter:
         if self._state != "open":
             return self.summary
         self._state = "closed"
-        self._journal.close()
         texture = self._current_texture()
+        if texture is not None and self._texture is None:
+            try:  # so that a failed export below can still be recovered with the final texture
+                self._journal.save_texture(texture)
+            except RecordError as exc:
+                log.warning("%s", exc)
+        self._journal.close()
         rec = read_journal(self.journal_dir)  # exactly what --recover would see
         self.summary = export(rec, texture, self.out, self.config)
         if not self.keep_journal:
