@@ -122,15 +122,22 @@ def export_obj(rec: Recording, texture: np.ndarray | None, out: Path, config: Re
     f1 = tris + 1
     faces = "".join(f"f {a}/{a}/{a} {b}/{b}/{b} {c}/{c}/{c}\n" for a, b, c in f1)
     stamps = []
-    for i in np.flatnonzero(rec.has_face):
-        world = node_apply(frames.shapes[i], frames.rotation[i], frames.translation[i], frames.scale[i])
-        normals = vertex_normals(world, tris)
+    idx = np.flatnonzero(rec.has_face)
+    world = np.stack(
+        [
+            node_apply(frames.shapes[i], frames.rotation[i], frames.translation[i], frames.scale[i])
+            for i in idx
+        ]
+    )
+    all_normals = vertex_normals(world, tris)
+    for j, i in enumerate(idx):
+        normals = all_normals[j]
         name = f"frame_{int(rec.frame_index[i]):06d}.obj"
         text = "".join(
             [
                 f"# face3d-live frame {int(rec.frame_index[i])} t={rec.timestamps[i]:.6f}s\n",
                 "mtllib face.mtl\n",
-                _rows("v", world),
+                _rows("v", world[j]),
                 vt,
                 _rows("vn", normals),
                 "usemtl face\n",
@@ -145,6 +152,4 @@ def export_obj(rec: Recording, texture: np.ndarray | None, out: Path, config: Re
 
 
 def _rows(tag: str, arr: np.ndarray) -> str:
-    buf = io.StringIO()
-    np.savetxt(buf, arr, fmt=f"{tag} %.6f %.6f %.6f")
-    return buf.getvalue()
+    return (f"{tag} %.6f %.6f %.6f\n" * len(arr)) % tuple(np.asarray(arr, np.float64).ravel())

@@ -114,7 +114,8 @@ class FrameJournal:
         if self._fd is not None:
             return self
         d = self.directory
-        if (d / FRAMES).exists():
+        frames = d / FRAMES
+        if frames.is_file() and frames.stat().st_size > 0:
             raise RecordError(
                 f"{d} already holds a recording; recover it (face3d-live record --recover {d}) or remove it"
             )
@@ -189,7 +190,8 @@ class FrameJournal:
         try:
             os.fsync(fd)
         except OSError as exc:
-            raise os_error(exc, self.directory / FRAMES, "write", self.directory) from None
+            if exc.errno != errno.EINVAL:  # EINVAL: a file that cannot be synced (a device, a pipe)
+                raise os_error(exc, self.directory / FRAMES, "write", self.directory) from None
         finally:
             os.close(fd)
 

@@ -141,7 +141,10 @@ class SequenceWriter:
         """Stop without building the output; the journal stays for ``--recover``."""
         if self._state == "open":
             self._state = "closed"
-            self._journal.close()
+            try:
+                self._journal.close()
+            except RecordError as exc:  # already failing: say so, keep the first error
+                log.warning("%s", exc)
             log.warning("recording stopped; %d frames kept in %s", self.frames, self.journal_dir)
 
     def __enter__(self) -> SequenceWriter:
