@@ -17,13 +17,14 @@ import warnings
 from abc import ABC, abstractmethod
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from face3d_live.errors import BackendUnavailable, ConfigError
 from face3d_live.inference import cuda
-from face3d_live.inference.spec import DEFAULT_CACHE_DIR, ModelSpec, check_precision
+from face3d_live.inference.spec import ModelSpec, check_precision, default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class InferenceBackend(ABC):
         precision: str | None = None,
         device: str | None = None,
         max_batch: int = 16,
-        cache_dir: str | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
         self.spec = spec
         self.precision = check_precision(precision or self.default_precision)
@@ -73,7 +74,7 @@ class InferenceBackend(ABC):
         if max_batch < 1:
             raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
         self.max_batch = int(max_batch)
-        self.cache_dir = cache_dir or DEFAULT_CACHE_DIR
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.is_active = False
         self._sync_slot: Slot | None = None
         self.detail = ""  # what was loaded (engine file, graphs…), for the one start-up log line
@@ -159,10 +160,14 @@ class InferenceBackend(ABC):
         slot.resources.close()
 
     # ---- inference ----------------------------------------------------------------------------------
-    def infer(self, slot: Slot, n: int, *, check_inputs: bool = True) -> cuda.Event | None:
+    def infer(
+        self, slot: Slot, n: int, *, check_inputs: bool = True, copies: bool = True
+    ) -> cuda.Event | None:
         """Enqueue copy-in, compute and copy-out of ``slot.host_in[:n]`` on the slot's stream.
 
         Returns the slot's ``done`` event (CUDA) or None (CPU: already computed). No sync here.
+        ``copies=False`` (CUDA): compute only, ``dev_in[:n] -> dev_out[:n]`` (input already on the
+        device, e.g. cropped there; benchmarks of the model alone).
         """
         if check_inputs:
             self._check_active()
@@ -172,12 +177,15 @@ class InferenceBackend(ABC):
         if slot.stream is None:
             self._infer(slot, n)
             return None
-        in_bytes = n * slot.host_in[0].nbytes
-        cuda.copy_htod_async(slot.dev_in, slot.host_in.ctypes.data, in_bytes, slot.stream)
+        if copies:
+            cuda.copy_htod_async(
+                slot.dev_in, slot.host_in.ctypes.data, n * slot.host_in[0].nbytes, slot.stream
+            )
         self._infer(slot, n)
-        cuda.copy_dtoh_async(
-            slot.host_out.ctypes.data, slot.dev_out, n * slot.host_out[0].nbytes, slot.stream
-        )
+        if copies:
+            cuda.copy_dtoh_async(
+                slot.host_out.ctypes.data, slot.dev_out, n * slot.host_out[0].nbytes, slot.stream
+            )
         return slot.done.record(slot.stream)
 
     def wait(self, slot: Slot) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
-DEFAULT_CACHE_DIR = Path("engines")
+ENGINES_ENV = "FACE3D_ENGINES"
+
+
+def default_cache_dir() -> Path:
+    """$FACE3D_ENGINES, else the checkout's engines/ (development), else ~/.cache/face3d_live/engines."""
+    env = os.environ.get(ENGINES_ENV)
+    if env:
+        return Path(env).expanduser()
+    repo = Path(__file__).resolve().parents[2] / "engines"
+    return repo if repo.is_dir() else Path.home() / ".cache" / "face3d_live" / "engines"
 
 
 def check_precision(precision: str) -> str:
@@ -77,7 +87,7 @@ class ModelSpec:
 
         return module_sha256(self.torch_module)
 
-    def onnx(self, precision: str, cache_dir: str | Path = DEFAULT_CACHE_DIR) -> Path:
+    def onnx(self, precision: str, cache_dir: str | Path | None = None) -> Path:
         """ONNX file at ``precision``: given in ``onnx_files``, or exported once into ``cache_dir/onnx``."""
         check_precision(precision)
         if precision in self.onnx_files:
@@ -99,7 +109,7 @@ class ModelSpec:
             key = hashlib.sha256(
                 (key + hashlib.sha256(calibration.tobytes()).hexdigest()).encode()
             ).hexdigest()
-        path = Path(cache_dir) / "onnx" / f"{self.name}-{key[:16]}-{precision}.onnx"
+        path = Path(cache_dir or default_cache_dir()) / "onnx" / f"{self.name}-{key[:16]}-{precision}.onnx"
         if path.is_file():
             log.debug("ONNX cache hit: %s", path)
             return path

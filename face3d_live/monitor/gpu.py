@@ -81,6 +81,24 @@ class GpuMonitor:
             throttle_reasons=throttles,
         )
 
+    def power_w(self) -> float | None:
+        """Board power draw now (W), or None without NVML. Cheap: for sampling in a loop."""
+        if not self.available:
+            return None
+        try:
+            return self._nvml.nvmlDeviceGetPowerUsage(self._handle) / 1000.0
+        except self._nvml.NVMLError:
+            return None
+
+    def energy_j(self) -> float | None:
+        """Energy the board used since the driver loaded (J; Volta and newer), or None."""
+        if not self.available:
+            return None
+        try:
+            return self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle) / 1000.0
+        except self._nvml.NVMLError:
+            return None
+
     def close(self) -> None:
         if self.available:
             with contextlib.suppress(Exception):  # shutting down a half-initialised NVML is harmless
