@@ -330,3 +330,46 @@ def test_record_still_image_cli(tmp_path, capsys):
     assert "recorded 1 frames" in capsys.readouterr().out
     _assert_valid(out)
     assert not (tmp_path / "astronaut.glb.journal").exists()
+
+
+@pytest.mark.parametrize("baker", ["cpu", "gl"])
+def test_texture_bakers_reproduce_the_photo(clip, baker):
+    """Sampled at each front-facing vertex's UV, the accumulated texture shows the frame's colour there."""
+    import cv2
+
+    from face3d_live.errors import BackendUnavailable
+    from face3d_live.geometry import mesh
+    from face3d_live.record.writer import make_texture_accumulator
+
+    _, frames = clip
+    try:
+        acc = make_texture_accumulator(512, baker)
+    except BackendUnavailable as exc:
+        pytest.skip(f"no GL context: {exc}")
+    baked = [(rgb, faces[0]) for _, _, faces, rgb in frames if rgb is not None]
+    try:
+        for rgb, face in baked[:4]:
+            acc.update(rgb, face)
+        early = acc.coverage()
+        for rgb, face in baked[4:]:
+            acc.update(rgb, face)
+        assert acc.coverage() >= early > 0.3
+        tex = acc.texture()
+    finally:
+        acc.close()
+    assert tex.shape == (512, 512, 3) and tex.dtype == np.uint8
+    rgb, face = baked[0]  # a near-frontal frame of the clip
+    uv = mesh.uv_coords() * 512 - 0.5
+    from_tex = cv2.remap(
+        tex, uv[None, :, 0].astype(np.float32), uv[None, :, 1].astype(np.float32), cv2.INTER_LINEAR
+    )[0]
+    xy = face.vertices[:, :2].astype(np.float32)
+    from_img = cv2.remap(rgb, xy[None, :, 0], xy[None, :, 1], cv2.INTER_LINEAR)[0]
+    v = face.vertices.astype(np.float64)
+    tris = mesh.triangles()
+    n = np.cross(v[tris[:, 1]] - v[tris[:, 0]], v[tris[:, 2]] - v[tris[:, 0]])
+    facing = np.zeros(len(v))
+    np.maximum.at(facing, tris.reshape(-1), np.repeat(-n[:, 2] / np.linalg.norm(n, axis=1), 3))
+    front = facing > 0.7
+    diff = np.abs(from_tex[front].astype(float) - from_img[front].astype(float)).mean(axis=1)
+    assert front.sum() > 150 and np.median(diff) < 20, np.median(diff)

@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--texture-size", type=int, default=None, help="texture side in px, ≤ 4096; 0 = none (2048)"
     )
     p.add_argument("--texture-format", choices=("auto", "jpeg", "png"), default=None, help="default auto")
+    p.add_argument(
+        "--texture-baker", choices=("auto", "gl", "cpu"), default=None, help="auto: GL (EGL) when available"
+    )
     p.add_argument("--jpeg-quality", type=int, default=None, help="1…100 (90)")
     p.add_argument(
         "--keyframe-tolerance",
@@ -59,6 +62,7 @@ def _config(args: argparse.Namespace, base: dict | None = None):
         "format": fmt,
         "texture_size": args.texture_size,
         "texture_format": args.texture_format,
+        "texture_baker": args.texture_baker,
         "jpeg_quality": args.jpeg_quality,
         "keyframe_tolerance_mm": args.keyframe_tolerance,
         "quantize": args.quantize,

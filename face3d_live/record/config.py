@@ -9,6 +9,7 @@ from face3d_live.errors import ConfigError
 FORMATS = ("glb", "obj", "npz")
 TEXTURE_FORMATS = ("auto", "jpeg", "png")
 INTERPOLATIONS = ("linear", "step")
+TEXTURE_BAKERS = ("auto", "gl", "cpu")
 MAX_TEXTURE_SIZE = 4096
 
 
@@ -27,6 +28,8 @@ class RecordConfig:
     interpolation:       animation interpolation between capture timestamps (linear reaches every
                          recorded frame exactly at its timestamp and is smooth at VR frame rates).
     texture_every:       update the texture from every k-th frame (the texture converges in a few views).
+    texture_baker:       gl (the render package's TextureAccumulator on an EGL context: occlusion-aware,
+                         mirror fill), cpu (record/texture.py, no GL needed) or auto (gl, else cpu).
     snapshot_every_s:    how often (wall seconds) the texture is saved beside the journal for --recover.
     """
 
@@ -38,7 +41,8 @@ class RecordConfig:
     quantize: bool = False
     interpolation: str = "linear"
     texture_every: int = 3
-    snapshot_every_s: float = 2.0
+    texture_baker: str = "auto"
+    snapshot_every_s: float = 5.0
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -59,6 +63,10 @@ class RecordConfig:
             raise ConfigError(f"JPEG quality must be 1…100, got {self.jpeg_quality}")
         if self.keyframe_tolerance_mm < 0:
             raise ConfigError(f"keyframe tolerance must be ≥ 0 mm, got {self.keyframe_tolerance_mm}")
+        if self.texture_baker not in TEXTURE_BAKERS:
+            raise ConfigError(
+                f"unknown texture baker {self.texture_baker!r}; choose one of: {', '.join(TEXTURE_BAKERS)}"
+            )
         if self.texture_every < 1:
             raise ConfigError(f"texture_every must be ≥ 1, got {self.texture_every}")
         if self.snapshot_every_s <= 0:

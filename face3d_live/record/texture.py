@@ -75,6 +75,9 @@ class CpuTextureBaker:
         self._wsum += w
         self.updates += 1
 
+    def close(self) -> None:
+        """Nothing to release (CPU memory only); here for the accumulator interface."""
+
     def coverage(self) -> float:
         """Fraction of the face's texels seen so far."""
         return float((self._wsum > 0).mean())

@@ -29,11 +29,57 @@ def default_journal_dir(out: Path) -> Path:
     return out.with_name(out.name + ".journal")
 
 
-def make_texture_accumulator(size: int):
-    """The render package's accumulator when present, else the CPU baker (same interface)."""
+def make_texture_accumulator(size: int, baker: str = "auto"):
+    """An accumulator with ``update(image, face)`` / ``texture()`` (RGB uint8) / ``updates`` / ``close()``.
+
+    gl: the render package's TextureAccumulator on its own headless EGL context; cpu: CpuTextureBaker;
+    auto: gl when an EGL context can be made, else cpu. Baked at ≤ 1024² (``MAX_BAKE_SIZE``) and scaled
+    to the output size on export: finer bakes of a video face only cost time.
+    """
+    from face3d_live.errors import Face3DError
     from face3d_live.record.texture import CpuTextureBaker
 
-    return CpuTextureBaker(min(size, MAX_BAKE_SIZE))
+    size = min(size, MAX_BAKE_SIZE)
+    if baker in ("auto", "gl"):
+        try:
+            return GlTextureAccumulator(size)
+        except (Face3DError, ImportError) as exc:
+            if baker == "gl":
+                raise
+            log.info("texture: GL accumulator unavailable (%s); baking on the CPU", exc)
+    return CpuTextureBaker(size)
+
+
+class GlTextureAccumulator:
+    """The render package's TextureAccumulator with a private headless context (RGB out)."""
+
+    def __init__(self, size: int) -> None:
+        from face3d_live.render import TextureAccumulator, create_context
+
+        self._ctx = create_context()
+        try:
+            self._acc = TextureAccumulator(self._ctx, size)
+        except BaseException:
+            self._ctx.release()
+            raise
+        self.size = size
+        self.updates = 0
+
+    def update(self, image_rgb: np.ndarray, face: Face) -> None:
+        self._acc.update(image_rgb, face)
+        self.updates += 1
+
+    def texture(self) -> np.ndarray:
+        return np.ascontiguousarray(self._acc.texture()[..., :3])
+
+    def coverage(self) -> float:
+        return self._acc.coverage()
+
+    def close(self) -> None:
+        if self._ctx is not None:
+            self._acc.close()
+            self._ctx.release()
+            self._ctx = None
 
 
 class SequenceWriter:
@@ -124,13 +170,16 @@ class SequenceWriter:
         if self._state != "open":
             return self.summary
         self._state = "closed"
-        texture = self._current_texture()
-        if texture is not None and self._texture is None:
-            try:  # so that a failed export below can still be recovered with the final texture
-                self._journal.save_texture(texture)
-            except RecordError as exc:
-                log.warning("%s", exc)
-        self._journal.close()
+        try:
+            texture = self._current_texture()
+            if texture is not None and self._texture is None:
+                try:  # so that a failed export below can still be recovered with the final texture
+                    self._journal.save_texture(texture)
+                except RecordError as exc:
+                    log.warning("%s", exc)
+        finally:
+            self._close_baker()
+            self._journal.close()
         rec = read_journal(self.journal_dir)  # exactly what --recover would see
         self.summary = export(rec, texture, self.out, self.config)
         if not self.keep_journal:
@@ -145,6 +194,7 @@ class SequenceWriter:
                 self._journal.close()
             except RecordError as exc:  # already failing: say so, keep the first error
                 log.warning("%s", exc)
+            self._close_baker()
             log.warning("recording stopped; %d frames kept in %s", self.frames, self.journal_dir)
 
     def __enter__(self) -> SequenceWriter:
@@ -168,7 +218,7 @@ class SequenceWriter:
 
     def _bake(self, image: np.ndarray, face: Face, frame_index: int) -> None:
         if self._baker is None:
-            self._baker = make_texture_accumulator(self.config.texture_size)
+            self._baker = make_texture_accumulator(self.config.texture_size, self.config.texture_baker)
         if (self._journal.frames - 1) % self.config.texture_every:
             return
         self._baker.update(image, face)
@@ -176,6 +226,10 @@ class SequenceWriter:
         if now - self._last_snapshot >= self.config.snapshot_every_s:
             self._journal.save_texture(self._baker.texture())
             self._last_snapshot = now
+
+    def _close_baker(self) -> None:
+        if self._baker is not None:
+            self._baker.close()
 
     def _current_texture(self) -> np.ndarray | None:
         if self._texture is not None:
