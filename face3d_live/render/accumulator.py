@@ -1,0 +1,306 @@
+"""TextureAccumulator: a face's UV texture built up over video frames, plus ``bake_texture`` for one photo.
+
+Each ``update`` bakes the frame (UVBaker) with additive blending into a float target holding
+``(Σ rgb·w, Σ w)``, w = how frontally the camera saw the texel, so well-seen views dominate and regions
+hidden in one frame fill in as the head turns. ``texture()`` resolves it: weighted mean where seen,
+the mirror partner's colour where only the other side was seen, and a smooth pull-push diffusion
+elsewhere (never black). Alpha of the result is the valid mask: texels actually seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from face3d_live.render.baker import BakeConfig, UVBaker, check_size
+from face3d_live.render.context import RenderError
+from face3d_live.render.gpu_mesh import A_MIRROR_UV, A_UV, VaoCache
+from face3d_live.render.shaders import ShaderLibrary
+from face3d_live.types import Face
+
+log = logging.getLogger(__name__)
+
+MIN_WEIGHT = 1e-6
+PYRAMID_DIVISOR = 8  # the pull-push pyramid starts at size / 8: holes get smooth, not sharp, colour
+
+
+def _num_levels(size: int) -> int:
+    return max(int(np.log2(max(size // PYRAMID_DIVISOR, 1))), 0) + 1
+
+
+class _Level:
+    """One pyramid level: premultiplied coverage texture (pull) and its filled colour (push)."""
+
+    def __init__(self, ctx, size: int) -> None:
+        self.size = size
+        self.tex = ctx.texture((size, size), 4, dtype="f4")  # premultiplied: needs float precision
+        self.up = ctx.texture((size, size), 4)  # plain colour: 8 bits do, and llvmpipe samples them fastest
+        for t in (self.tex, self.up):
+            t.filter = (ctx.LINEAR, ctx.LINEAR)
+            t.repeat_x = t.repeat_y = False
+        self.fbo = ctx.framebuffer(color_attachments=[self.tex])
+        self.up_fbo = ctx.framebuffer(color_attachments=[self.up])
+
+    def release(self) -> None:
+        for obj in (self.fbo, self.up_fbo, self.tex, self.up):
+            obj.release()
+
+
+def _set(prog, name: str, value) -> None:
+    u = prog.get(name, None)
+    if u is not None:
+        u.value = value
+
+
+@dataclass(frozen=True)
+class AccumulatorConfig:
+    """bake: per-frame baking (validity thresholds, frontal weighting).
+    mirror: fill unseen texels from the mirror-symmetric side. diffuse: fill what is left by pull-push.
+    reset_on_new_track: a face with another ``track_id`` than the last one starts a new texture.
+    default_color: RGB in [0, 1] where nothing at all has been seen yet.
+    mipmaps: build mipmaps of the output (for rendering it minified)."""
+
+    bake: BakeConfig = field(default_factory=BakeConfig)
+    mirror: bool = True
+    diffuse: bool = True
+    reset_on_new_track: bool = True
+    default_color: tuple[float, float, float] = (0.62, 0.5, 0.44)
+    mipmaps: bool = True
+
+
+class TextureAccumulator:
+    """A (size × size) UV texture accumulated over frames, on the GPU.
+
+    ``update(image, face)`` each frame; ``texture()`` → (S, S, 4) uint8 RGBA (alpha 255 = seen);
+    ``mask()`` → (S, S) bool; ``gpu_texture()`` → the moderngl.Texture for FaceRenderer.set_texture
+    (no read-back); ``coverage()`` → fraction of the UV layout's texels seen; ``reset()``.
+    Create, use and close it with its context current. Owns all its GL objects.
+    """
+
+    def __init__(
+        self,
+        ctx,
+        size: int = 2048,
+        config: AccumulatorConfig = AccumulatorConfig(),
+        shaders: ShaderLibrary | None = None,
+    ) -> None:
+        self.ctx, self.config = ctx, config
+        self.size = check_size(ctx, size)
+        self._own_shaders = shaders is None
+        self.shaders = shaders or ShaderLibrary(ctx)
+        for name in ("mirror", "pull_push", "flat"):
+            self.shaders.program(name)
+        self.baker = UVBaker(ctx, config.bake, self.shaders)
+        self._vaos = VaoCache(self.baker.mesh, self.shaders)
+        s = (self.size, self.size)
+        self._accum = ctx.texture(s, 4, dtype="f4")
+        self._accum.filter = (ctx.LINEAR, ctx.LINEAR)
+        self._accum.repeat_x = self._accum.repeat_y = False
+        self._accum_fbo = ctx.framebuffer(color_attachments=[self._accum])
+        self._out = ctx.texture(s, 4)
+        self._out.repeat_x = self._out.repeat_y = False
+        # depth lets the full-screen fill skip the texels the mesh pass already wrote (early-z)
+        self._out_depth = ctx.depth_renderbuffer(s)
+        self._out_fbo = ctx.framebuffer(color_attachments=[self._out], depth_attachment=self._out_depth)
+        # pull-push pyramid for the diffusion fill: small (base = size / 8), so it is cheap everywhere
+        self._pyramid = [
+            _Level(ctx, max(self.size // PYRAMID_DIVISOR, 1) >> k) for k in range(_num_levels(self.size))
+        ]
+        self._quad = ctx.buffer(np.array([-1, -1, 1, -1, -1, 1, 1, 1], np.float32).tobytes())
+        self._quad_vao = ctx.vertex_array(self.shaders.program("pull_push"), [(self._quad, "2f", "in_vert")])
+        self._readback = bytearray(self.size * self.size * 4)
+        self._rgba: np.ndarray | None = None
+        self._island_texels: int | None = None
+        self._track_id: int | None = None
+        self.frames = 0
+        self._dirty = True
+        self._closed = False
+        self.reset()
+
+    # ---- accumulation --------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget everything seen (new face, new video)."""
+        self._check_open()
+        self._accum_fbo.clear(0.0, 0.0, 0.0, 0.0)
+        self.frames = 0
+        self._track_id = None
+        self._dirty = True
+
+    def update(self, image: np.ndarray, face: Face) -> None:
+        """Bake ``face`` as seen in ``image`` (HxWx3 uint8 RGB) into the running texture."""
+        self._check_open()
+        tid = getattr(face, "track_id", -1)
+        if self.config.reset_on_new_track and self._track_id is not None and tid != self._track_id:
+            log.info("texture: new face (track %s → %s), starting a new texture", self._track_id, tid)
+            self.reset()
+        self._track_id = tid
+        ctx = self.ctx
+        with ctx.scope(self._accum_fbo, enable_only=ctx.BLEND):
+            ctx.blend_equation = ctx.FUNC_ADD
+            ctx.blend_func = ctx.ONE, ctx.ONE
+            self.baker.bake(image, face, self._accum_fbo)
+            ctx.blend_func = ctx.DEFAULT_BLENDING
+        self.frames += 1
+        self._dirty = True
+
+    # ---- results -------------------------------------------------------------------------------------
+    def gpu_texture(self):
+        """The resolved RGBA8 texture on the GPU (valid until the next update/reset/close)."""
+        self._check_open()
+        if self._dirty:
+            self._resolve()
+        return self._out
+
+    def texture(self) -> np.ndarray:
+        """(S, S, 4) uint8 RGBA, row 0 = v 0 (glTF/image order): RGB filled everywhere, A = 255 where seen."""
+        self.gpu_texture()
+        if self._rgba is None:
+            self._out.read_into(self._readback)
+            self._rgba = np.frombuffer(self._readback, np.uint8).reshape(self.size, self.size, 4).copy()
+        return self._rgba
+
+    def mask(self) -> np.ndarray:
+        """(S, S) bool: texels actually seen in some frame (not mirrored or diffused)."""
+        return self.texture()[..., 3] > 127
+
+    def coverage(self) -> float:
+        """Fraction of the UV layout's texels that have been seen."""
+        if self._island_texels is None:
+            self._island_texels = int(self.uv_layout_mask().sum())
+        return float(self.mask().sum()) / max(self._island_texels, 1)
+
+    def uv_layout_mask(self) -> np.ndarray:
+        """(S, S) bool: texels covered by the mesh's UV layout."""
+        self._check_open()
+        if not self.baker.mesh.ready:
+            raise RenderError("no face seen yet: the UV layout comes with the first update")
+        ctx = self.ctx
+        tex = ctx.texture((self.size, self.size), 1)
+        fbo = ctx.framebuffer(color_attachments=[tex])
+        try:
+            with ctx.scope(fbo, enable_only=0):
+                fbo.viewport = (0, 0, self.size, self.size)
+                fbo.clear(0.0, 0.0, 0.0, 0.0)
+                self._vaos.get("flat", (A_UV,)).render(ctx.TRIANGLES)
+            out = np.frombuffer(fbo.read(components=1, alignment=1), np.uint8)
+        finally:
+            fbo.release()
+            tex.release()
+        return out.reshape(self.size, self.size) > 127
+
+    def _resolve(self) -> None:
+        ctx, cfg = self.ctx, self.config
+        self._rgba = None
+        diffuse = cfg.diffuse and self.baker.mesh.ready
+        if diffuse:
+            self._pull_push()
+        with ctx.scope(self._out_fbo, enable_only=ctx.DEPTH_TEST):
+            self._out_fbo.viewport = (0, 0, self.size, self.size)
+            self._out_fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+            if self.baker.mesh.ready:  # the UV layout, at depth 0.5
+                self._mirror_pass(final=True)
+            if (
+                diffuse
+            ):  # the rest, at depth 1 - ε: texels outside the layout too, so mips and seams stay clean
+                self._full_screen(2, src=self._pyramid[0].up)
+        if cfg.mipmaps:
+            self._out.build_mipmaps()
+            self._out.filter = (ctx.LINEAR_MIPMAP_LINEAR, ctx.LINEAR)
+        self._dirty = False
+
+    def _mirror_pass(self, final: bool) -> None:
+        cfg = self.config
+        prog = self.shaders.program("mirror")
+        prog["u_accum"].value = 0
+        _set(prog, "u_coarse", 1)
+        prog["u_min_weight"].value = MIN_WEIGHT
+        prog["u_mirror"].value = cfg.mirror
+        _set(prog, "u_diffuse", cfg.diffuse)
+        prog["u_final"].value = final
+        self._accum.use(0)
+        self._pyramid[0].up.use(1)
+        self._vaos.get("mirror", (A_UV, A_MIRROR_UV)).render(self.ctx.TRIANGLES)
+
+    def _pull_push(self) -> None:
+        ctx = self.ctx
+        base = self._pyramid[0]
+        with ctx.scope(base.fbo, enable_only=0):
+            base.fbo.viewport = (0, 0, base.size, base.size)
+            base.fbo.clear(0.0, 0.0, 0.0, 0.0)
+            self._mirror_pass(final=False)
+        for fine, coarse in zip(self._pyramid, self._pyramid[1:]):  # pull: average down
+            with ctx.scope(coarse.fbo, enable_only=0):
+                coarse.fbo.viewport = (0, 0, coarse.size, coarse.size)
+                self._full_screen(0, src=fine.tex)
+        coarser = None
+        for level in reversed(self._pyramid):  # push: fill each level's holes from the coarser one
+            with ctx.scope(level.up_fbo, enable_only=0):
+                level.up_fbo.viewport = (0, 0, level.size, level.size)
+                self._full_screen(1, src=coarser, level=level.tex)
+            coarser = level.up
+
+    def _full_screen(self, mode: int, src=None, level=None) -> None:
+        prog = self.shaders.program("pull_push")
+        prog["u_mode"].value = mode
+        _set(prog, "u_src", 0)
+        _set(prog, "u_level", 1)
+        _set(prog, "u_has_coarse", src is not None)
+        _set(prog, "u_default", tuple(self.config.default_color))
+        (src or self._pyramid[-1].tex).use(0)
+        (level or self._pyramid[-1].tex).use(1)
+        self._quad_vao.render(self.ctx.TRIANGLE_STRIP)
+
+    # ---- lifetime ------------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RenderError("texture accumulator is closed")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._vaos.close()
+        for obj in (
+            self._quad_vao,
+            self._quad,
+            self._out_fbo,
+            self._out_depth,
+            self._out,
+            self._accum_fbo,
+            self._accum,
+        ):
+            obj.release()
+        for level in self._pyramid:
+            level.release()
+        self.baker.close()
+        if self._own_shaders:
+            self.shaders.close()
+
+    def __enter__(self) -> TextureAccumulator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def bake_texture(
+    ctx,
+    image: np.ndarray,
+    face: Face,
+    size: int = 2048,
+    *,
+    fill: bool = True,
+    config: BakeConfig = BakeConfig(),
+) -> tuple[np.ndarray, np.ndarray]:
+    """One photo → ``(texture (S, S, 4) uint8 RGBA, valid mask (S, S) bool)``.
+
+    RGB is the photo where the texel was seen; with ``fill`` the rest is mirrored/diffused, else black.
+    Alpha = 255 × mask. For video, keep a TextureAccumulator instead (it re-uses its GPU objects).
+    """
+    cfg = AccumulatorConfig(bake=config, mirror=fill, diffuse=fill, mipmaps=False)
+    with TextureAccumulator(ctx, size, cfg) as acc:
+        acc.update(image, face)
+        rgba = acc.texture()
+        return rgba, rgba[..., 3] > 127

@@ -1,0 +1,133 @@
+"""UVBaker: rasterise the mesh in UV space and sample the frame where each texel's surface point projects.
+
+Two passes per bake: a depth map of the face in its camera view (frame resolution), then the UV pass
+(``shaders/bake.glsl``) writing premultiplied ``(rgb * w, w)`` into the caller's target, where w is the
+texel's frontal weight ``facing ** weight_power`` and 0 for texels facing away, hidden or off-frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from face3d_live.render.context import RenderError, check_image
+from face3d_live.render.gpu_mesh import A_NORMAL, A_POSITION, A_UV, MeshBuffers, VaoCache
+from face3d_live.render.shaders import ShaderLibrary
+from face3d_live.types import Face
+
+MAX_TEXTURE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class BakeConfig:
+    """min_facing: texels whose normal·view is below this are invalid (0.2 ≈ 78° from the camera).
+    weight_power: frontal weight = facing ** weight_power (higher favours frontal views more).
+    depth_bias: occlusion tolerance as a fraction of the face's depth range."""
+
+    min_facing: float = 0.2
+    weight_power: float = 3.0
+    depth_bias: float = 0.04
+
+
+def check_size(ctx, size: int) -> int:
+    limit = min(MAX_TEXTURE_SIZE, ctx.info["GL_MAX_TEXTURE_SIZE"])
+    if not isinstance(size, (int, np.integer)) or not 16 <= size <= limit:
+        raise RenderError(f"texture size must be an integer in [16, {limit}], got {size!r}")
+    return int(size)
+
+
+class UVBaker:
+    """Bakes frames into a UV-space framebuffer. Owns its frame texture, depth map and mesh buffers."""
+
+    def __init__(self, ctx, config: BakeConfig = BakeConfig(), shaders: ShaderLibrary | None = None) -> None:
+        self.ctx, self.config = ctx, config
+        self._own_shaders = shaders is None
+        self.shaders = shaders or ShaderLibrary(ctx)
+        self.shaders.program("depth")
+        self.shaders.program("bake")
+        self.mesh = MeshBuffers(ctx)
+        self._vaos = VaoCache(self.mesh, self.shaders)
+        self._frame = self._depth = self._depth_fbo = None
+        self._closed = False
+
+    def upload(self, image: np.ndarray) -> None:
+        """Copy the frame to the GPU (re-allocating only when its size changes)."""
+        image = check_image(image)
+        h, w = image.shape[:2]
+        if self._frame is None or self._frame.size != (w, h):
+            self._release_frame()
+            self._frame = self.ctx.texture((w, h), 3, alignment=1)
+            self._frame.filter = (self.ctx.LINEAR, self.ctx.LINEAR)
+            self._frame.repeat_x = self._frame.repeat_y = False
+            self._depth = self.ctx.depth_texture((w, h))
+            self._depth.compare_func = ""  # sample depth values, not a shadow comparison
+            self._depth.filter = (self.ctx.NEAREST, self.ctx.NEAREST)
+            self._depth.repeat_x = self._depth.repeat_y = False
+            self._depth_fbo = self.ctx.framebuffer(depth_attachment=self._depth)
+        self._frame.write(image)
+
+    def bake(self, image: np.ndarray | None, face: Face, target) -> None:
+        """Bake ``face`` as seen in ``image`` into framebuffer ``target`` (UV space, any size).
+
+        ``image`` None re-uses the last uploaded frame (several faces in one frame). The caller sets
+        blending on ``target`` (additive for accumulation) and clears it.
+        """
+        if self._closed:
+            raise RenderError("baker is closed")
+        if image is not None:
+            self.upload(image)
+        if self._frame is None:
+            raise RenderError("no frame uploaded to bake from")
+        self.mesh.update(face)
+        ctx, cfg = self.ctx, self.config
+        v = self.mesh.vertices
+        z0, z1 = float(v[:, 2].min()), float(v[:, 2].max())
+        pad = 0.05 * (z1 - z0) + 1.0
+        z0, z1 = z0 - pad, z1 + pad
+        depth_range = (z0, 1.0 / (z1 - z0))
+        frame_size = tuple(float(s) for s in self._frame.size)
+
+        prog = self.shaders.program("depth")
+        prog["u_frame_size"].value = frame_size
+        prog["u_depth_range"].value = depth_range
+        with ctx.scope(self._depth_fbo, enable_only=ctx.DEPTH_TEST):
+            self._depth_fbo.viewport = (0, 0, *self._frame.size)
+            self._depth_fbo.clear(depth=1.0)
+            self._vaos.get("depth", (A_POSITION,)).render(ctx.TRIANGLES)
+
+        prog = self.shaders.program("bake")
+        prog["u_frame"].value = 0
+        prog["u_depth"].value = 1
+        prog["u_frame_size"].value = frame_size
+        prog["u_depth_range"].value = depth_range
+        prog["u_depth_bias"].value = cfg.depth_bias
+        prog["u_min_facing"].value = cfg.min_facing
+        prog["u_weight_power"].value = cfg.weight_power
+        self._frame.use(0)
+        self._depth.use(1)
+        target.use()
+        target.viewport = (0, 0, *target.size)
+        self._vaos.get("bake", (A_POSITION, A_NORMAL, A_UV)).render(ctx.TRIANGLES)
+
+    def _release_frame(self) -> None:
+        for obj in (self._depth_fbo, self._depth, self._frame):
+            if obj is not None:
+                obj.release()
+        self._frame = self._depth = self._depth_fbo = None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._vaos.close()
+        self.mesh.close()
+        self._release_frame()
+        if self._own_shaders:
+            self.shaders.close()
+
+    def __enter__(self) -> UVBaker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
