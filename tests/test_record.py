@@ -163,7 +163,11 @@ def test_glb_loads_in_trimesh_and_pygltflib(recorded):
     g = pygltflib.GLTF2().load(str(out))
     assert len(g.meshes[0].primitives[0].targets) == 472 and g.images[0].mimeType == "image/jpeg"
     # the base mesh is the canonical face in metres, front (+Z) towards the viewer
-    np.testing.assert_allclose(np.asarray(geoms[0].vertices), base_shape(), atol=1e-6)
+    verts = np.asarray(geoms[0].vertices)
+    np.testing.assert_allclose(verts, base_shape(), atol=1e-6)
+    assert np.linalg.norm(verts[33] - verts[263]) == pytest.approx(0.09, abs=1e-6)  # eye corners 9 cm apart
+    assert verts[4, 2] > verts[10, 2] + 0.02 and verts[10, 1] > verts[152, 1] + 0.1  # nose out, forehead up
+    assert np.asarray(geoms[0].vertex_normals)[:, 2].mean() > 0.5  # counter-clockwise fronts face +Z
 
 
 def test_keyframe_tolerance_drops_near_duplicates(clip, recorded, tmp_path):
