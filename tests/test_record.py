@@ -377,3 +377,21 @@ def test_texture_bakers_reproduce_the_photo(clip, baker):
     front = facing > 0.7
     diff = np.abs(from_tex[front].astype(float) - from_img[front].astype(float)).mean(axis=1)
     assert front.sum() > 150 and np.median(diff) < 20, np.median(diff)
+
+
+def test_frames_without_a_face_hold_the_last_one(clip, tmp_path):
+    fps, frames = clip
+    out = tmp_path / "gaps.glb"
+    with SequenceWriter(out, RecordConfig(texture_size=0), fps=fps) as w:
+        for index, t, faces, _ in frames[:20]:
+            w.write(index, t, [] if index < 3 or 5 <= index < 10 else faces)
+    assert w.summary["frames"] == 20 and w.summary["targets"] == 12
+    _assert_valid(out)
+    _, times, px = _decode_frames(out)
+    assert times[-1] == pytest.approx(20 / fps, abs=1e-5)
+    np.testing.assert_allclose(px[5:10], np.repeat(px[4:5], 5, axis=0), atol=1e-6)
+    np.testing.assert_allclose(px[0:3], np.repeat(px[3:4], 3, axis=0), atol=1e-6)  # before the first face
+    np.testing.assert_allclose(px[10], frames[10][2][0].vertices, atol=2e-3)
+    with pytest.raises(RecordError, match="no face"), SequenceWriter(tmp_path / "none.glb", fps=fps) as w:
+        w.write(0, 0.0, [])
+    assert not (tmp_path / "none.glb.journal").exists() and not (tmp_path / "none.glb").exists()

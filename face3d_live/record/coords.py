@@ -46,6 +46,8 @@ class AssetFrames:
     metres_per_pixel: float
     origin_px: np.ndarray
     duration: float
+    own_face: np.ndarray  # (F,) bool: the frame has its own face (else it holds the last one)
+    frame_index: np.ndarray  # (F,) int64: the capture's frame numbers
 
 
 def base_shape() -> np.ndarray:
@@ -79,6 +81,8 @@ def to_asset(rec: Recording) -> AssetFrames:
         metres_per_pixel=mpp,
         origin_px=origin,
         duration=rec.duration,
+        own_face=rec.has_face.copy(),
+        frame_index=rec.frame_index.copy(),
     )
 
 

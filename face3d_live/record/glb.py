@@ -37,15 +37,21 @@ QUANT_EXT = "KHR_mesh_quantization"
 POSITION_STEP_M = 1.0 / 32767.0  # quantised target positions: normalised int16 in metres
 
 
-def select_keyframes(shapes: np.ndarray, tolerance_m: float) -> np.ndarray:
-    """(F,) int: the morph target each frame shows. A frame starts a new target when some vertex moved
-    more than ``tolerance_m`` from the last target; tolerance 0 gives one target per frame."""
+def select_keyframes(
+    shapes: np.ndarray, tolerance_m: float, own_face: np.ndarray | None = None
+) -> np.ndarray:
+    """(F,) int: the morph target each frame shows, counting up from 0.
+
+    A frame with its own face starts a new target when some vertex moved more than ``tolerance_m``
+    from the last target (tolerance 0: every such frame); frames without a face (``own_face`` False)
+    keep showing the last target, and those before the first face show the first one.
+    """
+    own = np.ones(len(shapes), bool) if own_face is None else np.asarray(own_face, bool)
+    first = int(np.argmax(own))
     target = np.zeros(len(shapes), np.int64)
-    if tolerance_m <= 0:
-        return np.arange(len(shapes))
-    last, k = shapes[0], 0
-    for i in range(1, len(shapes)):
-        if np.sqrt(((shapes[i] - last) ** 2).sum(-1).max()) > tolerance_m:
+    k, last = 0, shapes[first]
+    for i in range(first + 1, len(shapes)):
+        if own[i] and (tolerance_m <= 0 or np.sqrt(((shapes[i] - last) ** 2).sum(-1).max()) > tolerance_m):
             k, last = k + 1, shapes[i]
         target[i] = k
     return target
@@ -125,8 +131,9 @@ def build_glb(
     tris = mesh.triangles()
     base = base_shape()
     base_n = vertex_normals(base, tris)
-    frame_target = select_keyframes(frames.shapes, config.keyframe_tolerance_mm / 1000.0)
-    kept = np.flatnonzero(np.r_[True, np.diff(frame_target) > 0])  # first frame of each target
+    frame_target = select_keyframes(frames.shapes, config.keyframe_tolerance_mm / 1000.0, frames.own_face)
+    first = int(np.argmax(frames.own_face))
+    kept = np.r_[first, first + 1 + np.flatnonzero(np.diff(frame_target[first:]) > 0)]  # a frame per target
     shapes = frames.shapes[kept]
     n_targets = len(kept)
     pos_delta = shapes - base[None]
@@ -222,7 +229,7 @@ def build_glb(
                     }
                 ],
                 "weights": [0.0] * n_targets,
-                "extras": {"targetNames": [f"frame_{i:06d}" for i in kept]},
+                "extras": {"targetNames": [f"frame_{int(frames.frame_index[i]):06d}" for i in kept]},
             }
         ],
         "materials": [material],

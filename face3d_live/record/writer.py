@@ -181,6 +181,10 @@ class SequenceWriter:
             self._close_baker()
             self._journal.close()
         rec = read_journal(self.journal_dir)  # exactly what --recover would see
+        if not rec.has_face.any():
+            if not self.keep_journal:
+                shutil.rmtree(self.journal_dir, ignore_errors=True)
+            raise RecordError(f"no face found in any of the {len(rec)} frames; nothing written to {self.out}")
         self.summary = export(rec, texture, self.out, self.config)
         if not self.keep_journal:
             shutil.rmtree(self.journal_dir, ignore_errors=True)
