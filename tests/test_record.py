@@ -395,3 +395,19 @@ def test_frames_without_a_face_hold_the_last_one(clip, tmp_path):
     with pytest.raises(RecordError, match="no face"), SequenceWriter(tmp_path / "none.glb", fps=fps) as w:
         w.write(0, 0.0, [])
     assert not (tmp_path / "none.glb.journal").exists() and not (tmp_path / "none.glb").exists()
+
+
+def test_disk_full_at_export_keeps_the_journal(clip, tmp_path):
+    if not Path("/dev/full").exists():
+        pytest.skip("/dev/full missing")
+    fps, frames = clip
+    out = tmp_path / "late.glb"
+    (tmp_path / ".late.glb.tmp").symlink_to("/dev/full")  # the GLB's temp file: writes fail with ENOSPC
+    w = SequenceWriter(out, RecordConfig(texture_size=0), fps=fps)
+    with pytest.raises(RecordError, match="disk full") as err, w:
+        for index, t, faces, _ in frames[:10]:
+            w.write(index, t, faces)
+    assert "--recover" in str(err.value) and "\n" not in str(err.value)
+    assert not out.exists() and len(read_journal(w.journal_dir)) == 10
+    assert recover(w.journal_dir)["frames"] == 10  # the temp link was removed: now it writes
+    _assert_valid(out)

@@ -185,7 +185,13 @@ class SequenceWriter:
             if not self.keep_journal:
                 shutil.rmtree(self.journal_dir, ignore_errors=True)
             raise RecordError(f"no face found in any of the {len(rec)} frames; nothing written to {self.out}")
-        self.summary = export(rec, texture, self.out, self.config)
+        try:
+            self.summary = export(rec, texture, self.out, self.config)
+        except RecordError as exc:  # the frames are safe in the journal: say how to get them back
+            raise RecordError(
+                f"{exc}; the {len(rec)} recorded frames are kept in {self.journal_dir} "
+                f"(face3d-live record --recover {self.journal_dir} --out FILE)"
+            ) from None
         if not self.keep_journal:
             shutil.rmtree(self.journal_dir, ignore_errors=True)
         return self.summary
