@@ -101,7 +101,9 @@ def _record(args: argparse.Namespace, config) -> int:
     from face3d_live.capture import open_source
     from face3d_live.record import SequenceWriter
 
-    with open_source(args.input) as source:
+    if args.input == "demo" and args.max_frames is None:
+        args.max_frames = 300  # the demo source never ends by itself
+    with open_source(args.input, demo_frames=args.max_frames) as source:
         total = source.frame_count
         if args.max_frames is not None:
             total = min(total, args.max_frames) if total else args.max_frames
