@@ -18,6 +18,7 @@ from face3d_live.render.baker import BakeConfig, UVBaker, check_size
 from face3d_live.render.context import RenderError
 from face3d_live.render.gpu_mesh import A_MIRROR_UV, A_UV, VaoCache
 from face3d_live.render.shaders import ShaderLibrary
+from face3d_live.render.shaders import set_uniform as _set
 from face3d_live.types import Face
 
 log = logging.getLogger(__name__)
@@ -48,19 +49,13 @@ class _Level:
             obj.release()
 
 
-def _set(prog, name: str, value) -> None:
-    u = prog.get(name, None)
-    if u is not None:
-        u.value = value
-
-
 @dataclass(frozen=True)
 class AccumulatorConfig:
     """bake: per-frame baking (validity thresholds, frontal weighting).
     mirror: fill unseen texels from the mirror-symmetric side. diffuse: fill what is left by pull-push.
     reset_on_new_track: a face with another ``track_id`` than the last one starts a new texture.
     default_color: RGB in [0, 1] where nothing at all has been seen yet.
-    mipmaps: build mipmaps of the output (for rendering it minified)."""
+    mipmaps: ``gpu_texture()`` builds mipmaps of the output (for rendering it minified)."""
 
     bake: BakeConfig = field(default_factory=BakeConfig)
     mirror: bool = True
@@ -116,6 +111,7 @@ class TextureAccumulator:
         self._track_id: int | None = None
         self.frames = 0
         self._dirty = True
+        self._mipmapped = False
         self._closed = False
         self.reset()
 
@@ -147,15 +143,23 @@ class TextureAccumulator:
 
     # ---- results -------------------------------------------------------------------------------------
     def gpu_texture(self):
-        """The resolved RGBA8 texture on the GPU (valid until the next update/reset/close)."""
+        """The resolved RGBA8 moderngl.Texture, mipmapped when ``config.mipmaps`` (for FaceRenderer).
+
+        Stays the same object for the accumulator's life; its content is current after this call."""
         self._check_open()
         if self._dirty:
             self._resolve()
+        if self.config.mipmaps and not self._mipmapped:
+            self._out.build_mipmaps()
+            self._out.filter = (self.ctx.LINEAR_MIPMAP_LINEAR, self.ctx.LINEAR)
+            self._mipmapped = True
         return self._out
 
     def texture(self) -> np.ndarray:
         """(S, S, 4) uint8 RGBA, row 0 = v 0 (glTF/image order): RGB filled everywhere, A = 255 where seen."""
-        self.gpu_texture()
+        self._check_open()
+        if self._dirty:
+            self._resolve()
         if self._rgba is None:
             self._out.read_into(self._readback)
             self._rgba = np.frombuffer(self._readback, np.uint8).reshape(self.size, self.size, 4).copy()
@@ -201,24 +205,20 @@ class TextureAccumulator:
             self._out_fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
             if self.baker.mesh.ready:  # the UV layout, at depth 0.5
                 self._mirror_pass(final=True)
-            if (
-                diffuse
-            ):  # the rest, at depth 1 - ε: texels outside the layout too, so mips and seams stay clean
+            if diffuse:  # the rest at depth 1 - ε, outside the layout too: mips and seams stay clean
                 self._full_screen(2, src=self._pyramid[0].up)
-        if cfg.mipmaps:
-            self._out.build_mipmaps()
-            self._out.filter = (ctx.LINEAR_MIPMAP_LINEAR, ctx.LINEAR)
+        self._mipmapped = False
         self._dirty = False
 
     def _mirror_pass(self, final: bool) -> None:
         cfg = self.config
         prog = self.shaders.program("mirror")
-        prog["u_accum"].value = 0
+        _set(prog, "u_accum", 0)
         _set(prog, "u_coarse", 1)
-        prog["u_min_weight"].value = MIN_WEIGHT
-        prog["u_mirror"].value = cfg.mirror
+        _set(prog, "u_min_weight", MIN_WEIGHT)
+        _set(prog, "u_mirror", cfg.mirror)
         _set(prog, "u_diffuse", cfg.diffuse)
-        prog["u_final"].value = final
+        _set(prog, "u_final", final)
         self._accum.use(0)
         self._pyramid[0].up.use(1)
         self._vaos.get("mirror", (A_UV, A_MIRROR_UV)).render(self.ctx.TRIANGLES)
@@ -243,7 +243,7 @@ class TextureAccumulator:
 
     def _full_screen(self, mode: int, src=None, level=None) -> None:
         prog = self.shaders.program("pull_push")
-        prog["u_mode"].value = mode
+        _set(prog, "u_mode", mode)
         _set(prog, "u_src", 0)
         _set(prog, "u_level", 1)
         _set(prog, "u_has_coarse", src is not None)

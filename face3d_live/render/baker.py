@@ -14,6 +14,7 @@ import numpy as np
 from face3d_live.render.context import RenderError, check_image
 from face3d_live.render.gpu_mesh import A_NORMAL, A_POSITION, A_UV, MeshBuffers, VaoCache
 from face3d_live.render.shaders import ShaderLibrary
+from face3d_live.render.shaders import set_uniform as _set
 from face3d_live.types import Face
 
 MAX_TEXTURE_SIZE = 4096
@@ -89,21 +90,21 @@ class UVBaker:
         frame_size = tuple(float(s) for s in self._frame.size)
 
         prog = self.shaders.program("depth")
-        prog["u_frame_size"].value = frame_size
-        prog["u_depth_range"].value = depth_range
+        _set(prog, "u_frame_size", frame_size)
+        _set(prog, "u_depth_range", depth_range)
         with ctx.scope(self._depth_fbo, enable_only=ctx.DEPTH_TEST):
             self._depth_fbo.viewport = (0, 0, *self._frame.size)
             self._depth_fbo.clear(depth=1.0)
             self._vaos.get("depth", (A_POSITION,)).render(ctx.TRIANGLES)
 
         prog = self.shaders.program("bake")
-        prog["u_frame"].value = 0
-        prog["u_depth"].value = 1
-        prog["u_frame_size"].value = frame_size
-        prog["u_depth_range"].value = depth_range
-        prog["u_depth_bias"].value = cfg.depth_bias
-        prog["u_min_facing"].value = cfg.min_facing
-        prog["u_weight_power"].value = cfg.weight_power
+        _set(prog, "u_frame", 0)
+        _set(prog, "u_depth", 1)
+        _set(prog, "u_frame_size", frame_size)
+        _set(prog, "u_depth_range", depth_range)
+        _set(prog, "u_depth_bias", cfg.depth_bias)
+        _set(prog, "u_min_facing", cfg.min_facing)
+        _set(prog, "u_weight_power", cfg.weight_power)
         self._frame.use(0)
         self._depth.use(1)
         target.use()

@@ -93,7 +93,7 @@ class OrbitCamera:
 
     yaw: float = 0.0
     pitch: float = 0.0
-    distance: float = 2.6
+    distance: float = 3.2
     fov_deg: float = 30.0
     canonical: bool = False
     degrees_per_pixel: float = 0.4

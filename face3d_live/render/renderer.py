@@ -16,6 +16,7 @@ from face3d_live.render.camera import ImageView, OrbitCamera, ViewMatrices, gl_b
 from face3d_live.render.context import RenderError
 from face3d_live.render.gpu_mesh import A_NORMAL, A_POSITION, A_UV, MeshBuffers, VaoCache
 from face3d_live.render.shaders import ShaderLibrary
+from face3d_live.render.shaders import set_uniform as _set
 from face3d_live.types import Face
 
 log = logging.getLogger(__name__)
@@ -168,14 +169,3 @@ class FaceRenderer:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _set(prog, name: str, value) -> None:
-    """Set a uniform if the program kept it (the compiler drops unused ones)."""
-    u = prog.get(name, None)
-    if u is None:
-        return
-    if isinstance(value, bytes):
-        u.write(value)
-    else:
-        u.value = value

@@ -102,6 +102,17 @@ def _shader_error(path: Path, log_text: str) -> ShaderError:
     return ShaderError(f"{path}: {kind} error: {first}", path, None, stage)
 
 
+def set_uniform(prog, name: str, value) -> None:
+    """Set a uniform if the program kept it (GLSL compilers drop unused ones); bytes are written raw."""
+    u = prog.get(name, None)
+    if u is None:
+        return
+    if isinstance(value, bytes):
+        u.write(value)
+    else:
+        u.value = value
+
+
 class ShaderLibrary:
     """Compiles each named program once per context; ``reload()`` recompiles all (dev hot-reload).
 
