@@ -56,14 +56,10 @@ def _mesh_mask(face, shape) -> np.ndarray:
 
 
 def _render(ctx, face, view, size, texture=None, **config):
-    from face3d_live.render import FaceRenderer, OffscreenTarget, RenderConfig
+    from face3d_live.render import RenderConfig, render_image
 
     cfg = dataclasses.replace(RenderConfig(background=(0.0, 0.0, 0.0, 0.0)), **config)
-    with FaceRenderer(ctx, cfg) as renderer, OffscreenTarget(ctx, size) as target:
-        renderer.set_face(face)
-        renderer.set_texture(texture)
-        renderer.render(target.fbo, view)
-        return target.read()
+    return render_image(ctx, face, view, size, texture, cfg)
 
 
 def _is_skin(rgb: np.ndarray) -> np.ndarray:
@@ -180,6 +176,26 @@ def test_orbit_views_wireframe_and_landmarks(ctx, astronaut, astronaut_texture):
     assert ((lm[..., 2] > 200) & (lm[..., 0] < 50)).sum() > 30
     wire = _render(ctx, face, OrbitCamera(), size, None, wireframe=True, wireframe_color=(0.0, 1.0, 0.0, 1.0))
     assert ((wire[..., 1] > 200) & (wire[..., 0] < 60)).sum() > 500
+
+
+def test_renderer_survives_shader_reload_and_close(ctx, astronaut, astronaut_texture):
+    from face3d_live.render import FaceRenderer, ImageView, OffscreenTarget, RenderError, composite
+
+    image, face = astronaut
+    h, w = image.shape[:2]
+    with FaceRenderer(ctx) as renderer, OffscreenTarget(ctx, (w, h), samples=4) as target:
+        renderer.set_face(face)
+        renderer.set_texture(astronaut_texture[0])
+        renderer.render(target.fbo, ImageView(w, h))
+        before = target.read()
+        renderer.shaders.reload()  # dev hot-reload: vertex arrays are rebuilt for the new programs
+        renderer.render(target.fbo, ImageView(w, h))
+        assert np.array_equal(before, target.read())
+    renderer.close()  # idempotent
+    with pytest.raises(RenderError, match="closed"):
+        renderer.render(target.fbo, ImageView(w, h))
+    over = composite(image, _render(ctx, face, ImageView(w, h), (w, h), astronaut_texture[0]), 0.5)
+    assert over.shape == image.shape and not np.array_equal(over, image)
 
 
 def test_orbit_camera_mouse_controls():

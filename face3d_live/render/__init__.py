@@ -24,6 +24,8 @@ _EXPORTS = {
     "ImageView": "camera",
     "FaceRenderer": "renderer",
     "RenderConfig": "renderer",
+    "render_image": "renderer",
+    "composite": "renderer",
     "UVBaker": "baker",
     "BakeConfig": "baker",
     "TextureAccumulator": "accumulator",

@@ -169,3 +169,31 @@ class FaceRenderer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def render_image(
+    ctx,
+    face: Face,
+    view: ImageView | OrbitCamera,
+    size: tuple[int, int],
+    texture=None,
+    config: RenderConfig = RenderConfig(),
+    samples: int = 0,
+) -> np.ndarray:
+    """One-off offscreen render → (h, w, 4) uint8 RGBA, row 0 = top. For repeated frames keep a
+    FaceRenderer and an OffscreenTarget instead (this makes and frees both)."""
+    from face3d_live.render.context import OffscreenTarget
+
+    with FaceRenderer(ctx, config) as renderer, OffscreenTarget(ctx, size, samples) as target:
+        renderer.set_face(face)
+        renderer.set_texture(texture)
+        renderer.render(target.fbo, view)
+        return target.read()
+
+
+def composite(image: np.ndarray, rgba: np.ndarray, opacity: float = 1.0) -> np.ndarray:
+    """Blend an ImageView render (alpha = coverage, render with a transparent background) over the photo."""
+    if rgba.shape[:2] != image.shape[:2]:
+        raise RenderError(f"render {rgba.shape[:2]} and image {image.shape[:2]} differ in size")
+    a = rgba[..., 3:4].astype(np.float32) * (opacity / 255.0)
+    return (image.astype(np.float32) * (1 - a) + rgba[..., :3].astype(np.float32) * a + 0.5).astype(np.uint8)
