@@ -88,27 +88,53 @@ class ModelSpec:
         return module_sha256(self.torch_module)
 
     def onnx(self, precision: str, cache_dir: str | Path | None = None) -> Path:
-        """ONNX file at ``precision``: given in ``onnx_files``, or exported once into ``cache_dir/onnx``."""
+        """ONNX file at ``precision``: given in ``onnx_files``, or made once into ``cache_dir/onnx``.
+
+        fp32 is exported from the module (keyed by its content hash); fp16 and int8 are converted from
+        the fp32 file (keyed by its sha256, plus the calibration data's for int8), so an ONNX-only spec
+        (``onnx_files={"fp32": …}``) gets every precision too.
+        """
+        from face3d_live.models import export
+
         check_precision(precision)
         if precision in self.onnx_files:
             path = Path(self.onnx_files[precision])
             if not path.is_file():
                 raise ModelError(f"ONNX file {path} for model {self.name!r} ({precision}) not found")
             return path
-        from face3d_live.models.export import export_variant
+        if precision == "fp32":
+            key = self.module_sha256
 
-        key = self.module_sha256
-        calibration = None
-        if precision == "int8":
-            if self.calibration is None:
-                raise ModelError(
-                    f"model {self.name!r} has no INT8 calibration data; give ModelSpec(calibration=...) "
-                    "or an int8 ONNX in onnx_files"
-                )
-            calibration = np.ascontiguousarray(self.calibration(), np.float32)
-            key = hashlib.sha256(
-                (key + hashlib.sha256(calibration.tobytes()).hexdigest()).encode()
-            ).hexdigest()
+            def make(dst: Path) -> Path:
+                module = self.torch_module
+                if next(module.parameters()).device.type != "cpu":  # export a CPU copy; leave the GPU alone
+                    import copy
+
+                    module = copy.deepcopy(module).cpu().float()
+                return export.export_onnx(module, dst, self.input_shape)
+
+        else:
+            fp32 = self.onnx("fp32", cache_dir)
+            key = hashlib.sha256(f"{export.file_sha256(fp32)}|{precision}".encode()).hexdigest()
+            if precision == "fp16":
+
+                def make(dst: Path) -> Path:
+                    return export.convert_fp16(fp32, dst)
+
+            else:
+                if self.calibration is None:
+                    raise ModelError(
+                        f"model {self.name!r} has no INT8 calibration data; give ModelSpec(calibration=...) "
+                        "or an int8 ONNX in onnx_files"
+                    )
+                calibration = np.ascontiguousarray(self.calibration(), np.float32)
+                key = hashlib.sha256(
+                    (key + hashlib.sha256(calibration.tobytes()).hexdigest()).encode()
+                ).hexdigest()
+
+                def make(dst: Path) -> Path:
+                    return export.quantize_int8(fp32, dst, calibration)
+
         path = Path(cache_dir or default_cache_dir()) / "onnx" / f"{self.name}-{key[:16]}-{precision}.onnx"
         if path.is_file():
             log.debug("ONNX cache hit: %s", path)
@@ -116,12 +142,6 @@ class ModelSpec:
         log.info("exporting %s to ONNX (%s) -> %s", self.name, precision, path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + ".partial.onnx")
-        module = self.torch_module
-        device = next(module.parameters()).device
-        if device.type != "cpu":  # export from a CPU copy: deterministic and does not touch the GPU
-            import copy
-
-            module = copy.deepcopy(module).cpu().float()
-        export_variant(module, tmp, precision, input_shape=self.input_shape, calibration=calibration)
+        make(tmp)
         tmp.replace(path)
         return path

@@ -1,0 +1,95 @@
+"""Inference on a CUDA GPU (run on the accelerator machine: pytest -m gpu). Skips without CUDA."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from face3d_live.inference.cuda import cuda_status
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(bool(cuda_status()), reason=cuda_status() or "CUDA present"),
+]
+
+torch = pytest.importorskip("torch")
+
+from face3d_live.inference import InferenceExecutor, ModelSpec, create_backend  # noqa: E402
+from face3d_live.models.r50 import FaceR50  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def spec():
+    torch.manual_seed(0)
+    return ModelSpec(name="r50-random", module=FaceR50().eval())
+
+
+@pytest.fixture(scope="module")
+def reference(spec):
+    """FP32 CPU outputs for a fixed batch: the ground truth the GPU paths are held to."""
+    x = np.random.default_rng(7).random((8, 3, 224, 224), dtype=np.float32)
+    with torch.no_grad():
+        return x, spec.torch_module(torch.from_numpy(x)).numpy()
+
+
+def _rel(a: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(a - ref).max() / np.abs(ref).max())
+
+
+@pytest.fixture(scope="module")
+def fp16(spec):
+    with create_backend("torch", model=spec, precision="fp16", device="cuda", max_batch=8) as b:
+        yield b
+
+
+def test_torch_cuda_fp16_graphs_match_cpu(fp16, reference):
+    x, ref = reference
+    out = fp16.infer_sync(x)
+    assert _rel(out, ref) <= 1e-2
+    for n in (1, 3, 5):  # padded buckets (4, 8) give the same rows
+        assert _rel(fp16.infer_sync(x[:n]), ref[:n]) <= 1e-2
+
+
+def test_torch_cuda_fp32_eager_matches_cpu(spec, reference):
+    x, ref = reference
+    opts = dict(cuda_graphs=False, channels_last=False)
+    with create_backend("torch", model=spec, precision="fp32", device="cuda", **opts) as b:
+        assert _rel(b.infer_sync(x), ref) <= 5e-3  # cuDNN may use TF32 for convolutions
+
+
+@pytest.mark.parametrize("streams", [2, 4])
+def test_executor_streams_in_order(fp16, reference, streams):
+    x, ref = reference
+    sizes = [8, 1, 4, 2, 8, 3, 1, 5, 8, 2]
+    starts = np.cumsum([0, *sizes])[:-1] % 8
+    with InferenceExecutor(fp16, streams=streams, max_batch=8) as ex:
+        results = []
+        for s, n in zip(starts, sizes):
+            n = min(n, 8 - s)
+            if ex.full:
+                results.append(ex.collect())
+            ex.submit(x[s : s + n], tag=(s, n))
+            assert ex.in_flight <= streams
+        results += ex.drain()
+    assert [r.ticket for r in results] == list(range(len(sizes)))
+    for r in results:
+        s, n = r.tag
+        assert r.output.shape == (n, ref.shape[1])
+        assert _rel(r.output, ref[s : s + n]) <= 1e-2
+
+
+def test_tensorrt_falls_back_to_torch_with_one_warning(spec, caplog):
+    caplog.set_level(logging.WARNING)
+    with create_backend("tensorrt", model=spec, max_batch=2) as b:
+        # no TensorRT here, or TensorRT-RTX on compute capability 9.0: the torch backend serves
+        assert b.name in ("torch", "tensorrt")
+        if b.name == "torch":
+            warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            assert len(warnings) == 1 and "falling back to torch" in warnings[0].getMessage()
+
+
+def test_auto_on_gpu_uses_the_gpu(spec):
+    with create_backend("auto", model=spec, max_batch=2) as b:
+        assert b.device == "cuda" and b.name in ("torch", "tensorrt")
