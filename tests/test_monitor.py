@@ -1,0 +1,143 @@
+"""Rolling statistics and the alert engine, driven with controlled clocks and latency sequences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from face3d_live.monitor.alerts import AlertConfig, AlertEngine
+from face3d_live.monitor.gpu import GpuMonitor, GpuState
+from face3d_live.monitor.stats import FrameRecord, RollingStats, StatsConfig
+
+MS = 1_000_000
+FRAME_NS = 33 * MS
+
+
+def _feed(engine: AlertEngine, latencies_ms, t0_ns: int = 0, faces: int = 1) -> int:
+    t = t0_ns
+    for x in latencies_ms:
+        t += FRAME_NS
+        engine.observe_frame(int(x * MS), faces, t)
+    return t
+
+
+def test_percentiles_fps_and_drops():
+    stats = RollingStats(StatsConfig(window_s=2.0, fps_window_s=1.0))
+    t = 10_000 * MS
+    for i in range(90):  # 3 s at 30 frames/s, latency 10..19 ms
+        t += FRAME_NS
+        stats.add(FrameRecord(t, (10 + i % 10) * MS, {"infer": 4 * MS, "render": 2 * MS}, faces=1))
+        stats.set_dropped(i // 3, t)  # one frame in three dropped
+    snap = stats.snapshot(t)
+    assert 28 <= snap.fps <= 32
+    assert snap.e2e.p50 == pytest.approx(14.5, abs=1.0)
+    assert 18 <= snap.e2e.p95 <= 19 and snap.e2e.p99 <= 19
+    assert list(snap.stages) == ["infer", "render"] and snap.stages["infer"].p50 == pytest.approx(4.0)
+    assert snap.dropped_total == 29
+    assert 9 <= snap.dropped_window <= 11 and snap.drop_rate == pytest.approx(0.25, abs=0.03)
+    # nothing shown for 2 s: frame rate falls to 0, the window empties
+    later = stats.snapshot(t + 2_100 * MS)
+    assert later.fps == 0.0 and later.e2e is None
+
+
+def test_one_spike_raises_exactly_one_alert_that_clears():
+    rng = np.random.default_rng(0)
+    engine = AlertEngine()
+    t = _feed(engine, 20 + rng.normal(0, 1.5, 200))
+    assert engine.drain() == []  # steady noise: no false alarm
+    t = _feed(engine, [150, 180, 160, 170, 155, 165], t)  # the spike: one alert, not six
+    events = engine.drain()
+    assert [(e.kind, e.alert.key) for e in events] == [("raised", "latency")]
+    alert = events[0].alert
+    assert alert.active and "180 ms" in alert.message and alert.raised_at > 0
+    _feed(engine, 20 + rng.normal(0, 1.5, 30), t)
+    events = engine.drain()
+    assert [(e.kind, e.alert.key) for e in events] == [("cleared", "latency")]
+    assert not alert.active and alert.cleared_ns > alert.raised_ns
+    assert engine.raised_count == {"latency": 1} and list(engine.history) == [alert]
+
+
+def test_single_frame_hiccup_and_warmup_do_not_alert():
+    engine = AlertEngine()
+    t = _feed(engine, [200] * 5 + [20] * 40)  # slow first frames: warm-up, not an anomaly
+    t = _feed(engine, [20, 20, 400, 20, 20, 300, 20] * 5, t)  # isolated hiccups
+    assert engine.drain() == []
+
+
+def test_lasting_shift_becomes_the_new_normal():
+    engine = AlertEngine(AlertConfig(latency_accept_after=60))
+    t = _feed(engine, [20.0] * 60)
+    t = _feed(engine, [45.0] * 61, t)
+    assert [(e.kind, e.alert.key) for e in engine.drain()] == [("raised", "latency"), ("cleared", "latency")]
+    _feed(engine, [45.0] * 100, t)
+    assert engine.drain() == []
+
+
+def test_face_lost_fps_drop_and_dropped_frames():
+    engine = AlertEngine(AlertConfig(warmup_s=1.0, fps_drop_after_s=1.0))
+    stats = RollingStats()
+    t = 0
+    for _ in range(60):  # 2 s healthy at 30 fps
+        t += FRAME_NS
+        stats.add(FrameRecord(t, 20 * MS, faces=1))
+        stats.set_dropped(0, t)
+        engine.observe_frame(20 * MS, 1, t)
+        engine.observe(stats.snapshot(t), None, t, expected_fps=30.0)
+    assert engine.drain() == []
+    dropped = 0
+    for _ in range(30):  # 3 s at 10 fps, 2 of 3 frames dropped, no face
+        t += 100 * MS
+        dropped += 2
+        stats.add(FrameRecord(t, 20 * MS, faces=0))
+        stats.set_dropped(dropped, t)
+        engine.observe_frame(20 * MS, 0, t)
+        engine.observe(stats.snapshot(t), None, t, expected_fps=30.0)
+    raised = [e.alert.key for e in engine.drain() if e.kind == "raised"]
+    assert sorted(raised) == ["dropped_frames", "face_lost", "fps_drop"]
+    for _ in range(60):  # healthy again
+        t += FRAME_NS
+        stats.add(FrameRecord(t, 20 * MS, faces=1))
+        stats.set_dropped(dropped, t)
+        engine.observe_frame(20 * MS, 1, t)
+        engine.observe(stats.snapshot(t), None, t, expected_fps=30.0)
+    cleared = [e.alert.key for e in engine.drain() if e.kind == "cleared"]
+    assert sorted(cleared) == ["dropped_frames", "face_lost", "fps_drop"]
+    assert engine.active() == []
+
+
+def _gpu(used_mb: float, throttle: tuple[str, ...] = ()) -> GpuState:
+    return GpuState("Test GPU", (9, 0), used_mb, 80_000.0, 50.0, 300.0, 60.0, 1800.0, throttle)
+
+
+def test_gpu_memory_growth_and_throttling():
+    engine = AlertEngine()
+    stats = RollingStats().snapshot(0)
+    t = 0
+    for used in np.linspace(2000, 2600, 40):  # +600 MB within 10 s: a leak
+        t += 250 * MS
+        engine.observe(stats, _gpu(float(used)), t)
+    assert [e.alert.key for e in engine.drain()] == ["gpu_memory"]
+    for _ in range(300):  # flat for 75 s: the window no longer shows growth
+        t += 250 * MS
+        engine.observe(stats, _gpu(2600.0), t)
+    assert [(e.kind, e.alert.key) for e in engine.drain()] == [("cleared", "gpu_memory")]
+    engine.observe(stats, _gpu(2600.0, ("hw thermal",)), t + 1)
+    engine.observe(stats, _gpu(2600.0, ("hw thermal", "power cap")), t + 2)
+    events = engine.drain()
+    assert [(e.kind, e.alert.key) for e in events] == [("raised", "gpu_throttle")]
+    assert "power cap" in events[0].alert.message  # de-duplicated, message kept current
+    engine.observe(stats, _gpu(2600.0), t + 3)
+    assert [(e.kind, e.alert.key) for e in engine.drain()] == [("cleared", "gpu_throttle")]
+
+
+def test_gpu_monitor_degrades_without_gpu():
+    mon = GpuMonitor()
+    try:
+        if mon.available:
+            state = mon.read()
+            assert state is not None and state.memory_total_mb > 0
+        else:
+            assert mon.read() is None and mon.reason.startswith("no GPU")
+    finally:
+        mon.close()
+        mon.close()  # idempotent
