@@ -29,9 +29,14 @@ HELP = "r50 (ResNet50 224²) latency, faces/s and energy per backend; multi-stre
 log = logging.getLogger(__name__)
 
 VARIANTS = {  # name: (backend, precision, options)
-    "torch-fp32-eager": ("torch", "fp32", {"cuda_graphs": False, "channels_last": False}),
-    "torch-fp16-eager": ("torch", "fp16", {"cuda_graphs": False, "channels_last": True}),
-    "torch-fp16-graphs": ("torch", "fp16", {"cuda_graphs": True, "channels_last": True}),
+    "torch-fp32-eager": ("torch", "fp32", {"cuda_graphs": False, "channels_last": False, "fuse_bn": False}),
+    "torch-fp16-eager": ("torch", "fp16", {"cuda_graphs": False, "channels_last": True, "fuse_bn": True}),
+    "torch-fp16-graphs": ("torch", "fp16", {"cuda_graphs": True, "channels_last": True, "fuse_bn": True}),
+    "torch-fp16-graphs-nofuse": (
+        "torch",
+        "fp16",
+        {"cuda_graphs": True, "channels_last": True, "fuse_bn": False},
+    ),
     "tensorrt-fp16": ("tensorrt", "fp16", {}),
     "tensorrt-int8": ("tensorrt", "int8", {}),
     "onnxruntime-cpu-fp32": ("onnxruntime", "fp32", {}),
@@ -56,7 +61,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=400, help="frames per executor run (default 400)")
     p.add_argument("--streams", default="1,2,4", help="executor slot counts (default 1,2,4)")
     p.add_argument("--no-executor", action="store_true", help="skip the executor runs")
-    p.add_argument("--compile", action="store_true", help="also torch.compile (inductor, FP16) at b1 and b8")
+    p.add_argument(
+        "--compile", action="store_true", help="also torch.compile (inductor, FP16) at batches <= 8"
+    )
+    p.add_argument(
+        "--compile-mode", default="reduce-overhead", help="torch.compile mode (default reduce-overhead)"
+    )
     p.add_argument(
         "--cache-dir", default=None, help="ONNX/engine cache (default: $FACE3D_ENGINES or engines/)"
     )
@@ -191,14 +201,14 @@ def _cpu_batch(backend, b: int, seconds: float) -> dict:
     return {"latency_ms": med, "e2e_ms": med, "faces_per_s": b * 1000.0 / med, "batches_timed": len(times)}
 
 
-def _compile_rows(spec, batches: list[int], seconds: float) -> dict:
-    """torch.compile (inductor, max-autotune, its own CUDA graphs), FP16 channels_last."""
+def _compile_rows(spec, batches: list[int], seconds: float, mode: str) -> dict:
+    """torch.compile (inductor; reduce-overhead = its own CUDA graphs), FP16 channels_last."""
     import copy
 
     import torch
 
     module = copy.deepcopy(spec.torch_module).cuda().half().to(memory_format=torch.channels_last).eval()
-    fn = torch.compile(module, mode="max-autotune")
+    fn = torch.compile(module, mode=mode)
     rows = {}
     for b in batches:
         x = (
@@ -222,7 +232,12 @@ def _compile_rows(spec, batches: list[int], seconds: float) -> dict:
                 e.synchronize()
                 lat.append(s.elapsed_time(e))
         med = statistics.median(lat)
-        rows[str(b)] = {"latency_ms": med, "faces_per_s": b * 1000.0 / med, "compile_s": compile_s}
+        rows[str(b)] = {
+            "latency_ms": med,
+            "faces_per_s": b * 1000.0 / med,
+            "compile_s": compile_s,
+            "mode": mode,
+        }
     return rows
 
 

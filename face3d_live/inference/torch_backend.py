@@ -29,6 +29,18 @@ def buckets(max_batch: int) -> list[int]:
     return [*out, max_batch]
 
 
+def fold_batchnorm(module):
+    """Fold every eval-mode BatchNorm into the convolution before it (torch.fx): ~50 fewer kernels
+    for ResNet50, same function (1e-7 relative). Modules fx cannot trace are returned unchanged."""
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(module)
+    except Exception as exc:  # fx tracing fails on data-dependent control flow: run unfused
+        log.info("BatchNorm folding skipped (%s: %s)", type(exc).__name__, exc)
+        return module
+
+
 @dataclass
 class _TorchSlot:
     x: object  # static input (max_batch, C, H, W) float32 tensor; slot.dev_in points at it
@@ -50,6 +62,7 @@ class TorchBackend(InferenceBackend):
         cache_dir: str | None = None,
         cuda_graphs: bool = True,
         channels_last: bool = True,
+        fuse_bn: bool = True,
     ) -> None:
         super().__init__(spec, precision=precision, device=device, max_batch=max_batch, cache_dir=cache_dir)
         self.default_precision = "fp16" if self.device == "cuda" else "fp32"
@@ -57,6 +70,7 @@ class TorchBackend(InferenceBackend):
             self.precision = self.default_precision
         self.cuda_graphs = cuda_graphs and self.device == "cuda"
         self.channels_last = channels_last and self.device == "cuda"
+        self.fuse_bn = fuse_bn and self.device == "cuda"
         self._module = None
 
     def _activate(self) -> None:
@@ -72,7 +86,11 @@ class TorchBackend(InferenceBackend):
             raise BackendUnavailable(f"this torch build ({torch.__version__}) has no CUDA")
         # a private copy: the spec's module is shared (export, other backends) and must stay FP32 on CPU
         module = copy.deepcopy(self.spec.torch_module).eval().requires_grad_(False)
+        if self.fuse_bn:
+            module = fold_batchnorm(module)
         if self.device == "cuda":
+            # per-shape cuDNN autotune; runs in the warm-up before each graph capture, never in the hot path
+            torch.backends.cudnn.benchmark = True
             module = module.cuda()
             if self.precision == "fp16":
                 module = module.half()
@@ -81,7 +99,7 @@ class TorchBackend(InferenceBackend):
         self._module = module
         self.detail = (
             f"graphs={'buckets ' + ','.join(map(str, buckets(self.max_batch))) if self.cuda_graphs else 'off'} "
-            f"channels_last={self.channels_last}"
+            f"channels_last={self.channels_last} fuse_bn={self.fuse_bn}"
         )
 
     def _deactivate(self) -> None:
