@@ -2,7 +2,9 @@
 // UV bake: rasterise the mesh in UV space; each texel samples the frame where its surface point
 // projects. Output is premultiplied by the texel's weight: (rgb * w, w), w = 0 when the point faces
 // away (normal . view <= u_min_facing), is hidden (depth test against the camera-view depth map) or
-// falls outside the frame. Summed with additive blending this is the accumulator's running average.
+// falls outside the frame. Summed with additive blending this is the accumulator's running average;
+// with gain k and blending (ONE, ONE_MINUS_SRC_ALPHA) it is an exponential moving average whose
+// per-frame step is k * w (old views fade, frontal views fade them fastest).
 
 #if defined VERTEX_SHADER
 
@@ -28,6 +30,7 @@ uniform vec2 u_depth_range;  // as in depth.glsl
 uniform float u_depth_bias;  // normalised depth units
 uniform float u_min_facing;
 uniform float u_weight_power;
+uniform float u_gain;        // 1: plain sum (blend ONE, ONE); k < 1: moving average (ONE, ONE_MINUS_SRC_ALPHA)
 
 in vec3 v_pos;
 in vec3 v_normal;
@@ -45,7 +48,7 @@ void main() {
     float bias = u_depth_bias + 1.5 * slope * u_depth_range.y;
     bool visible = inside && facing > u_min_facing && depth <= texture(u_depth, st).r + bias;
     float w = visible ? pow(facing, u_weight_power) : 0.0;
-    f_out = vec4(texture(u_frame, st).rgb * w, w);
+    f_out = vec4(texture(u_frame, st).rgb * w, w) * u_gain;
 }
 
 #endif

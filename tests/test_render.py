@@ -305,16 +305,18 @@ def _video_frames(name: str, stop: int):
 
 def test_accumulation_over_a_head_turn_increases_coverage(ctx):
     from face3d_live.reconstructor import Reconstructor
-    from face3d_live.render import TextureAccumulator
+    from face3d_live.render import AccumulatorConfig, TextureAccumulator, bake_texture
 
     # WolfgangLanger: the head turns from ~13° yaw (frames ~150) to ~-12° (frames ~360-400)
     coverage, yaws = [], []
-    with Reconstructor() as rec, TextureAccumulator(ctx, 512) as acc:
+    recent = TextureAccumulator(ctx, 512, AccumulatorConfig(memory_frames=2))
+    with Reconstructor() as rec, TextureAccumulator(ctx, 512) as acc, recent:
         for i, rgb in _video_frames("WolfgangLanger_Pexels.mp4", 410):
             faces = rec.track(rgb, i / 24.0)
             if i < 144 or i % 16 or not faces:
                 continue
             acc.update(rgb, faces[0])
+            recent.update(rgb, faces[0])
             coverage.append(acc.coverage())
             yaws.append(faces[0].pose.euler_degrees()[0])
             if len(coverage) == 1:
@@ -328,6 +330,12 @@ def test_accumulation_over_a_head_turn_increases_coverage(ctx):
         unseen = acc.texture()[..., :3][~acc.mask()].astype(int)
         assert (unseen.sum(-1) < 30).mean() < 0.01
         assert np.abs(acc.texture()[..., :3].astype(int) - first_texture[..., :3]).mean() > 1
+        # with a short memory the texture follows the latest frames more closely than the all-time mean
+        last, last_mask = bake_texture(ctx, rgb, faces[0], 512)
+        err_all = np.abs(acc.texture()[last_mask, :3].astype(int) - last[last_mask, :3]).mean()
+        err_recent = np.abs(recent.texture()[last_mask, :3].astype(int) - last[last_mask, :3]).mean()
+        assert err_recent < 0.9 * err_all, (err_recent, err_all)
+        assert recent.coverage() == pytest.approx(acc.coverage(), abs=0.01)  # seen once stays valid
         # a different track is a new face: the texture starts over
         face = faces[0]
         acc.update(rgb, dataclasses.replace(face, track_id=face.track_id + 1))

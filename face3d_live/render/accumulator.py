@@ -53,6 +53,9 @@ class _Level:
 class AccumulatorConfig:
     """bake: per-frame baking (validity thresholds, frontal weighting).
     mirror: fill unseen texels from the mirror-symmetric side. diffuse: fill what is left by pull-push.
+    memory_frames: 0 = every frame counts for ever (weighted mean of all views); N > 0 = exponential
+        moving average in which a frontal view replaces about 1/N of the texel (old expressions and
+        lighting fade; texels seen once stay valid).
     reset_on_new_track: a face with another ``track_id`` than the last one starts a new texture.
     default_color: RGB in [0, 1] where nothing at all has been seen yet.
     mipmaps: ``gpu_texture()`` builds mipmaps of the output (for rendering it minified)."""
@@ -60,6 +63,7 @@ class AccumulatorConfig:
     bake: BakeConfig = field(default_factory=BakeConfig)
     mirror: bool = True
     diffuse: bool = True
+    memory_frames: float = 0.0
     reset_on_new_track: bool = True
     default_color: tuple[float, float, float] = (0.62, 0.5, 0.44)
     mipmaps: bool = True
@@ -83,6 +87,8 @@ class TextureAccumulator:
     ) -> None:
         self.ctx, self.config = ctx, config
         self.size = check_size(ctx, size)
+        if config.memory_frames < 0:
+            raise RenderError(f"memory_frames must be >= 0, got {config.memory_frames}")
         self._own_shaders = shaders is None
         self.shaders = shaders or ShaderLibrary(ctx)
         for name in ("mirror", "pull_push", "flat"):
@@ -135,8 +141,12 @@ class TextureAccumulator:
         ctx = self.ctx
         with ctx.scope(self._accum_fbo, enable_only=ctx.BLEND):
             ctx.blend_equation = ctx.FUNC_ADD
-            ctx.blend_func = ctx.ONE, ctx.ONE
-            self.baker.bake(image, face, self._accum_fbo)
+            if self.config.memory_frames > 0:
+                ctx.blend_func = ctx.ONE, ctx.ONE_MINUS_SRC_ALPHA
+                self.baker.bake(image, face, self._accum_fbo, gain=1.0 / max(self.config.memory_frames, 1.0))
+            else:
+                ctx.blend_func = ctx.ONE, ctx.ONE
+                self.baker.bake(image, face, self._accum_fbo)
             ctx.blend_func = ctx.DEFAULT_BLENDING
         self.frames += 1
         self._dirty = True

@@ -68,11 +68,11 @@ class UVBaker:
             self._depth_fbo = self.ctx.framebuffer(depth_attachment=self._depth)
         self._frame.write(image)
 
-    def bake(self, image: np.ndarray | None, face: Face, target) -> None:
+    def bake(self, image: np.ndarray | None, face: Face, target, gain: float = 1.0) -> None:
         """Bake ``face`` as seen in ``image`` into framebuffer ``target`` (UV space, any size).
 
         ``image`` None re-uses the last uploaded frame (several faces in one frame). The caller sets
-        blending on ``target`` (additive for accumulation) and clears it.
+        blending on ``target`` (additive for accumulation) and clears it. ``gain`` scales the output.
         """
         if self._closed:
             raise RenderError("baker is closed")
@@ -105,6 +105,7 @@ class UVBaker:
         _set(prog, "u_depth_bias", cfg.depth_bias)
         _set(prog, "u_min_facing", cfg.min_facing)
         _set(prog, "u_weight_power", cfg.weight_power)
+        _set(prog, "u_gain", gain)
         self._frame.use(0)
         self._depth.use(1)
         target.use()
