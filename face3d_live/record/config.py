@@ -28,6 +28,8 @@ class RecordConfig:
     interpolation:       animation interpolation between capture timestamps (linear reaches every
                          recorded frame exactly at its timestamp and is smooth at VR frame rates).
     texture_every:       update the texture from every k-th frame (the texture converges in a few views).
+    texture_views_per_pose: bake at most this many frames per 10° yaw/pitch bin (0 = no limit): long
+                         takes stop paying for views the texture already has.
     texture_baker:       gl (the render package's TextureAccumulator on an EGL context: occlusion-aware,
                          mirror fill), cpu (record/texture.py, no GL needed) or auto (gl, else cpu).
     snapshot_every_s:    how often (wall seconds) the texture is saved beside the journal for --recover.
@@ -41,6 +43,7 @@ class RecordConfig:
     quantize: bool = False
     interpolation: str = "linear"
     texture_every: int = 3
+    texture_views_per_pose: int = 6
     texture_baker: str = "auto"
     snapshot_every_s: float = 5.0
 
@@ -67,6 +70,8 @@ class RecordConfig:
             raise ConfigError(
                 f"unknown texture baker {self.texture_baker!r}; choose one of: {', '.join(TEXTURE_BAKERS)}"
             )
+        if self.texture_views_per_pose < 0:
+            raise ConfigError(f"texture_views_per_pose must be ≥ 0, got {self.texture_views_per_pose}")
         if self.texture_every < 1:
             raise ConfigError(f"texture_every must be ≥ 1, got {self.texture_every}")
         if self.snapshot_every_s <= 0:

@@ -22,7 +22,8 @@ from face3d_live.types import Face
 
 log = logging.getLogger(__name__)
 
-MAX_BAKE_SIZE = 1024  # a face spans a few hundred pixels of video: finer bakes only add blur
+MAX_BAKE_SIZE = 1024
+POSE_BIN_DEG = 10.0  # head-pose bins (yaw, pitch) for choosing which frames to bake  # a face spans a few hundred pixels of video: finer bakes only add blur
 
 
 def default_journal_dir(out: Path) -> Path:
@@ -114,6 +115,8 @@ class SequenceWriter:
         self._track = -2  # no track chosen yet
         self._texture: np.ndarray | None = None
         self._baker = None
+        self._pose_views: dict[tuple[int, int], int] = {}
+        self._texture_dirty = False
         self._last_snapshot = 0.0
         self._state = "new"
 
@@ -227,15 +230,30 @@ class SequenceWriter:
         return faces[0]
 
     def _bake(self, image: np.ndarray, face: Face, frame_index: int) -> None:
+        cfg = self.config
         if self._baker is None:
-            self._baker = make_texture_accumulator(self.config.texture_size, self.config.texture_baker)
-        if (self._journal.frames - 1) % self.config.texture_every:
-            return
-        self._baker.update(image, face)
+            self._baker = make_texture_accumulator(cfg.texture_size, cfg.texture_baker)
+        if (self._journal.frames - 1) % cfg.texture_every == 0 and self._new_view(face):
+            self._baker.update(image, face)
+            self._texture_dirty = True
         now = time.monotonic()
-        if now - self._last_snapshot >= self.config.snapshot_every_s:
+        if self._texture_dirty and now - self._last_snapshot >= cfg.snapshot_every_s:
             self._journal.save_texture(self._baker.texture())
-            self._last_snapshot = now
+            self._last_snapshot, self._texture_dirty = now, False
+
+    def _new_view(self, face: Face) -> bool:
+        """Bake at most ``texture_views_per_pose`` frames per head-pose bin: more views of one pose
+        only cost time (and blur the average), new poses fill in what earlier ones could not see."""
+        limit = self.config.texture_views_per_pose
+        if not limit:
+            return True
+        yaw, pitch, _ = face.pose.euler_degrees()
+        key = (round(yaw / POSE_BIN_DEG), round(pitch / POSE_BIN_DEG))
+        seen = self._pose_views.get(key, 0)
+        if seen >= limit:
+            return False
+        self._pose_views[key] = seen + 1
+        return True
 
     def _close_baker(self) -> None:
         if self._baker is not None:
