@@ -1,0 +1,398 @@
+"""Distil face3d-r50 from the teacher, with the manual AFLW points as direct supervision.
+
+Loss per positive crop (coordinates in % of the 224 crop):
+  teacher: L1 on x, y (+ 0.5 × z) of all 468 vertices, landmark-68 vertices ×2, weighted by the
+           teacher's trust in that sample (0 where it failed; fading out above 45° |yaw|; fading out where
+           its mesh disagrees with the manual points);
+  manual:  Euclidean error of the 21 AFLW points (``aflw_map``: fixed affine blends of vertices) where
+           annotated, at every yaw: this is where the student can be right and the teacher wrong;
+  presence: BCE, positives = face crops, negatives = crops slid or scaled off the face.
+bf16 autocast, channels_last, AdamW + warm-up + cosine, EMA weights; resumable checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from face3d_live.geometry.mesh import LANDMARKS68, mirror_indices
+from face3d_live.models.r50 import INPUT_SIZE, FaceR50
+from face3d_live.training.aflw_map import AFLW_MIRROR, aflw_points
+from face3d_live.training.augment import AugmentConfig, make_batch
+from face3d_live.training.dataset import TrainData, box_crops, mesh_crops
+
+log = logging.getLogger(__name__)
+
+YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.05
+    steps: int = 0  # 0: derive from `minutes` after timing the first steps
+    minutes: float = 10.0
+    manual_weight: float = 1.0
+    presence_weight: float = 0.3
+    z_weight: float = 0.5
+    ema: float = 0.999
+    checkpoint_every_s: float = 120.0
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+def teacher_weights(data: TrainData, W: np.ndarray) -> np.ndarray:
+    """Trust in each teacher mesh: 0 if failed; × yaw fade (1 to 45°, 0.15 past 70°); × agreement with the
+    manual points (1 below 6 % NME, 0 above 12 %)."""
+    w = data.teacher_ok.astype(np.float32)
+    yaw = np.abs(np.nan_to_num(data.yaw, nan=0.0))
+    w *= np.clip((75.0 - yaw) / 30.0, 0.15, 1.0)
+    pred = aflw_points(W, data.verts)
+    err = point_nme(pred, data.points)
+    agree = np.where(np.isnan(err), 1.0, np.clip((0.12 - np.nan_to_num(err)) / 0.06, 0.0, 1.0))
+    return (w * agree).astype(np.float32)
+
+
+def point_nme(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(N, 21, 2) each → (N,) mean point error / sqrt(w·h) of the annotated points' box; NaN if < 2 points."""
+    valid = ~np.isnan(gt[..., 0])
+    g = np.where(valid[..., None], gt, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        wh = np.nanmax(g, 1) - np.nanmin(g, 1)
+        norm = np.sqrt(wh[:, 0] * wh[:, 1])
+        d = np.linalg.norm(pred - np.nan_to_num(gt), axis=-1)
+        err = (d * valid).sum(1) / np.maximum(valid.sum(1), 1) / norm
+    err[valid.sum(1) < 2] = np.nan
+    return err
+
+
+def init_model(model: FaceR50, mean_verts: np.ndarray) -> None:
+    """Start the head at the mean face (bias) with small weights; zero the last BN of each block so the
+    residual branches start as identities (trains faster from scratch)."""
+    with torch.no_grad():
+        model.head.weight.normal_(0.0, 1e-3)
+        model.head.bias.zero_()
+        model.head.bias[:-1] = torch.from_numpy(mean_verts.reshape(-1) / INPUT_SIZE).float()
+        for m in model.modules():
+            if hasattr(m, "bn3"):
+                m.bn3.weight.zero_()
+
+
+class Trainer:
+    """Holds the data on the device, the model, optimiser, EMA and schedule; ``run()`` trains to the end."""
+
+    def __init__(
+        self, cfg: TrainConfig, data: TrainData, W: np.ndarray, out_dir: Path, device: str = "cuda"
+    ) -> None:
+        self.cfg, self.out_dir, self.device = cfg, Path(out_dir), torch.device(device)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        dev = self.device
+        torch.manual_seed(cfg.seed)
+        self.gen = torch.Generator(device=dev)
+        self.gen.manual_seed(cfg.seed)
+        self.data = data
+        tw = teacher_weights(data, W)
+        train_idx = np.flatnonzero(~data.held_out & ((tw > 0) | ~np.isnan(data.points[..., 0]).all(1)))
+        self.train_idx = torch.from_numpy(train_idx).to(dev)
+        t = lambda a, dt=None: torch.from_numpy(np.ascontiguousarray(a)).to(dev, dt)  # noqa: E731
+        self.images = t(data.images)
+        self.verts = t(data.verts)
+        self.points = t(data.points)
+        self.mesh_crop = t(data.mesh_crop)
+        self.box_crop = t(data.box_crop)
+        self.has_mesh = t(data.teacher_ok)
+        self.tw = t(tw)
+        self.W = t(W.astype(np.float32))
+        self.mirror = t(mirror_indices().astype(np.int64))
+        self.point_mirror = t(AFLW_MIRROR)
+        rw = np.ones(468, np.float32)
+        rw[LANDMARKS68] = 2.0
+        self.region_w = t(rw / rw.mean())
+        self.model = FaceR50().to(dev).to(memory_format=torch.channels_last)
+        self.ema = None
+        self.step = 0
+        self.total_steps = cfg.steps
+        self.opt = None
+        self.history: list[dict] = []
+        log.info(
+            "train: %d samples (%d held out), %d used for training",
+            len(data),
+            data.held_out.sum(),
+            len(train_idx),
+        )
+
+    # ---- setup / checkpoint ---------------------------------------------------------------------------
+    def _setup(self) -> None:
+        ok = self.data.teacher_ok & ~self.data.held_out
+        m = self.data
+        if ok.any():
+            crops = m.mesh_crop[ok]
+            from face3d_live.training.augment import crop_matrices, transform_points
+
+            mat = crop_matrices(
+                *(torch.from_numpy(x) for x in (crops[:, :2], crops[:, 2], crops[:, 3])),
+                torch.zeros(len(crops), dtype=torch.bool),
+            )
+            mean_verts = transform_points(mat, torch.from_numpy(m.verts[ok])).mean(0).numpy()
+        else:
+            mean_verts = np.full((468, 3), INPUT_SIZE / 2, np.float32)
+        init_model(self.model, mean_verts)
+        decay, no_decay = [], []
+        for _name, p in self.model.named_parameters():
+            (no_decay if p.ndim <= 1 else decay).append(p)
+        fused = self.device.type == "cuda"
+        self.opt = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.cfg.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.cfg.lr,
+            betas=(0.9, 0.99),
+            fused=fused,
+        )
+        self.ema = copy.deepcopy(self.model).eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    def save_checkpoint(self) -> None:
+        state = {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "opt": self.opt.state_dict(),
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "history": self.history,
+            "config": json.loads(json.dumps(asdict(self.cfg))),
+            "gen": self.gen.get_state(),
+        }
+        tmp = self.checkpoint_path().with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.checkpoint_path())
+
+    def try_resume(self) -> bool:
+        path = self.checkpoint_path()
+        if not path.exists():
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.step, self.total_steps, self.history = state["step"], state["total_steps"], state["history"]
+        self.gen.set_state(state["gen"].cpu() if hasattr(state["gen"], "cpu") else state["gen"])
+        log.info("resumed from %s at step %d / %d", path, self.step, self.total_steps)
+        return True
+
+    # ---- training ---------------------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        total = max(self.total_steps, 1)
+        warm = max(1, int(self.cfg.warmup_frac * total))
+        if step < warm:
+            return self.cfg.lr * (step + 1) / warm
+        t = (step - warm) / max(1, total - warm)
+        return self.cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+    def batch(self, idx: torch.Tensor, train: bool = True):
+        return make_batch(
+            self.cfg.augment,
+            self.images[idx],
+            self.verts[idx],
+            self.points[idx],
+            self.mesh_crop[idx],
+            self.box_crop[idx],
+            self.has_mesh[idx],
+            self.tw[idx],
+            self.mirror,
+            self.point_mirror,
+            self.gen,
+            train,
+        )
+
+    def loss(self, out: torch.Tensor, b) -> tuple[torch.Tensor, dict[str, float]]:
+        out = out.float()
+        verts = out[:, :-1].reshape(-1, 468, 3) * INPUT_SIZE
+        logit = out[:, -1]
+        s = 100.0 / INPUT_SIZE
+        d = (verts - b.verts).abs() * s
+        per_v = (d[..., 0] + d[..., 1] + self.cfg.z_weight * d[..., 2]) * self.region_w
+        tw = b.teacher_w
+        l_teacher = (per_v.mean(1) * tw).sum() / tw.sum().clamp_min(1.0)
+        pts = torch.einsum("kj,bjd->bkd", self.W, verts[..., :2])
+        valid = (~torch.isnan(b.points[..., 0])) & (b.positive[:, None] > 0)
+        gt = torch.nan_to_num(b.points)
+        dp = torch.sqrt(((pts - gt) ** 2).sum(-1) + 1e-4) * s
+        l_manual = (dp * valid).sum() / valid.sum().clamp_min(1)
+        l_presence = F.binary_cross_entropy_with_logits(logit, b.positive)
+        total = l_teacher + self.cfg.manual_weight * l_manual + self.cfg.presence_weight * l_presence
+        return total, {
+            "teacher": l_teacher.detach(),
+            "manual": l_manual.detach(),
+            "presence": l_presence.detach(),
+        }
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        pick = torch.randint(0, len(self.train_idx), (cfg.batch,), device=self.device, generator=self.gen)
+        b = self.batch(self.train_idx[pick])
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_at(self.step)
+        self.model.train()
+        x = b.images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            out = self.model(x)
+        total, parts = self.loss(out, b)
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        self.opt.step()
+        with torch.no_grad():
+            decay = min(self.cfg.ema, (1 + self.step) / (10 + self.step))
+            ema_p = list(self.ema.parameters())
+            torch._foreach_lerp_(ema_p, list(self.model.parameters()), 1.0 - decay)
+            for eb, mb in zip(self.ema.buffers(), self.model.buffers()):
+                eb.copy_(mb)
+        self.step += 1
+        parts["total"] = total.detach()
+        return parts
+
+    def run(self, resume: bool = True, deadline_s: float | None = None, eval_every: int = 0) -> None:
+        """Train until total_steps (or wall deadline_s, checkpointing); resumes from the checkpoint."""
+        self._setup()
+        if not (resume and self.try_resume()):
+            self.step = 0
+        t_start = time.time()
+        last_ckpt = time.time()
+        acc: dict[str, float] = {}
+        n_acc = 0
+        timing_start = None
+        while self.total_steps == 0 or self.step < self.total_steps:
+            parts = self.train_step()
+            for k, v in parts.items():
+                acc[k] = acc.get(k, 0.0) + v
+            n_acc += 1
+            if self.total_steps == 0 and self.step == 20:
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                timing_start = time.time()
+            if self.total_steps == 0 and self.step == 60:
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                per = (time.time() - timing_start) / 40
+                self.total_steps = max(100, int(self.cfg.minutes * 60 / per))
+                log.info(
+                    "%.1f ms/step (%.0f img/s): %d steps for %.1f min",
+                    per * 1e3,
+                    self.cfg.batch / per,
+                    self.total_steps,
+                    self.cfg.minutes,
+                )
+            if self.step % 200 == 0 or self.step == self.total_steps:
+                row = {k: float(v) / n_acc for k, v in acc.items()}
+                row.update(
+                    step=self.step, lr=self.lr_at(self.step), elapsed_s=round(time.time() - t_start, 1)
+                )
+                self.history.append(row)
+                log.info(
+                    "step %d/%d %s", self.step, self.total_steps, {k: round(v, 3) for k, v in row.items()}
+                )
+                acc, n_acc = {}, 0
+            if eval_every and self.step % eval_every == 0:
+                log.info("eval at %d: %s", self.step, json.dumps(self.evaluate()))
+            if time.time() - last_ckpt > self.cfg.checkpoint_every_s:
+                self.save_checkpoint()
+                last_ckpt = time.time()
+            if deadline_s is not None and time.time() - t_start > deadline_s:
+                break
+        self.save_checkpoint()
+
+    # ---- evaluation (the Reconstructor's still-image protocol, batched on the device) -------------------
+    @torch.no_grad()
+    def predict(
+        self, idx: np.ndarray, crops: np.ndarray, model: torch.nn.Module | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Run the model on given crops (N, 4) of samples idx → vertices in canvas px (N, 468, 3), presence."""
+        from face3d_live.training.augment import crop_matrices, warp
+
+        model = model or self.ema
+        model.eval()
+        outs, scores = [], []
+        for s in range(0, len(idx), 512):
+            i = torch.from_numpy(idx[s : s + 512]).to(self.device)
+            c = torch.from_numpy(crops[s : s + 512]).to(self.device)
+            m = crop_matrices(
+                c[:, :2], c[:, 2], c[:, 3], torch.zeros(len(c), dtype=torch.bool, device=self.device)
+            )
+            x = warp(self.images[i], m).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                out = model(x).float()
+            v = out[:, :-1].reshape(-1, 468, 3) * INPUT_SIZE
+            a = m[:, :, :2]
+            a_inv = torch.linalg.inv(a)
+            xy = torch.einsum("bij,bnj->bni", a_inv, v[..., :2] - m[:, None, :, 2])
+            z = v[..., 2] / torch.sqrt(torch.abs(torch.linalg.det(a)))[:, None]
+            outs.append(torch.cat([xy, z[..., None]], -1).cpu().numpy())
+            scores.append(torch.sigmoid(out[:, -1]).cpu().numpy())
+        return np.concatenate(outs), np.concatenate(scores)
+
+    def evaluate(self, model: torch.nn.Module | None = None) -> dict:
+        """Held-out AFLW: two passes (box crop, then mesh crop) → NME of the 21 points per |yaw| bin."""
+        d = self.data
+        idx = np.flatnonzero(d.held_out & ~np.isnan(d.yaw))
+        if len(idx) == 0:
+            return {}
+        v, _ = self.predict(idx, box_crops(d.shape[idx]), model)
+        v, _ = self.predict(idx, mesh_crops(v), model)
+        W = self.W.cpu().numpy()
+        err = point_nme(aflw_points(W, v), d.points[idx])
+        return nme_report(err, np.abs(d.yaw[idx]))
+
+
+def nme_report(err: np.ndarray, yaw: np.ndarray) -> dict:
+    """NME (%) per |yaw| bin, their mean, failure rate (NME > 10 %, a missing face counts as one)."""
+    out: dict = {}
+    bins = []
+    for lo, hi in YAW_BINS:
+        m = (yaw > lo) & (yaw <= hi) if lo > 0 else (yaw >= lo) & (yaw <= hi)
+        e = err[m]
+        e = e[~np.isnan(e)]
+        out[f"nme_{int(lo)}_{int(hi)}"] = (
+            round(100 * float(np.mean(np.minimum(e, 1.0))), 3) if len(e) else None
+        )
+        bins.append(out[f"nme_{int(lo)}_{int(hi)}"] or 0.0)
+        out[f"n_{int(lo)}_{int(hi)}"] = int(len(e))
+    out["nme_mean"] = round(float(np.mean(bins)), 3)
+    e = err[~np.isnan(err)]
+    out["nme_all"] = round(100 * float(np.mean(np.minimum(e, 1.0))), 3)
+    out["failure_rate"] = round(float(np.mean(e > 0.10)), 4)
+    return out
+
+
+def export_fp16(model: torch.nn.Module, path: Path, metadata: dict | None = None) -> Path:
+    """The model's state dict in FP16 as one safetensors file (uses models/weights.py when present)."""
+    from safetensors.torch import save_file
+
+    state = {
+        k: v.detach().to("cpu", torch.float16 if v.is_floating_point() else v.dtype).contiguous()
+        for k, v in model.state_dict().items()
+    }
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    meta = {"format": "pt", "model": "face3d-r50", **{k: str(v) for k, v in (metadata or {}).items()}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata=meta)
+    return path
