@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> dict:
             f"GL: {renderer_name} ({args.gl}), image {image.shape[1]}x{image.shape[0]}, {args.repeats} runs"
         )
         print(f"  load average at start {load:.2f} on {os.cpu_count()} CPUs (llvmpipe shares them)")
-        print("  medians; bake = frame upload + depth pass + UV pass (TextureAccumulator.update)")
+        print("  medians in ms; bake = frame upload + depth pass + UV pass (TextureAccumulator.update)")
         bake: dict[str, dict] = {}
         texture = None
         for size in args.sizes:
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> dict:
             }  # fmt: skip
             print(
                 f"  {size:>4}²: bake {update['ms']:7.2f}   resolve {res['ms']:7.2f}   mipmaps {mip['ms']:7.2f}   "
-                f"read-back {read['ms']:7.2f} ms   (GL timer: bake {update['gpu_ms']:.3f} ms)"
+                f"read-back {read['ms']:7.2f} ms   (bake min {update['min_ms']:.2f}, GL timer {update['gpu_ms']:.3f} ms)"
             )
             if texture is None or size == 2048:
                 if texture is not None:
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> dict:
         res_name = f"{args.width}x{args.height}" + (f" MSAA{args.samples}" if args.samples else "")
         print(
             f"  render {res_name} (texture {texture.size}²): {render['render']['ms']:.2f} ms, "
-            f"with read-back {render['render_readback']['ms']:.2f} ms"
+            f"(min {render['render']['min_ms']:.2f}), with read-back {render['render_readback']['ms']:.2f} ms"
         )
         return {
             "gl_renderer": renderer_name,
