@@ -412,3 +412,20 @@ def test_disk_full_at_export_keeps_the_journal(clip, tmp_path):
     assert not out.exists() and len(read_journal(w.journal_dir)) == 10
     assert recover(w.journal_dir)["frames"] == 10  # the temp link was removed: now it writes
     _assert_valid(out)  # last: skips where node is missing
+
+
+@pytest.mark.parametrize("quantize", [False, True])
+def test_long_takes_get_sparse_weights(clip, recorded, tmp_path, monkeypatch, quantize):
+    """Dense weights grow as frames²; past the limit they are a sparse accessor, same animation."""
+    from face3d_live.record import glb
+
+    _, frames = clip
+    _, journal, _ = recorded
+    monkeypatch.setattr(glb, "DENSE_WEIGHTS_MAX", 1000)  # the clip stands in for a long take
+    out = tmp_path / "sparse.glb"
+    recover(journal, out, RecordConfig(quantize=quantize, texture_size=64))
+    gltf, _, px = _decode_frames(out)
+    weights = gltf["animations"][0]["samplers"][3]["output"]
+    assert "sparse" in gltf["accessors"][weights]
+    assert np.abs(px[:-1] - _faces_px(frames)).max() < (0.05 if quantize else 2e-3)
+    _assert_valid(out)  # last: skips where node is missing

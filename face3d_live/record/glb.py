@@ -35,6 +35,7 @@ ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
 GLB_MAGIC, GLB_VERSION, CHUNK_JSON, CHUNK_BIN = 0x46546C67, 2, 0x4E4F534A, 0x004E4942
 QUANT_EXT = "KHR_mesh_quantization"
 POSITION_STEP_M = 1.0 / 32767.0  # quantised target positions: normalised int16 in metres
+DENSE_WEIGHTS_MAX = 1 << 22  # keys × targets above this: sparse weights (a 2-minute take at 30 fps)
 
 
 def select_keyframes(
@@ -124,6 +125,30 @@ def _vec3_block(deltas: np.ndarray, quantize: str | None) -> tuple[bytes, int, i
     return packed.tobytes(), ctype, packed.itemsize * width, q.astype(np.int64)
 
 
+def _weights_accessor(pk: _Packer, key_target: np.ndarray, n_targets: int, quantize: bool) -> int:
+    """The weights sampler output: per key, weight 1 on its target and 0 elsewhere (keys × targets).
+
+    Dense grows with the square of the take's length, so past ``DENSE_WEIGHTS_MAX`` entries the
+    accessor is sparse: all zeros plus one (index, 1) pair per key.
+    """
+    n_keys = len(key_target)
+    ctype, one = (UBYTE, b"\xff") if quantize else (FLOAT, np.float32(1).tobytes())
+    extra = {"normalized": True} if quantize else {}
+    if n_keys * n_targets <= DENSE_WEIGHTS_MAX:
+        onehot = np.zeros((n_keys, n_targets), np.uint8 if quantize else "<f4")
+        onehot[np.arange(n_keys), key_target] = 255 if quantize else 1.0
+        return pk.accessor(pk.view(onehot.tobytes()), 0, ctype, onehot.size, "SCALAR", **extra)
+    flat = (np.arange(n_keys, dtype=np.uint64) * n_targets + key_target).astype("<u4")
+    sparse = {
+        "count": n_keys,
+        "indices": {"bufferView": pk.view(flat.tobytes()), "componentType": UINT},
+        "values": {"bufferView": pk.view(one * n_keys)},
+    }
+    a = {"componentType": ctype, "count": n_keys * n_targets, "type": "SCALAR", "sparse": sparse, **extra}
+    pk.accessors.append(a)
+    return len(pk.accessors) - 1
+
+
 def build_glb(
     frames: AssetFrames, texture: bytes | None, texture_mime: str, config: RecordConfig, name: str = "face"
 ) -> tuple[bytes, dict]:
@@ -177,13 +202,7 @@ def build_glb(
     a_t = pk.array(frames.translation[keys].astype("<f4"), "VEC3")
     a_r = pk.array(frames.rotation[keys].astype("<f4"), "VEC4")
     a_s = pk.array(np.repeat(frames.scale[keys, None], 3, axis=1).astype("<f4"), "VEC3")
-    onehot = np.zeros((len(keys), n_targets), np.float32)
-    onehot[np.arange(len(keys)), frame_target[keys]] = 1.0
-    if q:
-        wview = pk.view((onehot * 255).astype(np.uint8).tobytes())
-        a_w = pk.accessor(wview, 0, UBYTE, onehot.size, "SCALAR", normalized=True)
-    else:
-        a_w = pk.array(onehot.reshape(-1), "SCALAR")
+    a_w = _weights_accessor(pk, frame_target[keys], n_targets, bool(q))
     interp = config.interpolation.upper()
     samplers = [{"input": a_time, "output": a, "interpolation": interp} for a in (a_t, a_r, a_s, a_w)]
     channels = [
@@ -307,15 +326,24 @@ def read_glb(path: Path | str) -> tuple[dict, bytes]:
 
 
 def accessor_array(gltf: dict, binary: bytes, index: int) -> np.ndarray:
-    """Decode one accessor (no sparse) to float64, applying normalisation."""
+    """Decode one accessor (sparse included) to float64, applying normalisation."""
     acc = gltf["accessors"][index]
-    view = gltf["bufferViews"][acc["bufferView"]]
     comps = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}[acc["type"]]
-    dtype = np.dtype(
-        {FLOAT: "<f4", UBYTE: "u1", BYTE: "i1", USHORT: "<u2", SHORT: "<i2", UINT: "<u4"}[
-            acc["componentType"]
-        ]
-    )
+    if "bufferView" not in acc:  # sparse on zeros
+        sp = acc["sparse"]
+        idx = _view_values(
+            gltf, binary, sp["indices"]["bufferView"], sp["indices"]["componentType"], sp["count"]
+        )
+        vals = _view_values(
+            gltf, binary, sp["values"]["bufferView"], acc["componentType"], sp["count"] * comps
+        )
+        if acc.get("normalized"):
+            vals = _normalize(vals, acc["componentType"])
+        out = np.zeros(acc["count"] * comps)
+        out.reshape(acc["count"], comps)[idx.astype(np.int64)] = vals.reshape(-1, comps)
+        return out if comps == 1 else out.reshape(-1, comps)
+    view = gltf["bufferViews"][acc["bufferView"]]
+    dtype = np.dtype(_DTYPES[acc["componentType"]])
     stride = view.get("byteStride", dtype.itemsize * comps)
     start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
     count = acc["count"]
@@ -323,8 +351,18 @@ def accessor_array(gltf: dict, binary: bytes, index: int) -> np.ndarray:
         (count, comps), dtype, buffer=binary, offset=start, strides=(stride, dtype.itemsize)
     ).astype(np.float64)
     if acc.get("normalized"):
-        if dtype.kind == "u":
-            raw /= np.iinfo(dtype).max
-        else:
-            raw = np.maximum(raw / np.iinfo(dtype).max, -1.0)
+        raw = _normalize(raw, acc["componentType"])
     return raw if comps > 1 else raw[:, 0]
+
+
+_DTYPES = {FLOAT: "<f4", UBYTE: "u1", BYTE: "i1", USHORT: "<u2", SHORT: "<i2", UINT: "<u4"}
+
+
+def _normalize(raw: np.ndarray, ctype: int) -> np.ndarray:
+    info = np.iinfo(np.dtype(_DTYPES[ctype]))
+    return raw / info.max if info.min == 0 else np.maximum(raw / info.max, -1.0)
+
+
+def _view_values(gltf: dict, binary: bytes, view_index: int, ctype: int, count: int) -> np.ndarray:
+    view = gltf["bufferViews"][view_index]
+    return np.frombuffer(binary, _DTYPES[ctype], count, view.get("byteOffset", 0)).astype(np.float64)
