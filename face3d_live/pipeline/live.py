@@ -9,8 +9,8 @@ one from ``results`` and, once it has painted it, reports the end-to-end latency
 timestamp → frame shown). Texture accumulation and rendering belong to the consumer: GL objects live
 on the GL thread (STYLE rule 12), so no texture is read back and re-uploaded every frame.
 
-Every stage is timed into ``Frame.timings_ns``: ``capture`` (source read/decode), ``queue`` (time in
-the slot), then the reconstructor's stages (detect, crop, infer, decode, smooth).
+Every stage is timed into ``Frame.timings_ns``: ``capture`` (file read/decode; not for cameras, whose
+read mostly waits for the next frame), ``queue`` (capture timestamp → taken by the worker), then the reconstructor's stages (detect, crop, infer, decode, smooth).
 Worker errors reach the consumer as ``PipelineEvent`` messages (``on_event``); ``stop()`` closes the
 channels and the source and joins both threads within ``stop_timeout_s``.
 """
@@ -104,6 +104,7 @@ class LivePipeline:
         self._smoothing: bool | None = None  # requested change, applied between frames
         self._reset_requested = False
         self._inject: tuple[float, int] = (0.0, 0)
+        self._stop_requested = False
         self._threads: list[threading.Thread] = []
         self.state = "new"  # new → starting → running → ended | failed | stopped
         self.frames_captured = 0
@@ -137,6 +138,7 @@ class LivePipeline:
         Idempotent. A model still loading cannot be interrupted: its (daemon) thread finishes the load,
         closes the model and exits on its own.
         """
+        self._stop_requested = True
         self._stop.set()
         self._taken.set()
         self.frames_in.close()
@@ -198,6 +200,7 @@ class LivePipeline:
         pace = cfg.pace_fps if cfg.pace_fps is not None else self.source_fps
         t_start = time.perf_counter()
         k = 0  # frames read since (re)start: the pacing clock
+        awaiting = False  # a frame was put that the worker has not taken yet
         try:
             while not self._stop.is_set():
                 if cfg.max_frames is not None and self.frames_captured >= cfg.max_frames:
@@ -208,9 +211,10 @@ class LivePipeline:
                         delay = t_start + k / pace - time.perf_counter()
                         if delay > 0 and self._stop.wait(delay):
                             break
-                    elif self.frames_captured:  # unpaced: read the next frame when the worker took this one
+                    elif awaiting:  # unpaced: read the next frame once the worker took the last one
                         self._taken.wait()
                         self._taken.clear()
+                        awaiting = False
                         if self._stop.is_set():
                             break
                 t0 = time.perf_counter_ns()
@@ -224,10 +228,13 @@ class LivePipeline:
                     src = self._source = self._source_factory()
                     t_start, k = time.perf_counter(), 0
                     continue
-                frame.timings_ns["capture"] = time.perf_counter_ns() - t0
+                if not src.live:  # a live source's read() mostly waits for the next frame: not a cost
+                    frame.timings_ns["capture"] = time.perf_counter_ns() - t0
                 self.frames_captured += 1
                 k += 1
+                self._taken.clear()
                 self.frames_in.put(frame)
+                awaiting = True
         except Face3DError as exc:
             self._emit("fatal", str(exc))
         except Exception as exc:  # never a silent dead thread: the UI shows it
@@ -264,11 +271,12 @@ class LivePipeline:
             if owned and self.reconstructor is not None:
                 self.reconstructor.close()
             if self.state == "running":
-                self.state = "ended"
+                self.state = "stopped" if self._stop_requested else "ended"
 
     def _process_frames(self, rec: Reconstructor) -> None:
         smoothing_config = rec.smoothing
-        errors = 0
+        errors = failed_total = 0  # consecutive / all failed frames
+        last_report = -1e9
         while not self._stop.is_set():
             try:
                 frame = self.frames_in.get()
@@ -293,9 +301,15 @@ class LivePipeline:
                 errors = 0
             except Exception as exc:  # one bad frame is a message, not the end of the session
                 errors += 1
+                failed_total += 1
                 frame.faces = []
-                if errors == 1 or errors % 10 == 0:
-                    self._emit("error", f"frame {frame.frame_id}: {type(exc).__name__}: {exc}")
+                now = time.monotonic()
+                if now - last_report >= 1.0:  # rate-limited: a failing stream must not flood the UI
+                    last_report = now
+                    self._emit(
+                        "error",
+                        f"frame {frame.frame_id}: {type(exc).__name__}: {exc} ({failed_total} failed so far)",
+                    )
                 if errors >= MAX_CONSECUTIVE_ERRORS:
                     raise
             frame.timings_ns.update(rec.timings_ns)

@@ -34,22 +34,23 @@ def hud_lines(
     else:
         e = stats.e2e
         lines.append(
-            f"FPS {stats.fps:5.1f}   end-to-end p50 {e.p50:5.1f} ms  p95 {e.p95:5.1f} ms  p99 {e.p99:5.1f} ms"
+            f"FPS {stats.fps:4.1f}  end-to-end ms  p50 {e.p50:.1f}  p95 {e.p95:.1f}  p99 {e.p99:.1f}"
         )
         stages = [s for s in STAGE_ORDER if s in stats.stages]
         stages += [s for s in stats.stages if s not in STAGE_ORDER and s != E2E]
         parts = [f"{s} {stats.stages[s].p50:.1f}" for s in stages]
-        for i in range(0, len(parts), 5):
-            lines.append(("stages ms " if i == 0 else "          ") + "  ".join(parts[i : i + 5]))
+        for i in range(0, len(parts), 4):
+            lines.append(("stage p50 ms " if i == 0 else "             ") + "  ".join(parts[i : i + 4]))
         lines.append(f"frames {stats.frames_total}   dropped {stats.dropped_total}")
     if description:
         lines.append(
             f"{description.get('model', '?')} · {description.get('backend', '?')} "
             f"({description.get('device', '?')}, {description.get('precision', '?')})"
-            + (f" · {source}" if source else "")
         )
-    elif source:
-        lines.append(f"loading model… · {source}")
+    else:
+        lines.append("loading model…")
+    if source:
+        lines.append(f"source {source}")
     if gpu is None:
         lines.append(f"GPU: {gpu_reason}")
     else:

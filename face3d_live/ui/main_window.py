@@ -61,6 +61,10 @@ def source_label(spec: str) -> str:
     return f"camera {spec}" if spec.isdigit() else spec
 
 
+def short_source(spec: str) -> str:
+    return source_label(spec) if spec.isdigit() or spec == "demo" else Path(spec).name
+
+
 def parse_source(text: str) -> str:
     """Combo text → open_source spec: "camera 1" → "1"; anything else as typed."""
     text = text.strip()
@@ -210,7 +214,7 @@ class MainWindow(QMainWindow):
 
         return make
 
-    def start_source(self, spec: str, initial: bool = False) -> bool:
+    def start_source(self, spec: str, initial: bool = False, fallback: bool = False) -> bool:
         """Switch to source ``spec``; on failure keep what runs and say why (a missing camera at start
         falls back to the demo). True when the new source runs."""
         from face3d_live.capture import open_source
@@ -229,12 +233,12 @@ class MainWindow(QMainWindow):
             if initial and (isinstance(exc, CaptureError) or self.pipeline is None) and spec != "demo":
                 why = "No camera found" if isinstance(exc, CaptureError) else "Cannot open the source"
                 self.show_message(f"{why} ({exc}). Showing the built-in demo instead.", error=True)
-                return self.start_source("demo", initial=False)
+                return self.start_source("demo", fallback=True)
             self.show_message(f"Cannot switch to {source_label(spec)!r}: {exc}", error=True)
             self._sync_source_box()
             return False
         self._swap_pipeline(pipeline, spec)
-        if not initial:
+        if not (initial or fallback):
             self.clear_message()
         return True
 
@@ -360,7 +364,7 @@ class MainWindow(QMainWindow):
             self._show_alert_event(ev.kind, ev.alert)
         description = pipeline.description if pipeline is not None else {}
         lines = hud_lines(
-            snap, description, self.gpu_state, self.gpu.reason or "no GPU", source_label(self.source_spec)
+            snap, description, self.gpu_state, self.gpu.reason or "no GPU", short_source(self.source_spec)
         )
         if self._writer is not None:
             lines.append(f"● recording {self._writer.frames} frames")

@@ -1,0 +1,166 @@
+"""The live pipeline (threads, latest-only slots, timings, errors, stop) and the headless app benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+
+import pytest
+
+from face3d_live.capture import open_source
+from face3d_live.errors import ModelError, SourceError
+from face3d_live.pipeline.channels import Closed
+from face3d_live.pipeline.live import LiveConfig, LivePipeline, PipelineEvent
+from face3d_live.reconstructor import Reconstructor
+from face3d_live.training.data import default_data_dir
+
+VIDEO = default_data_dir() / "videos" / "single_face.mp4"
+
+
+@pytest.fixture(scope="module")
+def rec():
+    with Reconstructor("mediapipe") as r:
+        yield r
+
+
+def _collect(pipeline: LivePipeline, n: int, timeout: float = 30.0) -> list:
+    out = []
+    deadline = time.monotonic() + timeout
+    while len(out) < n and time.monotonic() < deadline:
+        try:
+            r = pipeline.results.get(timeout=1.0)
+        except Closed:
+            break
+        if r is not None:
+            out.append(r)
+    return out
+
+
+@pytest.mark.skipif(not VIDEO.exists(), reason="shared test video not found")
+def test_live_pipeline_on_video_times_every_stage_and_stops_fast(rec):
+    ready = threading.Event()
+    pipeline = LivePipeline(lambda: open_source(VIDEO), rec, LiveConfig(), on_result=ready.set)
+    pipeline.start()
+    try:
+        results = _collect(pipeline, 20)
+        assert ready.is_set() and pipeline.state == "running"
+    finally:
+        t0 = time.perf_counter()
+        joined = pipeline.stop()
+        stop_s = time.perf_counter() - t0
+    assert joined and stop_s < 1.0
+    assert pipeline.state == "stopped" and pipeline.stop()  # idempotent
+    assert len(results) == 20
+    with_face = [r for r in results if r.frame.faces]
+    assert len(with_face) >= 18
+    for r in results:
+        t = r.frame.timings_ns
+        assert {"capture", "queue", "detect", "crop", "infer", "decode", "smooth"} <= set(t)
+        assert r.t_ready_ns > r.frame.t_capture_ns and t["infer"] > 0
+    # paced at the file's 30 frames/s like a camera: frame ids advance by about one per result
+    ids = [r.frame.frame_id for r in results]
+    assert ids == sorted(ids)
+    assert pipeline.description == {
+        "model": "mediapipe",
+        "backend": "litert",
+        "device": "cpu",
+        "precision": "fp32",
+    }
+
+
+@pytest.mark.skipif(not VIDEO.exists(), reason="shared test video not found")
+def test_file_source_loops_and_unpaced_mode_runs_ahead(rec):
+    # 72-frame clip, unpaced: the worker takes frames as fast as it can and the file starts over
+    events: list[PipelineEvent] = []
+    with LivePipeline(lambda: open_source(VIDEO), rec, LiveConfig(pace_fps=0), on_event=events.append) as p:
+        t0 = time.perf_counter()
+        results = _collect(p, 100)
+        wall = time.perf_counter() - t0
+    assert len(results) == 100
+    assert any(b.frame.frame_id < a.frame.frame_id for a, b in zip(results, results[1:]))  # looped
+    assert 100 / wall > 30.0  # faster than the file's own rate: nothing paces it
+    assert p.frames_in.dropped == 0  # unpaced reads wait for the worker instead of dropping
+
+
+def test_model_failure_reaches_the_consumer_as_a_message():
+    def broken() -> Reconstructor:
+        raise ModelError("weights file missing: train first")
+
+    events: list[PipelineEvent] = []
+    pipeline = LivePipeline(lambda: open_source("demo", demo_frames=1000), broken, on_event=events.append)
+    pipeline.start()
+    with pytest.raises(Closed):  # the worker ended: the consumer sees a closed channel, not a hang
+        while pipeline.results.get(timeout=5.0) is not None:
+            pass
+    assert pipeline.stop()
+    assert pipeline.state == "failed"
+    assert [(e.kind, e.message) for e in events] == [("fatal", "weights file missing: train first")]
+
+
+def test_frame_errors_are_reported_and_the_pipeline_goes_on(rec):
+    events: list[PipelineEvent] = []
+
+    class FlakyReconstructor:  # the real reconstructor, failing on every 5th frame
+        def __init__(self) -> None:
+            self.model, self.smoothing, self.timings_ns, self.n = rec.model, rec.smoothing, {}, 0
+
+        def track(self, image, t):
+            self.n += 1
+            if self.n % 5 == 0:
+                raise ValueError("corrupt frame")
+            faces = rec.track(image, t)
+            self.timings_ns = rec.timings_ns
+            return faces
+
+        def reset(self) -> None:
+            rec.reset()
+
+        def close(self) -> None:
+            pass
+
+    pipeline = LivePipeline(
+        lambda: open_source("demo", demo_frames=40),
+        FlakyReconstructor,
+        LiveConfig(pace_fps=0, loop=False),
+        on_event=events.append,
+    )
+    with pipeline:
+        results = _collect(pipeline, 40)
+    assert pipeline.frames_processed == 40  # every frame went through; the consumer may skip some
+    assert len(results) + pipeline.results.dropped == 40
+    assert sum(1 for r in results if not r.frame.faces) >= 4  # failed frames, delivered without faces
+    errors = [e for e in events if e.kind == "error"]
+    assert 1 <= len(errors) <= 3 and "corrupt frame" in errors[0].message  # reported, rate-limited
+    assert any(e.kind == "end" for e in events)
+
+
+def test_bad_source_raises_at_start(rec):
+    pipeline = LivePipeline(lambda: open_source("/no/such/clip.mp4"), rec)
+    with pytest.raises(SourceError, match="no such file"):
+        pipeline.start()
+    assert pipeline.stop()
+
+
+@pytest.mark.skipif(not VIDEO.exists(), reason="shared test video not found")
+def test_bench_app_headless(tmp_path):
+    pytest.importorskip("moderngl")
+    from face3d_live.bench import app as bench_app
+    from face3d_live.render import create_context
+
+    try:
+        create_context().release()
+    except Exception as exc:  # no EGL: the benchmark cannot render here
+        pytest.skip(f"no EGL context: {exc}")
+    args = argparse.Namespace(
+        source=str(VIDEO), frames=45, rounds=1, model="mediapipe", backend="auto", fps=None,
+        view="320x240", texture_size=256, texture_hz=None,
+    )  # fmt: skip
+    result = bench_app.run(args)
+    r = result["rounds"][0]
+    assert r["frames"] == 45 - bench_app.WARMUP_FRAMES and r["frames_with_face"] >= 25
+    assert 0 < result["fps_median"] <= 45  # paced at the file's 30 frames/s
+    e = result["e2e_ms_median"]
+    assert 0 < e["p50"] <= e["p95"] <= e["p99"]
+    assert {"infer", "texture", "render", "overlay", "display"} <= set(result["stage_p50_ms_median"])
+    assert result["texture_size"] == 256 and "load_1m" in result["load_before"]
