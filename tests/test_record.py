@@ -429,3 +429,21 @@ def test_long_takes_get_sparse_weights(clip, recorded, tmp_path, monkeypatch, qu
     assert "sparse" in gltf["accessors"][weights]
     assert np.abs(px[:-1] - _faces_px(frames)).max() < (0.05 if quantize else 2e-3)
     _assert_valid(out)  # last: skips where node is missing
+
+
+def test_pipeline_stage_and_given_texture(clip, tmp_path):
+    """The live app's way in: frames through ``process`` and its own accumulated (RGBA) texture."""
+    from face3d_live.types import Frame
+
+    fps, frames = clip
+    texture = np.zeros((128, 128, 4), np.uint8)
+    texture[..., 0], texture[..., 3] = 200, 255
+    out = tmp_path / "live.npz"
+    with SequenceWriter(out, RecordConfig(format="npz", texture_size=128)) as w:  # no fps: a camera
+        for index, t, faces, rgb in frames[:24]:
+            image = rgb if rgb is not None else np.zeros((360, 640, 3), np.uint8)
+            frame = w.process(Frame(index, image, time.perf_counter_ns(), t, faces=faces))
+            assert frame.timings_ns["record"] > 0
+        w.set_texture(texture)
+    with np.load(out) as z:
+        assert len(z["vertices"]) == 24 and (z["texture"][..., 0] == 200).all()

@@ -18,7 +18,7 @@ from face3d_live.errors import RecordError
 from face3d_live.record.config import RecordConfig
 from face3d_live.record.exporters import export
 from face3d_live.record.journal import FrameJournal, read_journal
-from face3d_live.types import Face
+from face3d_live.types import Face, Frame
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +159,25 @@ class SequenceWriter:
         if image is not None and self.config.texture_size and self._texture is None:
             self._bake(image, face, frame_index)
 
-    def set_texture(self, texture_rgb: np.ndarray) -> None:
-        """Use this (HxWx3 uint8, e.g. the live app's accumulated texture) instead of baking one."""
-        tex = np.asarray(texture_rgb)
-        if tex.ndim != 3 or tex.shape[2] != 3 or tex.dtype != np.uint8:
-            raise ValueError(f"expected an HxWx3 uint8 texture, got {tex.shape} {tex.dtype}")
+    def process(self, frame: Frame) -> Frame:
+        """Pipeline stage form of ``write``: records ``frame.faces`` (and bakes from ``frame.image``)."""
+        t0 = time.perf_counter_ns()
+        self.write(frame.frame_id, frame.timestamp_s, frame.faces, image=frame.image)
+        frame.timings_ns["record"] = time.perf_counter_ns() - t0
+        return frame
+
+    def set_texture(self, texture: np.ndarray) -> None:
+        """Use this texture (HxWx3 RGB or HxWx4 RGBA uint8, e.g. the live app's TextureAccumulator
+        output) instead of baking one; it is saved beside the journal at once."""
+        tex = np.asarray(texture)
+        if (
+            tex.ndim != 3
+            or tex.shape[2] not in (3, 4)
+            or tex.dtype != np.uint8
+            or tex.shape[0] != tex.shape[1]
+        ):
+            raise ValueError(f"expected a square HxWx3 or HxWx4 uint8 texture, got {tex.shape} {tex.dtype}")
+        tex = np.ascontiguousarray(tex[..., :3])
         self._texture = tex
         if self._state == "open":
             self._journal.save_texture(tex)
