@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--samples", type=int, default=0, help="MSAA samples for the render (0 = off)")
     parser.add_argument("--gl", choices=["egl", "default"], default="egl", help="GL context backend")
+    parser.add_argument(
+        "--gl-device", type=int, default=None, help="EGL device index (default: the first hardware device)"
+    )
     parser.add_argument("--image", type=Path, default=None, help="photo to bake (default: skimage astronaut)")
 
 
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> dict:
     if not faces:
         raise SourceError("no face found in the benchmark image")
     face = faces[0]
-    ctx = create_context(args.gl)
+    ctx = create_context(args.gl, args.gl_device)
     try:
         for size in args.sizes:
             check_size(ctx, size)

@@ -17,22 +17,52 @@ class RenderError(Face3DError):
     """Bad input to the renderer or baker (wrong image/mesh shape, texture size out of range)."""
 
 
-def create_context(backend: str = "egl"):
+SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swiftshader", "software")
+
+
+def is_software(ctx) -> bool:
+    """True for CPU rasterisers (Mesa llvmpipe and friends)."""
+    name = str(ctx.info.get("GL_RENDERER", "")).lower()
+    return any(s in name for s in SOFTWARE_RENDERERS)
+
+
+def create_context(backend: str = "egl", device_index: int | None = None):
     """A standalone (windowless) OpenGL ≥ 3.3 context. ``backend``: "egl" (headless) or "default".
 
-    Raises BackendUnavailable (with the fix) when no such context can be made.
+    With EGL and no ``device_index``, the first hardware device is taken when there is one (a GPU
+    machine may list Mesa's software device first). Raises BackendUnavailable (with the fix) when no
+    context can be made.
     """
     import moderngl
 
     if backend not in ("egl", "default"):
         raise BackendUnavailable(f"unknown GL backend {backend!r}; use 'egl' (headless) or 'default'")
+
+    def make(index: int | None):
+        kwargs = {"backend": "egl", "device_index": index or 0} if backend == "egl" else {}
+        return moderngl.create_standalone_context(**kwargs)
+
     try:
-        ctx = moderngl.create_standalone_context(**({"backend": "egl"} if backend == "egl" else {}))
+        ctx = make(device_index)
     except Exception as exc:  # moderngl/glcontext raise plain Exceptions for a missing libEGL
-        raise BackendUnavailable(
-            f"cannot create an OpenGL context ({backend}): {exc}; "
-            "install the Mesa EGL driver (apt install libegl1 libgl1-mesa-dri libegl-mesa0)"
-        ) from None
+        fix = (
+            "pick another --gl-device"
+            if device_index
+            else "install the Mesa EGL driver (apt install libegl1 libgl1-mesa-dri libegl-mesa0)"
+        )
+        where = f"{backend}, device {device_index}" if device_index is not None else backend
+        raise BackendUnavailable(f"cannot create an OpenGL context ({where}): {exc}; {fix}") from None
+    if backend == "egl" and device_index is None and is_software(ctx):
+        for index in range(1, 8):
+            try:
+                other = make(index)
+            except Exception:  # no more devices
+                break
+            if not is_software(other):
+                ctx.release()
+                ctx = other
+                break
+            other.release()
     if ctx.version_code < MIN_GL_VERSION:
         version = ctx.version_code
         ctx.release()
