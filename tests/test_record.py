@@ -232,7 +232,9 @@ def test_sigkill_mid_recording_recovers_every_written_frame(clip, tmp_path):
     journal = tmp_path / "killed.glb.journal"
     cmd = [sys.executable, "-c", "import sys; from face3d_live.cli import main; sys.exit(main())"]
     cmd += ["record", str(_clip_path()), "--out", str(out), "--no-progress", "--texture-size", "256"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "stderr.txt"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.monotonic() + 90
     try:
         while time.monotonic() < deadline:  # wait until a good part of the clip is on disk
@@ -243,7 +245,7 @@ def test_sigkill_mid_recording_recovers_every_written_frame(clip, tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the recording finished before it could be killed"
+    assert proc.returncode == -signal.SIGKILL, f"exited by itself before the kill: {log.read_text()[-2000:]}"
     written = (journal / FRAMES).stat().st_size // RECORD.itemsize
     assert 150 <= written < len(frames)
     assert not out.exists()

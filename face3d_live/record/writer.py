@@ -22,8 +22,8 @@ from face3d_live.types import Face, Frame
 
 log = logging.getLogger(__name__)
 
-MAX_BAKE_SIZE = 1024
-POSE_BIN_DEG = 10.0  # head-pose bins (yaw, pitch) for choosing which frames to bake  # a face spans a few hundred pixels of video: finer bakes only add blur
+MAX_BAKE_SIZE = 1024  # a face spans a few hundred pixels of video: finer bakes only cost time
+POSE_BIN_DEG = 10.0  # head-pose bins (yaw, pitch) for choosing which frames to bake
 
 
 def default_journal_dir(out: Path) -> Path:
