@@ -336,6 +336,11 @@ def test_accumulation_over_a_head_turn_increases_coverage(ctx):
         err_recent = np.abs(recent.texture()[last_mask, :3].astype(int) - last[last_mask, :3]).mean()
         assert err_recent < 0.9 * err_all, (err_recent, err_all)
         assert recent.coverage() == pytest.approx(acc.coverage(), abs=0.01)  # seen once stays valid
+        # a shader reload (dev key) keeps the accumulator working with the new programs
+        before = acc.texture().copy()
+        acc.shaders.reload()
+        acc._dirty = True
+        assert np.array_equal(acc.texture(), before)
         # a different track is a new face: the texture starts over
         face = faces[0]
         acc.update(rgb, dataclasses.replace(face, track_id=face.track_id + 1))

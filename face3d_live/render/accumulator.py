@@ -110,7 +110,8 @@ class TextureAccumulator:
             _Level(ctx, max(self.size // PYRAMID_DIVISOR, 1) >> k) for k in range(_num_levels(self.size))
         ]
         self._quad = ctx.buffer(np.array([-1, -1, 1, -1, -1, 1, 1, 1], np.float32).tobytes())
-        self._quad_vao = ctx.vertex_array(self.shaders.program("pull_push"), [(self._quad, "2f", "in_vert")])
+        self._quad_vao = None
+        self._quad_generation = -1
         self._readback = bytearray(self.size * self.size * 4)
         self._rgba: np.ndarray | None = None
         self._island_texels: int | None = None
@@ -260,6 +261,11 @@ class TextureAccumulator:
         _set(prog, "u_default", tuple(self.config.default_color))
         (src or self._pyramid[-1].tex).use(0)
         (level or self._pyramid[-1].tex).use(1)
+        if self._quad_generation != self.shaders.generation:  # new program after a shader reload
+            if self._quad_vao is not None:
+                self._quad_vao.release()
+            self._quad_vao = self.ctx.vertex_array(prog, [(self._quad, "2f", "in_vert")])
+            self._quad_generation = self.shaders.generation
         self._quad_vao.render(self.ctx.TRIANGLE_STRIP)
 
     # ---- lifetime ------------------------------------------------------------------------------------
@@ -272,15 +278,9 @@ class TextureAccumulator:
             return
         self._closed = True
         self._vaos.close()
-        for obj in (
-            self._quad_vao,
-            self._quad,
-            self._out_fbo,
-            self._out_depth,
-            self._out,
-            self._accum_fbo,
-            self._accum,
-        ):
+        if self._quad_vao is not None:
+            self._quad_vao.release()
+        for obj in (self._quad, self._out_fbo, self._out_depth, self._out, self._accum_fbo, self._accum):
             obj.release()
         for level in self._pyramid:
             level.release()
