@@ -19,6 +19,8 @@ import pytest
 pytest.importorskip("PyQt6.QtOpenGLWidgets")
 pytest.importorskip("moderngl")
 
+from PyQt6.QtCore import Qt  # noqa: E402
+
 from face3d_live.training.data import default_data_dir  # noqa: E402
 
 VIDEO = default_data_dir() / "videos" / "single_face.mp4"
@@ -145,6 +147,30 @@ def test_app_on_video_renders_face_hud_alerts_and_shuts_down(qapp, tmp_path):
         cam = region(shot, window.camera_view, window)
         assert cam.std() > 20  # a real picture, not a flat placeholder
         assert (window.gl_view.scene.timings_ns.get("render", 0)) > 0
+
+        # orbit with the mouse: the camera turns and the view changes; a new texture size rebuilds it
+        from PyQt6.QtCore import QPoint
+        from PyQt6.QtTest import QTest
+
+        view = window.gl_view
+        c = view.rect().center()
+        QTest.mousePress(view, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, c)
+        QTest.mouseMove(view, c + QPoint(60, 10))
+        QTest.mouseRelease(
+            view, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, c + QPoint(60, 10)
+        )
+        assert abs(view.scene.camera.yaw) > 10
+        window.texture_box.setCurrentText("256")
+        window.texture_box.activated.emit(window.texture_box.currentIndex())
+        assert wait_until(
+            lambda: view.scene.config.texture_size == 256 and view.scene._accumulator is not None, 10
+        )
+        wait_until(lambda: False, 0.5)
+        turned = window.grab().toImage()
+        turned.save(str(SHOTS / "face3d_app_orbit.png"))
+        gl2 = region(turned, view, window).astype(np.int32)
+        assert np.abs(gl2 - gl).mean() > 5  # the face is seen from another side
+        view.reset_view()
 
         snap = window.snapshot()
         assert snap is not None and snap.stat().st_size > 10_000

@@ -45,6 +45,12 @@ def test_live_pipeline_on_video_times_every_stage_and_stops_fast(rec):
     try:
         results = _collect(pipeline, 20)
         assert ready.is_set() and pipeline.state == "running"
+        pipeline.set_smoothing(False)  # applied by the worker between frames
+        _collect(pipeline, 3)
+        assert rec.smoothing is None
+        pipeline.set_smoothing(True)
+        _collect(pipeline, 3)
+        assert rec.smoothing is not None
     finally:
         t0 = time.perf_counter()
         joined = pipeline.stop()

@@ -64,4 +64,6 @@ def run_app(config: AppConfig) -> int:
     window = MainWindow(config)
     window.show()
     app.exec()
+    if window.fatal and config.quit_after_frames is not None:
+        raise Face3DError(window.fatal)
     return 0

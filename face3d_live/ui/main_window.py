@@ -87,6 +87,7 @@ class MainWindow(QMainWindow):
         self.source_spec = ""
         self.messages: list[str] = []  # every message shown in the banner, oldest first (tests read it)
         self.shutdown_s: float | None = None
+        self.fatal: str | None = None  # why the pipeline stopped, if it did
         self._bridge = _Bridge()
         self._bridge.result.connect(self._on_result)
         self._bridge.event.connect(self._on_event)
@@ -347,6 +348,9 @@ class MainWindow(QMainWindow):
             self._add_list_item(f"{time.strftime('%H:%M:%S')}  {event.message}", QColor(255, 110, 100))
             if event.kind == "fatal":
                 self.camera_view.set_placeholder(f"stopped: {event.message}")
+                self.fatal = event.message
+                if self.config.quit_after_frames is not None:  # a scripted run cannot go on
+                    QTimer.singleShot(0, self.close)
         else:
             self.statusBar().showMessage(event.message, 5000)
 

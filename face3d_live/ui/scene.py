@@ -18,6 +18,7 @@ from face3d_live.types import Face, Frame
 log = logging.getLogger(__name__)
 
 TEXTURE_SIZES = (256, 512, 1024, 2048)
+DEFAULT_DISTANCE = 3.1  # face widths: the whole face stays in view when orbiting
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class FaceScene:
         self.ctx = ctx
         self.config = config.for_context(ctx)
         self.shaders = ShaderLibrary(ctx)
-        self.camera = OrbitCamera()
+        self.camera = OrbitCamera(distance=DEFAULT_DISTANCE)
         self.renderer = FaceRenderer(ctx, RenderConfig(wireframe=self.config.wireframe), shaders=self.shaders)
         self._accumulator = None
         self._pending: tuple[np.ndarray, Face] | None = None

@@ -15,7 +15,7 @@ from PyQt6.QtWidgets import QLabel, QWidget
 
 from face3d_live.types import Frame
 from face3d_live.ui.overlay import OverlayOptions, annotate, frame_qimage, paint_frame, paint_hud
-from face3d_live.ui.scene import FaceScene, SceneConfig
+from face3d_live.ui.scene import DEFAULT_DISTANCE, FaceScene, SceneConfig
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class FaceGLView(QOpenGLWidget):
         if self.scene is not None:
             cam = self.scene.camera
             cam.yaw = cam.pitch = 0.0
-            cam.distance = 2.6
+            cam.distance = DEFAULT_DISTANCE
             self.update()
 
     def reset_texture(self) -> None:
