@@ -111,6 +111,20 @@ def test_onnxruntime_matches_torch_cpu(ort, torch_cpu):
     assert np.abs(b).max() > 1e-3  # not a trivially zero output
 
 
+def test_uint8_nhwc_input_matches_float_input(r50_weights, engines_dir, torch_cpu):
+    """uint8 NHWC crops (converted inside the backend's graph) == the same crops as float NCHW / 255."""
+    crops = np.random.default_rng(4).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    ref = torch_cpu.infer_sync(crops.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+    spec = r50_spec(r50_weights)
+    with create_backend("onnxruntime", model=spec, cache_dir=engines_dir, input_format="uint8") as b:
+        assert b.sample_shape == (224, 224, 3) and b.input_dtype == np.uint8
+        assert np.abs(b.infer_sync(crops) - ref).max() <= 1e-4
+        with pytest.raises(ValueError, match="uint8"):
+            b.infer_sync(crops.astype(np.float32))
+    with create_backend("torch", model=spec, device="cpu", input_format="uint8") as b:
+        assert np.abs(b.infer_sync(crops) - ref).max() <= 1e-4
+
+
 def test_backend_state_and_input_checks(r50_weights, engines_dir):
     backend = create_backend("onnxruntime", model=r50_spec(r50_weights), cache_dir=engines_dir, max_batch=2)
     backend.deactivate()

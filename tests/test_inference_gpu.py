@@ -52,6 +52,20 @@ def test_torch_cuda_fp16_graphs_match_cpu(fp16, reference):
         assert _rel(fp16.infer_sync(x[:n]), ref[:n]) <= 1e-2
 
 
+def test_uint8_input_converted_on_gpu(spec, reference):
+    x, ref = reference
+    crops = np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    with torch.no_grad():
+        ref8 = spec.torch_module(
+            torch.from_numpy(crops.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+        ).numpy()
+    with create_backend("torch", model=spec, device="cuda", max_batch=8, input_format="uint8") as b:
+        assert _rel(b.infer_sync(crops), ref8) <= 1e-2
+        with InferenceExecutor(b, streams=2, max_batch=4) as ex:
+            outs = list(ex.map([crops[:4], crops[4:5], crops[5:]]))
+        assert _rel(np.concatenate(outs), ref8) <= 1e-2
+
+
 def test_torch_cuda_fp32_eager_matches_cpu(spec, reference):
     x, ref = reference
     opts = dict(cuda_graphs=False, channels_last=False)

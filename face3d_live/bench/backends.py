@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--variants", default=DEFAULT_VARIANTS, help=f"comma-separated from: {', '.join(VARIANTS)}"
     )
-    p.add_argument("--batches", default="1,8,32", help="batch sizes (default 1,8,32)")
+    p.add_argument("--batches", default="1,8,32,128", help="batch sizes (default 1,8,32,128)")
     p.add_argument("--cpu-batches", default="1,8", help="batch sizes for CPU variants (default 1,8)")
     p.add_argument("--seconds", type=float, default=1.5, help="time per measurement (default 1.5)")
     p.add_argument(
@@ -61,6 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=400, help="frames per executor run (default 400)")
     p.add_argument("--streams", default="1,2,4", help="executor slot counts (default 1,2,4)")
     p.add_argument("--no-executor", action="store_true", help="skip the executor runs")
+    p.add_argument(
+        "--concurrent", default="", metavar="BxS", help="also S slots of batch B side by side, e.g. 128x2"
+    )
     p.add_argument(
         "--compile", action="store_true", help="also torch.compile (inductor, FP16) at batches <= 8"
     )
@@ -251,7 +254,10 @@ def _frame_720p() -> np.ndarray:
     return cv2.add(frame, noise)
 
 
-def _executor_rows(backend, faces: int, frames: int, streams: list[int]) -> dict:
+def _executor_rows(backends: dict, faces: int, frames: int, streams: list[int]) -> dict:
+    """faces/s through the executor per fill mode and slot count. ``backends``: input format -> backend."""
+    import cv2
+
     from face3d_live.geometry.crop import CropTransform
     from face3d_live.inference import InferenceExecutor
 
@@ -264,27 +270,45 @@ def _executor_rows(backend, faces: int, frames: int, streams: list[int]) -> dict
                 rng.uniform(150, 350),
                 rng.normal(0, 0.2),
                 224,
-            )
+            ).matrix()
             for _ in range(faces)
         ]
         for _ in range(16)
-    ]  # 16 frames' worth of face boxes, cycled
+    ]  # 16 frames' worth of face crops, cycled
     scale = np.float32(1.0 / 255.0)
 
-    def fill_from_frame(k: int):
+    def warp(m: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
+        return cv2.warpAffine(
+            frame, m, (224, 224), dst=dst, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+
+    def fill_float(k: int):  # crop, then uint8 HWC -> float CHW on the host
         def fill(view: np.ndarray) -> None:
-            for i, roi in enumerate(rois[k % 16]):
-                np.multiply(roi.warp(frame).transpose(2, 0, 1), scale, out=view[i], casting="unsafe")
+            for i, m in enumerate(rois[k % 16]):
+                np.multiply(warp(m).transpose(2, 0, 1), scale, out=view[i], casting="unsafe")
 
         return fill
 
-    ready = np.stack([r.warp(frame) for r in rois[0]]).transpose(0, 3, 1, 2).astype(np.float32) * scale
+    def fill_uint8(k: int):  # crop straight into the page-locked slot; conversion runs on the GPU
+        def fill(view: np.ndarray) -> None:
+            for i, m in enumerate(rois[k % 16]):
+                warp(m, view[i])
+
+        return fill
+
+    ready = np.stack([warp(m) for m in rois[0]]).transpose(0, 3, 1, 2).astype(np.float32) * scale
 
     def fill_ready(_k: int):
         return lambda view: np.copyto(view, ready)
 
+    modes = (
+        ("720p_uint8_gpu_convert", "uint8", fill_uint8),
+        ("720p_float32_host_convert", "float32", fill_float),
+        ("precropped_float32", "float32", fill_ready),
+    )
     out: dict = {}
-    for mode, make_fill in (("720p_crops", fill_from_frame), ("precropped", fill_ready)):
+    for mode, fmt, make_fill in modes:
+        backend = backends[fmt]
         rows = {}
         for s in streams:
             with InferenceExecutor(backend, streams=s, max_batch=faces) as ex:
@@ -311,6 +335,30 @@ def _executor_rows(backend, faces: int, frames: int, streams: list[int]) -> dict
             r["speedup_vs_1"] = r["faces_per_s"] / base if streams[0] == 1 else None
         out[mode] = rows
     return out
+
+
+def _concurrent(backend, b: int, streams: int, seconds: float) -> dict:
+    """Compute-only throughput with ``streams`` slots of batch ``b`` running side by side."""
+    slots = [backend.create_slot(i, b) for i in range(streams)]
+    try:
+        for slot in slots:
+            slot.host_in[:] = 0.5
+            backend.infer(slot, b)
+            backend.wait(slot)
+        iters = 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            for _ in range(8):
+                for slot in slots:
+                    backend.infer(slot, b, check_inputs=False, copies=False)
+            iters += 8
+            for slot in slots:
+                slot.stream.synchronize()
+        wall = time.perf_counter() - t0
+        return {"batch": b, "streams": streams, "faces_per_s": iters * streams * b / wall}
+    finally:
+        for slot in slots:
+            backend.release_slot(slot)
 
 
 # ---- run -----------------------------------------------------------------------------------------------
@@ -380,23 +428,37 @@ def run(args: argparse.Namespace) -> dict:
     if args.compile and gpu:
         try:
             result["variants"]["torch-fp16-compile"] = _compile_rows(
-                spec, [b for b in batches if b <= 8], args.seconds
+                spec, [b for b in batches if b <= 8], args.seconds, args.compile_mode
             )
         except Exception as exc:  # inductor failures are many and varied; the row records it
             result["variants"]["torch-fp16-compile"] = {"skipped": f"{type(exc).__name__}: {exc}"[:300]}
 
-    if gpu and not args.no_executor:
-        streams = [int(s) for s in args.streams.split(",")]
-        backend = create_backend("torch", model=spec, precision="fp16", device="cuda", max_batch=args.faces)
+    if gpu and args.concurrent:
+        b, n = (int(v) for v in args.concurrent.split("x"))
+        backend = create_backend("torch", model=spec, precision="fp16", device="cuda", max_batch=b)
         try:
-            result["executor"] = {
-                "backend": backend.label,
-                "faces_per_frame": args.faces,
-                "frames": args.frames,
-                **_executor_rows(backend, args.faces, args.frames, streams),
-            }
+            result["concurrent"] = _concurrent(backend, b, n, args.seconds)
         finally:
             backend.deactivate()
+
+    if gpu and not args.no_executor:
+        streams = [int(s) for s in args.streams.split(",")]
+        backends = {
+            fmt: create_backend(
+                "torch", model=spec, precision="fp16", device="cuda", max_batch=args.faces, input_format=fmt
+            )
+            for fmt in ("uint8", "float32")
+        }
+        try:
+            result["executor"] = {
+                "backend": backends["uint8"].label,
+                "faces_per_frame": args.faces,
+                "frames": args.frames,
+                **_executor_rows(backends, args.faces, args.frames, streams),
+            }
+        finally:
+            for backend in backends.values():
+                backend.deactivate()
     if monitor is not None:
         monitor.close()
     _summarise(result)
@@ -420,12 +482,14 @@ def _summarise(result: dict) -> None:
     ]
     if rows:
         s["best_faces_per_s"] = max(r["faces_per_s"] for r in rows)
+    if "concurrent" in result:
+        s["best_faces_per_s"] = max(s.get("best_faces_per_s", 0), result["concurrent"]["faces_per_s"])
     common = [b for b in fp16 if b in fp32 and "joules_per_face" in fp16[b] and "joules_per_face" in fp32[b]]
     if common:
         s["energy_per_face_change_pct"] = {
             b: 100.0 * (fp16[b]["joules_per_face"] / fp32[b]["joules_per_face"] - 1) for b in common
         }
-    ex = result.get("executor", {}).get("720p_crops", {})
+    ex = result.get("executor", {}).get("720p_uint8_gpu_convert", {})
     if "2" in ex and "1" in ex:
         s["executor_2_vs_1_streams"] = ex["2"]["faces_per_s"] / ex["1"]["faces_per_s"]
     result["summary"] = s
@@ -453,13 +517,18 @@ def _print(result: dict) -> None:
     ex = result.get("executor")
     if ex:
         print(f"executor ({ex['backend']}, {ex['faces_per_frame']} faces/frame, {ex['frames']} frames)")
-        for mode in ("720p_crops", "precropped"):
-            for s, r in ex[mode].items():
+        for mode, rows in ex.items():
+            if not isinstance(rows, dict):
+                continue
+            for s, r in rows.items():
                 sp = f"{r['speedup_vs_1']:.2f}x" if r.get("speedup_vs_1") else "-"
                 print(
-                    f"  {mode:11s} streams={s}: {r['faces_per_s']:8.0f} faces/s  {r['frames_per_s']:7.1f} frames/s  "
+                    f"  {mode:26s} streams={s}: {r['faces_per_s']:8.0f} faces/s  {r['frames_per_s']:7.1f} frames/s  "
                     f"latency {r['latency_ms']:.2f} ms  {sp}"
                 )
+    if "concurrent" in result:
+        c = result["concurrent"]
+        print(f"concurrent: {c['streams']} streams x b{c['batch']}: {c['faces_per_s']:.0f} faces/s")
     print("summary:", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result["summary"].items()})
 
 

@@ -39,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="target compute capabilities, comma-separated (86,89,120); default: this machine's GPU",
     )
     p.add_argument("--precision", default="fp16", help="comma-separated: fp32, fp16, int8 (default fp16)")
+    p.add_argument(
+        "--input-format",
+        default="uint8",
+        help="engine input: uint8 (NHWC crops, what Reconstructor feeds; default), float32 (NCHW), or both",
+    )
     p.add_argument("--profile", default="1,4,16", help="batch sizes MIN,OPT,MAX of the optimisation profile")
     p.add_argument(
         "--out",
@@ -53,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from face3d_live.inference import cuda
-    from face3d_live.inference.spec import check_precision, default_cache_dir
+    from face3d_live.inference.spec import check_input_format, check_precision, default_cache_dir
     from face3d_live.inference.trt_build import (
         EngineCache,
         Profile,
@@ -66,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from face3d_live.models.r50_face import r50_spec
 
     precisions = [check_precision(p.strip()) for p in args.precision.split(",") if p.strip()]
+    formats = [check_input_format(f.strip()) for f in args.input_format.split(",") if f.strip()]
     profile = Profile.parse(args.profile)
     trt = import_trt()
     if args.cc:
@@ -84,30 +90,39 @@ def run(args: argparse.Namespace) -> int:
         if not sep:
             raise ConfigError(f"--onnx takes PRECISION=FILE, got {item!r}")
         onnx_files[check_precision(prec)] = Path(path)
+    if onnx_files and "uint8" in formats:
+        raise ConfigError("--onnx files take float32 NCHW input: add --input-format float32")
     spec = r50_spec(args.weights)
     if onnx_files:
         spec = replace(spec, onnx_files=onnx_files)
     out = args.out or default_cache_dir()
     cache = EngineCache(out)
-    print(f"{flavour(trt)}: {args.model} × {','.join(precisions)} × sm{',sm'.join(ccs)} -> {out}/")
+    print(
+        f"{flavour(trt)}: {args.model} × {','.join(formats)} input × {','.join(precisions)} × "
+        f"sm{',sm'.join(ccs)} -> {out}/"
+    )
     rows = []
-    for precision in precisions:
-        onnx_path = spec.onnx(precision, out)
-        for cc in ccs:
-            entry = cache.get(
-                onnx_path,
-                name=spec.name,
-                precision=precision,
-                cc=cc,
-                profile=profile,
-                input_shape=spec.input_shape,
-                progress=not args.no_progress,
-                rebuild=args.rebuild,
-                trt=trt,
-            )
-            rows.append(entry)
-            state = f"built in {entry.build_s:.1f} s" if entry.built else "cached"
-            print(f"  {precision:5s} sm{cc:4s} {entry.size_mb:6.1f} MB  {state:16s} {entry.path}")
+    for fmt in formats:
+        name = spec.name + ("-u8" if fmt == "uint8" else "")
+        for precision in precisions:
+            onnx_path = spec.onnx(precision, out, fmt)
+            for cc in ccs:
+                entry = cache.get(
+                    onnx_path,
+                    name=name,
+                    precision=precision,
+                    cc=cc,
+                    profile=profile,
+                    input_shape=spec.sample_shape(fmt),
+                    progress=not args.no_progress,
+                    rebuild=args.rebuild,
+                    trt=trt,
+                )
+                rows.append(entry)
+                state = f"built in {entry.build_s:.1f} s" if entry.built else "cached"
+                print(
+                    f"  {fmt:7s} {precision:5s} sm{cc:4s} {entry.size_mb:6.1f} MB  {state:16s} {entry.path}"
+                )
     print(
         f"{len(rows)} engine(s): {sum(r.built for r in rows)} built, {sum(not r.built for r in rows)} from cache"
     )

@@ -24,7 +24,7 @@ import numpy as np
 
 from face3d_live.errors import BackendUnavailable, ConfigError
 from face3d_live.inference import cuda
-from face3d_live.inference.spec import ModelSpec, check_precision, default_cache_dir
+from face3d_live.inference.spec import ModelSpec, check_input_format, check_precision, default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 class Slot:
     """One batch in flight.
 
-    host_in:  (max_batch, C, H, W) float32, page-locked on CUDA: fill ``host_in[:n]`` before ``infer``.
+    host_in:  (max_batch, C, H, W) float32 [0, 1] or (max_batch, H, W, C) uint8 (the backend's
+              ``input_format``), page-locked on CUDA: fill ``host_in[:n]`` before ``infer``.
     host_out: (max_batch, D) float32, page-locked on CUDA: valid in ``host_out[:n]`` after ``wait``;
               reused by the next batch, so copy what you keep.
     """
@@ -65,8 +66,10 @@ class InferenceBackend(ABC):
         device: str | None = None,
         max_batch: int = 16,
         cache_dir: str | Path | None = None,
+        input_format: str = "float32",
     ) -> None:
         self.spec = spec
+        self.input_format = check_input_format(input_format)
         self.precision = check_precision(precision or self.default_precision)
         if device not in (None, "cuda", "cpu"):
             raise ConfigError(f"unknown device {device!r}; choose 'cuda' or 'cpu'")
@@ -81,7 +84,17 @@ class InferenceBackend(ABC):
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
+        """The model's (C, H, W)."""
         return self.spec.input_shape
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """One input sample as the backend takes it: (C, H, W) float32 or (H, W, C) uint8."""
+        return self.spec.sample_shape(self.input_format)
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return np.dtype(np.uint8 if self.input_format == "uint8" else np.float32)
 
     @property
     def output_dim(self) -> int:
@@ -132,10 +145,10 @@ class InferenceBackend(ABC):
         mb = int(max_batch or self.max_batch)
         if mb > self.max_batch:
             raise ConfigError(f"slot max_batch {mb} exceeds the backend's max_batch {self.max_batch}")
-        in_shape, out_shape = (mb, *self.input_shape), (mb, self.output_dim)
+        in_shape, out_shape = (mb, *self.sample_shape), (mb, self.output_dim)
         if self.device == "cuda":
             stack = ExitStack()
-            pin_in = cuda.PinnedArray(in_shape)
+            pin_in = cuda.PinnedArray(in_shape, self.input_dtype)
             stack.callback(pin_in.close)
             pin_out = cuda.PinnedArray(out_shape)
             stack.callback(pin_out.close)
@@ -145,7 +158,7 @@ class InferenceBackend(ABC):
             stack.callback(done.close)
             slot = Slot(index, mb, pin_in.array, pin_out.array, stream, done=done, resources=stack)
         else:
-            slot = Slot(index, mb, np.empty(in_shape, np.float32), np.empty(out_shape, np.float32))
+            slot = Slot(index, mb, np.empty(in_shape, self.input_dtype), np.empty(out_shape, np.float32))
         try:
             self._create_slot(slot)  # device buffers, execution context, graphs
         except BaseException:
@@ -195,9 +208,10 @@ class InferenceBackend(ABC):
         return slot.host_out[: slot.n]
 
     def infer_sync(self, batch: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) float32 -> (N, D) float32 (a new array), in chunks of ``max_batch``."""
+        """(N, C, H, W) float32 (or (N, H, W, C) uint8) -> (N, D) float32 (a new array), in chunks of
+        ``max_batch``."""
         self._check_active()
-        batch = check_batch(batch, self.input_shape)
+        batch = check_batch(batch, self.sample_shape, self.input_dtype)
         if self._sync_slot is None:
             self._sync_slot = self.create_slot(index=-1)
         slot, out = self._sync_slot, np.empty((len(batch), self.output_dim), np.float32)
@@ -229,13 +243,18 @@ class InferenceBackend(ABC):
         ``host_in[:n] -> host_out[:n]``."""
 
 
-def check_batch(batch: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
-    """A (N, C, H, W) float32 batch, or a one-line ValueError saying what is wrong."""
-    if not isinstance(batch, np.ndarray) or batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(input_shape):
+def check_batch(batch: np.ndarray, sample_shape: tuple[int, ...], dtype: np.dtype = np.float32) -> np.ndarray:
+    """A (N, *sample_shape) batch of ``dtype``, or a one-line ValueError saying what is wrong.
+
+    uint8 input must be uint8 (scaling another type silently would be wrong); float input is cast.
+    """
+    dtype = np.dtype(dtype)
+    ok = isinstance(batch, np.ndarray) and batch.ndim == 4 and tuple(batch.shape[1:]) == tuple(sample_shape)
+    if not ok or (dtype == np.uint8 and batch.dtype != np.uint8):
         raise ValueError(
-            f"expected a (N, {', '.join(map(str, input_shape))}) float32 batch, "
-            f"got shape {getattr(batch, 'shape', None)}"
+            f"expected a (N, {', '.join(map(str, sample_shape))}) {dtype} batch, "
+            f"got shape {getattr(batch, 'shape', None)} dtype {getattr(batch, 'dtype', None)}"
         )
     if len(batch) == 0:
         raise ValueError("empty batch")
-    return np.ascontiguousarray(batch, dtype=np.float32)
+    return np.ascontiguousarray(batch, dtype=dtype)

@@ -91,14 +91,14 @@ class InferenceExecutor:
         return not self._free
 
     def submit(self, batch: np.ndarray, *, tag: Any = None, timeout: float | None = None) -> int:
-        """Enqueue a (n, C, H, W) float32 batch, n <= max_batch; returns its ticket."""
-        batch = check_batch(batch, self.backend.input_shape)
+        """Enqueue a batch in the backend's input format, n <= max_batch; returns its ticket."""
+        batch = check_batch(batch, self.backend.sample_shape, self.backend.input_dtype)
         return self.submit_fill(len(batch), lambda view: np.copyto(view, batch), tag=tag, timeout=timeout)
 
     def submit_fill(
         self, n: int, fill: Callable[[np.ndarray], object], *, tag: Any = None, timeout: float | None = None
     ) -> int:
-        """Like ``submit`` but ``fill(view)`` writes the batch into the slot's input ``view`` (n, C, H, W)."""
+        """Like ``submit`` but ``fill(view)`` writes the batch into the slot's input ``view`` (n, *sample_shape)."""
         if not 1 <= n <= self.max_batch:
             raise ConfigError(f"batch of {n} does not fit the executor's max_batch {self.max_batch}")
         slot = self._acquire(timeout)

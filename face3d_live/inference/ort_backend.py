@@ -34,7 +34,7 @@ class OnnxRuntimeBackend(InferenceBackend):
             import onnxruntime as ort
         except ImportError:
             raise BackendUnavailable("onnxruntime is not installed: pip install onnxruntime") from None
-        path = self.spec.onnx(self.precision, self.cache_dir)
+        path = self.spec.onnx(self.precision, self.cache_dir, self.input_format)
         opts = ort.SessionOptions()
         # explicit thread count (OpenSeeFace lesson): the default can oversubscribe small machines
         opts.intra_op_num_threads = self.threads or min(4, os.cpu_count() or 1)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
+INPUT_FORMATS = ("float32", "uint8")  # (N, C, H, W) float32 in [0, 1] | (N, H, W, C) uint8 RGB
 ENGINES_ENV = "FACE3D_ENGINES"
 
 
@@ -37,6 +38,12 @@ def default_cache_dir() -> Path:
         return Path(env).expanduser()
     repo = Path(__file__).resolve().parents[2] / "engines"
     return repo if repo.is_dir() else Path.home() / ".cache" / "face3d_live" / "engines"
+
+
+def check_input_format(input_format: str) -> str:
+    if input_format not in INPUT_FORMATS:
+        raise ConfigError(f"unknown input format {input_format!r}; choose one of: {', '.join(INPUT_FORMATS)}")
+    return input_format
 
 
 def check_precision(precision: str) -> str:
@@ -87,16 +94,26 @@ class ModelSpec:
 
         return module_sha256(self.torch_module)
 
-    def onnx(self, precision: str, cache_dir: str | Path | None = None) -> Path:
+    def sample_shape(self, input_format: str = "float32") -> tuple[int, int, int]:
+        """One sample's shape in ``input_format``: (C, H, W) float32 or (H, W, C) uint8."""
+        c, h, w = self.input_shape
+        return (c, h, w) if check_input_format(input_format) == "float32" else (h, w, c)
+
+    def onnx(
+        self, precision: str, cache_dir: str | Path | None = None, input_format: str = "float32"
+    ) -> Path:
         """ONNX file at ``precision``: given in ``onnx_files``, or made once into ``cache_dir/onnx``.
 
         fp32 is exported from the module (keyed by its content hash); fp16 and int8 are converted from
         the fp32 file (keyed by its sha256, plus the calibration data's for int8), so an ONNX-only spec
-        (``onnx_files={"fp32": …}``) gets every precision too.
+        (``onnx_files={"fp32": …}``) gets every precision too. ``input_format="uint8"`` exports the
+        model behind a uint8 NHWC -> float NCHW conversion (``onnx_files`` are float32 input only).
         """
         from face3d_live.models import export
 
         check_precision(precision)
+        if check_input_format(input_format) == "uint8":
+            return self._onnx_uint8(precision, cache_dir)
         if precision in self.onnx_files:
             path = Path(self.onnx_files[precision])
             if not path.is_file():
@@ -135,11 +152,52 @@ class ModelSpec:
                 def make(dst: Path) -> Path:
                     return export.quantize_int8(fp32, dst, calibration)
 
-        path = Path(cache_dir or default_cache_dir()) / "onnx" / f"{self.name}-{key[:16]}-{precision}.onnx"
+        return self._cached(f"{key[:16]}-{precision}", cache_dir, make)
+
+    def _onnx_uint8(self, precision: str, cache_dir: str | Path | None) -> Path:
+        from face3d_live.models import export
+
+        if precision == "fp32":
+            key = hashlib.sha256(f"{self.module_sha256}|uint8".encode()).hexdigest()
+
+            def make(dst: Path) -> Path:
+                import copy
+
+                module = copy.deepcopy(self.torch_module).cpu().float()
+                return export.export_onnx(module, dst, self.input_shape, input_format="uint8")
+
+        else:
+            fp32 = self._onnx_uint8("fp32", cache_dir)
+            key = hashlib.sha256(f"{export.file_sha256(fp32)}|{precision}".encode()).hexdigest()
+            if precision == "fp16":
+
+                def make(dst: Path) -> Path:
+                    return export.convert_fp16(fp32, dst)
+
+            else:
+                if self.calibration is None:
+                    raise ModelError(
+                        f"model {self.name!r} has no INT8 calibration data; give ModelSpec(calibration=...)"
+                    )
+                crops = np.ascontiguousarray(self.calibration(), np.float32)
+                calibration = np.ascontiguousarray(
+                    np.clip(crops * 255 + 0.5, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+                )
+                key = hashlib.sha256(
+                    (key + hashlib.sha256(calibration.tobytes()).hexdigest()).encode()
+                ).hexdigest()
+
+                def make(dst: Path) -> Path:
+                    return export.quantize_int8(fp32, dst, calibration)
+
+        return self._cached(f"{key[:16]}-{precision}-u8", cache_dir, make)
+
+    def _cached(self, stem: str, cache_dir: str | Path | None, make: Callable[[Path], Path]) -> Path:
+        path = Path(cache_dir or default_cache_dir()) / "onnx" / f"{self.name}-{stem}.onnx"
         if path.is_file():
             log.debug("ONNX cache hit: %s", path)
             return path
-        log.info("exporting %s to ONNX (%s) -> %s", self.name, precision, path)
+        log.info("exporting %s to ONNX -> %s", self.name, path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + ".partial.onnx")
         make(tmp)

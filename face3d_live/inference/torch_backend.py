@@ -63,8 +63,16 @@ class TorchBackend(InferenceBackend):
         cuda_graphs: bool = True,
         channels_last: bool = True,
         fuse_bn: bool = True,
+        input_format: str = "float32",
     ) -> None:
-        super().__init__(spec, precision=precision, device=device, max_batch=max_batch, cache_dir=cache_dir)
+        super().__init__(
+            spec,
+            precision=precision,
+            device=device,
+            max_batch=max_batch,
+            cache_dir=cache_dir,
+            input_format=input_format,
+        )
         self.default_precision = "fp16" if self.device == "cuda" else "fp32"
         if precision is None:
             self.precision = self.default_precision
@@ -110,9 +118,13 @@ class TorchBackend(InferenceBackend):
             torch.cuda.empty_cache()
 
     def _forward(self, x):
-        """float32 NCHW in, float32 (N, D) out; casts inside (so they are captured in the graph)."""
+        """float32 NCHW [0, 1] or uint8 NHWC in, float32 (N, D) out; conversions inside (so they are
+        captured in the graph and run on the GPU)."""
         import torch
 
+        if self.input_format == "uint8":  # NHWC -> NCHW view: already channels_last in memory
+            x = x.permute(0, 3, 1, 2)
+            x = (x.half() if self.precision == "fp16" else x.float()) * (1.0 / 255.0)
         if self.device == "cuda":
             if self.precision == "fp16":
                 x = x.half()
@@ -125,14 +137,17 @@ class TorchBackend(InferenceBackend):
 
         if self.device == "cpu":
             return
-        x = torch.empty((slot.max_batch, *self.input_shape), device="cuda")
+        dtype = torch.uint8 if self.input_format == "uint8" else torch.float32
+        x = torch.empty((slot.max_batch, *self.sample_shape), device="cuda", dtype=dtype)
         y = torch.empty((slot.max_batch, self.output_dim), device="cuda")
         slot.dev_in, slot.dev_out = x.data_ptr(), y.data_ptr()
         state = _TorchSlot(x, y, torch.cuda.ExternalStream(slot.stream.ptr))
         slot.state = state
         if not self.cuda_graphs:
             return
-        x.uniform_()  # warm-up/capture on real-looking data, never on uninitialised memory
+        x.random_(
+            0, 256
+        ) if dtype == torch.uint8 else x.uniform_()  # warm up on data, not uninitialised memory
         pool = torch.cuda.graph_pool_handle()  # one pool per slot: its graphs never run concurrently
         side = torch.cuda.Stream()
         with torch.no_grad():

@@ -53,14 +53,14 @@ class TensorRTBackend(InferenceBackend):
         trt = import_trt()
         cc = parse_cc(cuda.compute_capability())
         check_runtime_cc(trt, cc, cuda.device_name())
-        onnx_path = self.spec.onnx(self.precision, self.cache_dir)
+        onnx_path = self.spec.onnx(self.precision, self.cache_dir, self.input_format)
         cache = EngineCache(self.cache_dir)
         args = dict(
-            name=self.spec.name,
+            name=self.spec.name + ("-u8" if self.input_format == "uint8" else ""),
             precision=self.precision,
             cc=cc,
             profile=self.profile,
-            input_shape=self.input_shape,
+            input_shape=self.sample_shape,
             progress=self.progress,
             trt=trt,
         )
@@ -123,6 +123,6 @@ class TensorRTBackend(InferenceBackend):
 
     def _infer(self, slot: Slot, n: int) -> None:
         context = slot.state
-        context.set_input_shape(INPUT_NAME, (n, *self.input_shape))
+        context.set_input_shape(INPUT_NAME, (n, *self.sample_shape))
         if not context.execute_async_v3(slot.stream.ptr):
             raise EngineBuildError(f"TensorRT execution failed: {_last_errors(self._trt)}")

@@ -1,7 +1,8 @@
 """model="r50": the FaceModel adapter over the inference backends.
 
-``predict(crops uint8 (N, 224, 224, 3) RGB)`` -> float32 NCHW in [0, 1] -> backend -> vertices
-(N, 468, 3) in crop pixels and presence scores (N,) (sigmoid of the logit).
+``predict(crops uint8 (N, 224, 224, 3) RGB)`` -> backend (uint8 NHWC input: the conversion to float
+NCHW in [0, 1] runs inside the backend's graph) -> vertices (N, 468, 3) in crop pixels and presence
+scores (N,) (sigmoid of the logit).
 
 Weights: ``face3d_live/models/weights/face3d-r50.safetensors`` (or $FACE3D_R50_WEIGHTS), FP16
 safetensors with a sha256 check (models/weights.py).
@@ -114,14 +115,16 @@ class R50FaceModel:
 
         if backend not in BACKENDS:
             raise ConfigError(f"model 'r50' runs on backend {', '.join(BACKENDS)}, not {backend!r}")
-        self.backend = create_backend(backend, model=spec or r50_spec(), precision=precision, device=device)
+        # uint8 NHWC in: the crops go to the backend as they are; scaling and layout happen in its graph
+        self.backend = create_backend(
+            backend, model=spec or r50_spec(), precision=precision, device=device, input_format="uint8"
+        )
 
     def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s = self.input_size
         if crops.ndim != 4 or crops.shape[1:] != (s, s, 3) or crops.dtype != np.uint8:
             raise ValueError(f"expected (N, {s}, {s}, 3) uint8 RGB crops, got {crops.shape} {crops.dtype}")
-        x = crops.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1.0 / 255.0)
-        out = self.backend.infer_sync(x)
+        out = self.backend.infer_sync(crops)
         verts = out[:, :-1].reshape(-1, 468, 3) * np.float32(s)
         scores = 1.0 / (1.0 + np.exp(-out[:, -1]))
         return verts.astype(np.float32), scores.astype(np.float32)
