@@ -10,6 +10,8 @@ APT_PACKAGES=(libegl1 libgl1 libgl1-mesa-dri libegl-mesa0 libgles2 xvfb xauth
   libxcb-render-util0 libxcb-shape0 libxcb-image0 libfontconfig1 libdbus-1-3 libglib2.0-0)
 
 missing=()
+# node + npm run the Khronos glTF-Validator in the recording tests
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
