@@ -5,6 +5,8 @@ Screenshots are saved to $FACE3D_TEST_SHOTS (default: the system temp folder) fo
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import re
 import shutil
@@ -62,6 +64,10 @@ def xvfb():
 def qapp(xvfb):
     from face3d_live.ui.app import setup_qt
 
+    # An EGL context made earlier in this process (the render tests) stays bound to the thread after
+    # moderngl releases it, and Qt then cannot make its GLX context current: unbind it first.
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libEGL.so.1").eglReleaseThread()
     app = setup_qt()
     if app.platformName() != "xcb":
         pytest.skip(f"a QApplication on platform {app.platformName()!r} exists already in this process")

@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> dict:
         raise ConfigError(f"--view must be WxH, e.g. 640x480, got {args.view!r}") from None
     if args.frames <= WARMUP_FRAMES:
         raise ConfigError(f"--frames must be > {WARMUP_FRAMES} (the warm-up frames are not measured)")
-    app = QGuiApplication.instance() or QGuiApplication(["face3d-live-bench"])  # noqa: F841 - kept alive
+    own_app = QGuiApplication.instance() is None
+    app = QGuiApplication.instance() or QGuiApplication(["face3d-live-bench"])
     load_before = _load()
     ctx = create_context("egl")
     gl_renderer = str(ctx.info.get("GL_RENDERER", "?"))
@@ -137,6 +138,11 @@ def run(args: argparse.Namespace) -> dict:
         target.close()
         scene.close()
         ctx.release()
+        canvas = None
+        if own_app:  # leave no offscreen QGuiApplication behind in a process that may open windows later
+            from PyQt6 import sip
+
+            sip.delete(app)
     load_after = _load()
     fps = [r["fps"] for r in rounds]
     result = {
