@@ -327,8 +327,10 @@ def test_accumulation_over_a_head_turn_increases_coverage(ctx):
         assert coverage[-1] > coverage[0] + 0.08, coverage
         assert acc.frames == len(coverage)
         # the texture changed where new views arrived; unseen texels are filled, not black
-        unseen = acc.texture()[..., :3][~acc.mask()].astype(int)
-        assert (unseen.sum(-1) < 30).mean() < 0.01
+        tex = acc.texture()[..., :3].astype(int)
+        dark = tex.sum(-1) < 30
+        # no more near-black texels among the filled ones than the face itself has (hair, brows)
+        assert dark[~acc.mask()].mean() < max(0.01, 1.5 * dark[acc.mask()].mean())
         assert np.abs(acc.texture()[..., :3].astype(int) - first_texture[..., :3]).mean() > 1
         # with a short memory the texture follows the latest frames more closely than the all-time mean
         last, last_mask = bake_texture(ctx, rgb, faces[0], 512)
