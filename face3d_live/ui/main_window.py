@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal
-from PyQt6.QtGui import QColor, QImage, QPainter
+from PyQt6.QtGui import QColor, QImage, QKeySequence, QPainter, QShortcut
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -141,6 +141,14 @@ class MainWindow(QMainWindow):
         outer.addLayout(row, 1)
         self.setCentralWidget(central)
         self.statusBar().showMessage("starting…")
+        self.gl_view.setToolTip("drag: orbit · wheel: zoom · double-click: front view")
+        for keys, slot in (
+            ("Ctrl+S", lambda: self.snapshot()),
+            ("Ctrl+R", self.record_button.toggle),
+            ("Ctrl+Q", self.close),
+            ("Home", self._reset_view),
+        ):
+            QShortcut(QKeySequence(keys), self, activated=slot)
 
     def _build_controls(self) -> QGroupBox:
         from face3d_live.models.registry import MODELS
@@ -194,7 +202,9 @@ class MainWindow(QMainWindow):
         self.record_button = QPushButton("● Record")
         self.record_button.setCheckable(True)
         self.record_button.toggled.connect(self._record_toggled)
+        self.record_button.setToolTip("record the tracked face to a GLB/NPZ/OBJ take (Ctrl+R)")
         snap = QPushButton("Snapshot")
+        snap.setToolTip("save both views as one PNG (Ctrl+S)")
         snap.clicked.connect(lambda: self.snapshot())
         reset = QPushButton("Reset view")
         reset.clicked.connect(self._reset_view)
