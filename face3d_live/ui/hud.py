@@ -26,8 +26,9 @@ def hud_lines(
     gpu: GpuState | None,
     gpu_reason: str = "no GPU",
     source: str = "",
+    status: str = "loading model…",
 ) -> list[str]:
-    """The HUD, one string per line."""
+    """The HUD, one string per line. ``status`` replaces the model line until the model is ready."""
     lines = []
     if stats is None or stats.e2e is None:
         lines.append("FPS   --      waiting for frames")
@@ -48,7 +49,7 @@ def hud_lines(
             f"({description.get('device', '?')}, {description.get('precision', '?')})"
         )
     else:
-        lines.append("loading model…")
+        lines.append(status)
     if source:
         lines.append(f"source {source}")
     if gpu is None:

@@ -276,7 +276,8 @@ class MainWindow(QMainWindow):
 
     def _source_entered(self) -> None:
         spec = parse_source(self.source_box.currentText())
-        if spec and spec != self.source_spec:
+        stopped = self.pipeline is None or self.pipeline.state in ("failed", "ended", "stopped")
+        if spec and (spec != self.source_spec or stopped):
             self.start_source(spec)
 
     def _open_file(self) -> None:
@@ -378,14 +379,22 @@ class MainWindow(QMainWindow):
             self._show_alert_event(ev.kind, ev.alert)
         description = pipeline.description if pipeline is not None else {}
         lines = hud_lines(
-            snap, description, self.gpu_state, self.gpu.reason or "no GPU", short_source(self.source_spec)
+            snap,
+            description,
+            self.gpu_state,
+            self.gpu.reason or "no GPU",
+            short_source(self.source_spec),
+            status="pipeline stopped"
+            if pipeline is not None and pipeline.state == "failed"
+            else "loading model…",
         )
         if self._writer is not None:
             lines.append(f"● recording {self._writer.frames} frames")
         self.camera_view.set_hud(lines, warn=bool(self.alerts.active()))
 
     def hud_text(self) -> str:
-        return "\n".join(self.camera_view._hud)
+        """The HUD as shown now, one line per row."""
+        return "\n".join(self.camera_view.hud)
 
     def _show_alert_event(self, kind: str, alert: Alert) -> None:
         item = self._alert_items.get(id(alert))

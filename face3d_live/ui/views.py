@@ -50,6 +50,10 @@ class CameraView(QWidget):
         self.annotate_ns = time.perf_counter_ns() - t0
         self.update()
 
+    @property
+    def hud(self) -> list[str]:
+        return list(self._hud)
+
     def set_hud(self, lines: list[str], warn: bool = False) -> None:
         self._hud, self._hud_warn = lines, warn
         self.update()
@@ -65,7 +69,8 @@ class CameraView(QWidget):
         if self._image is None:
             painter.fillRect(target, QColor(16, 16, 20))
             painter.setPen(QColor(170, 170, 180))
-            painter.drawText(target, Qt.AlignmentFlag.AlignCenter, self._placeholder)
+            flags = Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap
+            painter.drawText(target.adjusted(24, 24, -24, -24), int(flags.value), self._placeholder)
         else:
             paint_frame(painter, target, self._image)
         if self._hud:
