@@ -34,9 +34,19 @@ def _r50(backend: str) -> FaceModel:
     return R50FaceModel(backend)  # backend: "auto", "torch", "onnxruntime", "tensorrt"
 
 
+def _rung(name: str) -> Callable[[str], FaceModel]:
+    def factory(backend: str) -> FaceModel:
+        from face3d_live.training.rungs import create_rung  # lightweighting ladder (pruned / INT8 r50)
+
+        return create_rung(name, backend)
+
+    return factory
+
+
 MODELS: dict[str, Callable[[str], FaceModel]] = {
     "mediapipe": _mediapipe,
     "r50": _r50,
+    **{name: _rung(name) for name in ("r50-lite", "r50-lite-fp16", "r50-int8")},
 }
 
 DEFAULT_MODEL = "mediapipe"

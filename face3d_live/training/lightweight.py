@@ -1,0 +1,136 @@
+"""The lightweighting ladder, end to end: prune → distil → QAT → rung files (+ GPU latencies).
+
+    original FP32 ─► structured pruning ─► distillation fine-tune ─► r50-lite (FP16 file; runs FP32/FP16)
+                                                           └─► INT8 QAT fine-tune ─► r50-int8 (INT8 file)
+
+``run_ladder`` does the training part on one device (a GPU for real runs; the CPU with a few steps
+for tests). ``python -m face3d_live.training.lightweight`` is the accelerator-machine entry point
+(it needs only torch, numpy, safetensors, opencv and torch-pruning there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from face3d_live.training.dataset import TrainData
+from face3d_live.training.rungs import INT8_FILE, LITE_FILE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LadderConfig:
+    ratio: float = 0.5  # fraction of channels pruned per layer
+    round_to: int = 16
+    batch: int = 256
+    distill_minutes: float = 4.0
+    distill_steps: int = 0  # 0: from minutes
+    distill_lr: float = 1e-3
+    qat_minutes: float = 1.5
+    qat_steps: int = 0
+    qat_lr: float = 2e-5
+    calib_batches: int = 8
+    calib_batch: int = 64
+
+
+def run_ladder(
+    cfg: LadderConfig, data: TrainData, W: np.ndarray, teacher: torch.nn.Module, out_dir: Path, device: str
+) -> dict:
+    """Prune ``teacher``, distil, QAT; writes face3d-r50-lite / -int8 .safetensors into ``out_dir``."""
+    from face3d_live.training.distill import DistillConfig, Distiller
+    from face3d_live.training.prune import PruneConfig, prune_r50
+    from face3d_live.training.qat import QuantFaceR50, save_int8
+    from face3d_live.training.slim import save_slim
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    report: dict = {"config": asdict(cfg), "device": device, "samples": len(data)}
+    t0 = time.time()
+    slim, pr = prune_r50(teacher, PruneConfig(cfg.ratio, cfg.round_to))
+    report["prune"] = pr.as_dict()
+
+    dcfg = DistillConfig(
+        batch=cfg.batch, lr=cfg.distill_lr, steps=cfg.distill_steps, minutes=cfg.distill_minutes
+    )
+    dist = Distiller(dcfg, data, W, out_dir / "distill", slim, teacher, device)
+    report["before_distill"] = dist.evaluate(dist.model.eval())
+    dist.run(resume=False)
+    report["distill"] = {"steps": dist.step, "history": dist.history[-3:], **dist.compare()}
+    lite = dist.ema.float().eval()
+    save_slim(lite, out_dir / LITE_FILE.name, ratio=str(cfg.ratio), steps=str(dist.step))
+    log.info("distilled in %.0f s: %s", time.time() - t0, json.dumps(report["distill"]["student"]))
+
+    t1 = time.time()
+    qmodel = QuantFaceR50(lite).to(device)
+    n = qmodel.calibrate(dist.calibration_batches(cfg.calib_batches, cfg.calib_batch))
+    report["qat_calibration_images"] = n
+    qcfg = DistillConfig(
+        batch=cfg.batch, lr=cfg.qat_lr, steps=cfg.qat_steps, minutes=cfg.qat_minutes, ema=0.99
+    )
+    qat = Distiller(qcfg, data, W, out_dir / "qat", qmodel, teacher, device, autocast=False)
+    report["qat_before"] = qat.evaluate(qmodel.eval())
+    qat.run(resume=False)
+    qfinal = qat.ema.eval()
+    qfinal.freeze()
+    report["qat"] = {"steps": qat.step, "history": qat.history[-3:], "student": qat.evaluate(qfinal)}
+    save_int8(qfinal.cpu(), out_dir / INT8_FILE.name, ratio=str(cfg.ratio), qat_steps=str(qat.step))
+    log.info("QAT in %.0f s: %s", time.time() - t1, json.dumps(report["qat"]["student"]))
+    report["total_s"] = round(time.time() - t0, 1)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Accelerator-machine entry point: packed data + teacher weights in, rung files + report out."""
+    p = argparse.ArgumentParser(prog="python -m face3d_live.training.lightweight")
+    p.add_argument("--data", type=Path, required=True, help="packed .npz from distill.pack_data")
+    p.add_argument("--teacher", type=Path, default=None, help="r50 weights (default: the shipped file)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--ratio", type=float, default=0.5)
+    p.add_argument("--distill-minutes", type=float, default=4.0)
+    p.add_argument("--qat-minutes", type=float, default=1.5)
+    p.add_argument("--distill-steps", type=int, default=0)
+    p.add_argument("--qat-steps", type=int, default=0)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--gpu-bench", action="store_true", help="also time the rungs with the torch backend")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from face3d_live.training.aflw_map import load_mapping
+    from face3d_live.training.distill import load_packed
+    from face3d_live.training.prune import load_r50_any
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    data = load_packed(args.data)
+    teacher = load_r50_any(args.teacher)
+    cfg = LadderConfig(
+        ratio=args.ratio,
+        batch=args.batch,
+        distill_minutes=args.distill_minutes,
+        distill_steps=args.distill_steps,
+        qat_minutes=args.qat_minutes,
+        qat_steps=args.qat_steps,
+    )
+    report = run_ladder(cfg, data, load_mapping(), teacher, args.out, device)
+    (args.out / "ladder-train.json").write_text(json.dumps(report, indent=1, default=str))
+    if args.gpu_bench and device == "cuda":
+        from face3d_live.bench.ladder import torch_gpu_latency
+        from face3d_live.training.slim import load_slim
+
+        rows = torch_gpu_latency({"r50": teacher, "r50-lite": load_slim(args.out / LITE_FILE.name)})
+        (args.out / "ladder-gpu.json").write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
