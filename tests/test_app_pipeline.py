@@ -136,6 +136,9 @@ def test_frame_errors_are_reported_and_the_pipeline_goes_on(rec):
     )
     with pipeline:
         results = _collect(pipeline, 40)
+        with pytest.raises(Closed):  # the source ends, then the worker: the channel closes
+            while pipeline.results.get(timeout=10.0) is not None:
+                pass
     assert pipeline.frames_processed == 40  # every frame went through; the consumer may skip some
     assert len(results) + pipeline.results.dropped == 40
     assert sum(1 for r in results if not r.frame.faces) >= 4  # failed frames, delivered without faces
@@ -179,3 +182,30 @@ def test_bench_app_headless(tmp_path):
     assert 0 < e["p50"] <= e["p95"] <= e["p99"]
     assert {"infer", "texture", "render", "overlay", "display"} <= set(result["stage_p50_ms_median"])
     assert result["texture_size"] == 256 and "load_1m" in result["load_before"]
+
+
+def test_hud_lines_show_rates_stages_model_and_gpu():
+    from face3d_live.monitor.gpu import GpuState
+    from face3d_live.monitor.stats import FrameRecord, RollingStats
+    from face3d_live.ui.hud import hud_lines
+
+    stats = RollingStats()
+    t = 0
+    for i in range(60):
+        t += 33_000_000
+        stages = {"infer": 2_000_000 + i * 10_000, "capture": 500_000, "render": 1_000_000, "injected": 0}
+        stats.add(FrameRecord(t, 20_000_000 + i * 100_000, stages, faces=1))
+    desc = {"model": "r50", "backend": "torch", "device": "cuda", "precision": "fp16"}
+    gpu = GpuState("NVIDIA H100", (9, 0), 1234.0, 80000.0, 57.0, 210.0, 48.0, 1980.0, ())
+    lines = hud_lines(stats.snapshot(t), desc, gpu, source="clip.mp4")
+    text = "\n".join(lines)
+    assert lines[0].startswith("FPS 30.") and "p50 22.9" in lines[0]
+    assert text.index("capture") < text.index("infer") < text.index("render") < text.index("injected")
+    assert "r50 · torch (cuda, fp16)" in text and "source clip.mp4" in text
+    assert "GPU NVIDIA H100: 57%  1234/80000 MB  210 W  48 °C" in text
+    idle = hud_lines(None, {}, None, "no GPU (NVMLError_LibraryNotFound)", status="loading model…")
+    assert idle == [
+        "FPS   --      waiting for frames",
+        "loading model…",
+        "GPU: no GPU (NVMLError_LibraryNotFound)",
+    ]

@@ -119,11 +119,13 @@ class RollingStats:
         window_start = now_ns - int(cfg.window_s * 1e9)
         fps_start = now_ns - int(cfg.fps_window_s * 1e9)
         recent = [r for r in self._records if r.t_shown_ns > window_start]
-        shown_window = sum(1 for r in recent if r.t_shown_ns > fps_start)
-        span_s = cfg.fps_window_s
-        if self._t_first_ns is not None:  # right after start the window is not full yet
-            span_s = min(span_s, max((now_ns - self._t_first_ns) / 1e9, 1e-3))
-        fps = shown_window / span_s if self._t_first_ns is not None and shown_window > 1 else 0.0
+        in_fps_window = [r.t_shown_ns for r in recent if r.t_shown_ns > fps_start]
+        shown_window = len(in_fps_window)
+        # frame intervals over the time since the window's first frame: exact for a steady stream,
+        # and falls towards 0 while nothing is shown (a stall)
+        fps = 0.0
+        if shown_window > 1:
+            fps = (shown_window - 1) / max((now_ns - in_fps_window[0]) / 1e9, 1e-6)
         while self._drops and self._drops[0][0] < fps_start and len(self._drops) > 1:
             if self._drops[1][0] <= fps_start:
                 self._drops.popleft()
