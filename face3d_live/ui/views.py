@@ -152,7 +152,10 @@ class FaceGLView(QOpenGLWidget):
         try:
             import moderngl
 
-            self.ctx = moderngl.create_context()
+            try:
+                self.ctx = moderngl.create_context()  # Qt's current context: GLX on X11
+            except Exception:  # Wayland / EGL platforms: attach to the current EGL context instead
+                self.ctx = moderngl.create_context(backend="egl")
             if self.ctx.version_code < 330:
                 raise RuntimeError(f"OpenGL {self.ctx.version_code / 100:.1f}; 3.3 or newer is needed")
             self.scene = FaceScene(self.ctx, self.config)
