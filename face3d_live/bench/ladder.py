@@ -1,11 +1,47 @@
-"""`face3d-live bench ladder`: the lightweighting ladder's table (placeholder; filled below)."""
+"""`face3d-live bench ladder`: the lightweighting ladder's table, one row per rung.
+
+Rungs: original FP32 (model r50) → pruned + distilled FP32 (r50-lite) → pruned FP16 (r50-lite-fp16)
+→ pruned INT8 QAT (r50-int8). Per rung:
+
+- latency b1 / b8 on this machine: onnxruntime CPU (FP32, or the INT8 Q/DQ graph) and torch CPU
+  (FP32 eager; FP16 as ``module.half()``), each in its own process (median of ``--seconds`` of runs),
+  with that process's peak RSS (``ru_maxrss``: Python + runtime + model + buffers);
+- H100 (torch backend, CUDA-event latency): read from ``ladder_h100.json`` (written by the accelerator run,
+  ``python -m face3d_live.training.lightweight --gpu-bench``), with the device's peak memory;
+- model file size (the rung file and its ONNX), speedup against the original (same backend, b1);
+- quality against the original on the held-out AFLW split, through ``Reconstructor.reconstruct`` with
+  the whole crop as the box: NME (21 manual points, % of √(w·h) of their box) and its change, mean
+  vertex distance to the original's mesh (px and % of face size), and the SSIM of the rendered face
+  (ModernGL on EGL, lit mesh, face region) against the original's render;
+- TensorRT-RTX engines built here (no GPU needed) for ``--cc`` at the rung's precision: size, build time.
+
+Writes ``ladder.json`` and ``ladder.md`` into ``--out-dir`` and prints the table. CPU timings report
+the load average: other work on this machine slows them.
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
+import statistics
+import time
+from pathlib import Path
 
+import numpy as np
+
+NAME = "ladder"
+HELP = "lightweighting ladder table: latency, memory, size, speedup and quality per rung (JSON + Markdown)"
 log = logging.getLogger(__name__)
 
+GPU_JSON = Path(__file__).with_name("ladder_h100.json")
+# key: (label, registry model, precision)
+RUNGS = {
+    "original-fp32": ("original FP32", "r50", "fp32"),
+    "pruned-fp32": ("pruned + distilled FP32", "r50-lite", "fp32"),
+    "pruned-fp16": ("pruned FP16", "r50-lite-fp16", "fp16"),
+    "pruned-int8": ("pruned INT8 (QAT)", "r50-int8", "int8"),
+}
 GPU_VARIANTS = {  # name: (precision, torch backend options)
     "fp32-eager": ("fp32", {"cuda_graphs": False, "channels_last": False, "fuse_bn": False}),
     "fp16-eager": ("fp16", {"cuda_graphs": False, "channels_last": True, "fuse_bn": True}),
@@ -13,16 +49,132 @@ GPU_VARIANTS = {  # name: (precision, torch backend options)
 }
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rungs", default=",".join(RUNGS), help=f"comma-separated from: {', '.join(RUNGS)}")
+    p.add_argument("--batches", default="1,8", help="batch sizes (default 1,8)")
+    p.add_argument("--seconds", type=float, default=4.0, help="timing per backend and batch (default 4)")
+    p.add_argument("--images", type=int, default=150, help="held-out AFLW images for quality (default 150)")
+    p.add_argument("--cc", default="86,89,120", help="TensorRT-RTX targets (default 86,89,120; '' = none)")
+    p.add_argument("--gpu-json", type=Path, default=GPU_JSON, help="accelerator results to merge in")
+    p.add_argument("--out-dir", type=Path, default=Path("out/ladder"), help="ladder.json / ladder.md here")
+    p.add_argument("--no-quality", action="store_true", help="skip the held-out quality columns")
+
+
+# ---- model files and ONNX -------------------------------------------------------------------------------
+def rung_files(key: str) -> dict:
+    """{'weights': rung file, 'onnx': ONNX this rung runs in onnxruntime / TensorRT (float32 input)}."""
+    from face3d_live.models.r50_face import r50_spec
+    from face3d_live.models.weights import default_r50_weights
+    from face3d_live.training import rungs
+
+    _, model, precision = RUNGS[key]
+    if model == "r50":
+        return {"weights": default_r50_weights(), "onnx": r50_spec().onnx("fp32")}
+    if model == "r50-int8":
+        return {
+            "weights": rungs.int8_weights(),
+            "onnx": rungs.int8_onnx(flavour="ort"),
+            "onnx_trt": rungs.int8_onnx(flavour="trt"),
+        }
+    spec = rungs.lite_spec(name="r50-lite")
+    return {"weights": rungs.lite_weights(), "onnx": spec.onnx(precision)}
+
+
+def _module(key: str):
+    from face3d_live.models.r50_face import build_r50
+    from face3d_live.training import rungs
+    from face3d_live.training.slim import load_slim
+
+    return build_r50() if RUNGS[key][1] == "r50" else load_slim(rungs.lite_weights())
+
+
+# ---- CPU latency in a child process (peak RSS per rung) ---------------------------------------------------
+def _cpu_worker(
+    key: str, runtime: str, onnx_path: str, batches: list[int], seconds: float, threads: int
+) -> dict:
+    import resource
+
+    x = {b: np.random.default_rng(0).random((b, 3, 224, 224), dtype=np.float32) for b in batches}
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+        fn = lambda a: sess.run(None, {"input": a})  # noqa: E731
+    else:
+        import torch
+
+        torch.set_num_threads(threads)
+        module = _module(key).eval()
+        half = RUNGS[key][2] == "fp16"
+        if half:
+            module = module.half()
+
+        def fn(a: np.ndarray):
+            with torch.inference_mode():
+                t = torch.from_numpy(a)
+                return module(t.half() if half else t).float().numpy()
+
+    out: dict = {}
+    for b in batches:
+        fn(x[b])  # warm-up
+        times = []
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline or len(times) < 3:
+            t0 = time.perf_counter_ns()
+            fn(x[b])
+            times.append((time.perf_counter_ns() - t0) / 1e6)
+        out[f"b{b}_ms"] = round(statistics.median(times), 2)
+        out[f"b{b}_runs"] = len(times)
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return out
+
+
+def cpu_latency(key: str, runtime: str, onnx_path: Path | None, batches: list[int], seconds: float) -> dict:
+    """Latency rows of one rung on one CPU runtime, measured in a fresh process."""
+    import multiprocessing as mp
+
+    threads = min(4, os.cpu_count() or 1)
+    with mp.get_context("spawn").Pool(1) as pool:
+        row = pool.apply(_cpu_worker, (key, runtime, str(onnx_path or ""), batches, seconds, threads))
+    row["threads"] = threads
+    return row
+
+
+def _baseline_rss() -> float:
+    """Peak RSS of a process that only imported onnxruntime and torch (what every row carries)."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_import_rss)
+
+
+def _import_rss() -> float:
+    import resource
+
+    import onnxruntime  # noqa: F401
+    import torch  # noqa: F401
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+# ---- GPU (accelerator run) -----------------------------------------------------------------------------
 def torch_gpu_latency(models: dict, batches: tuple[int, ...] = (1, 8), seconds: float = 1.0) -> dict:
-    """{model: {variant: {batch: row}}} with the torch backend on the GPU (CUDA-event latency, compute only),
-    plus peak device memory of each variant."""
+    """{model: {variant: {batch: row, 'peak_mem_mb'}}} with the torch backend on the GPU (CUDA-event
+    latency of the compute, synchronised each time; median) and the device's peak allocated memory."""
     import torch
 
     from face3d_live.bench.backends import _gpu_batch
     from face3d_live.inference import create_backend
     from face3d_live.inference.spec import ModelSpec
 
-    out: dict = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__}
+    out: dict = {
+        "gpu": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     for name, module in models.items():
         spec = ModelSpec.from_module(module.float().cpu().eval(), name=name)
         rows: dict = {}
@@ -42,3 +194,339 @@ def torch_gpu_latency(models: dict, batches: tuple[int, ...] = (1, 8), seconds: 
             )
         out[name] = rows
     return out
+
+
+def gpu_rows(path: Path) -> dict:
+    """Per rung: H100 torch latency b1/b8 and peak memory from the accelerator run's JSON (if present)."""
+    import json
+
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    pick = {
+        "original-fp32": ("r50", "fp32-eager"),
+        "pruned-fp32": ("r50-lite", "fp32-eager"),
+        "pruned-fp16": ("r50-lite", "fp16-graphs"),
+    }
+    out = {"device": data.get("gpu"), "date": data.get("date")}
+    for key, (model, variant) in pick.items():
+        v = data.get(model, {}).get(variant)
+        if v:
+            out[key] = {
+                "variant": variant,
+                "b1_ms": round(v["1"]["latency_ms"], 3),
+                "b8_ms": round(v["8"]["latency_ms"], 3) if "8" in v else None,
+                "peak_mem_mb": v.get("peak_mem_mb"),
+            }
+    out["extra"] = {
+        m: {k: round(r["1"]["latency_ms"], 3) for k, r in data[m].items()}
+        for m in ("r50", "r50-lite")
+        if m in data
+    }
+    return out
+
+
+# ---- quality ------------------------------------------------------------------------------------------
+def held_out_aflw(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n`` held-out AFLW crops (spread over the split) with their manual points (21, 2) in crop px."""
+    import tarfile
+
+    import cv2
+
+    from face3d_live.training.data import aflw_shards, default_data_dir, load_aflw_labels
+    from face3d_live.training.teacher import is_held_out
+
+    data_dir = default_data_dir()
+    labels = load_aflw_labels(data_dir)
+    rows = {name: i for i, name in enumerate(labels.names)}
+    items = []
+    for shard in aflw_shards(data_dir):
+        with tarfile.open(shard) as tar:
+            for m in tar:
+                name = os.path.basename(m.name)
+                if not m.isfile() or name not in rows or not is_held_out(name):
+                    continue
+                img = cv2.imdecode(np.frombuffer(tar.extractfile(m).read(), np.uint8), cv2.IMREAD_COLOR)
+                if img is not None:
+                    items.append((cv2.cvtColor(img, cv2.COLOR_BGR2RGB), rows[name]))
+    if not items:
+        return []
+    pick = np.linspace(0, len(items) - 1, min(n, len(items))).round().astype(int)
+    return [(items[i][0], labels.points_in_crop(items[i][1], crop_size=items[i][0].shape[0])) for i in pick]
+
+
+class _TorchHalfModel:
+    """FaceModel over ``module.half()`` on the CPU (how the FP16 rung's numbers are checked here)."""
+
+    input_size = 224
+
+    def __init__(self, module) -> None:
+        self.name = "r50-lite-fp16"
+        self.module = module.half().eval()
+
+    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        x = torch.from_numpy(crops).permute(0, 3, 1, 2).half() / 255.0
+        with torch.inference_mode():
+            out = self.module(x).float().numpy()
+        return out[:, :-1].reshape(-1, 468, 3) * 224.0, 1.0 / (1.0 + np.exp(-out[:, -1]))
+
+    def close(self) -> None:
+        pass
+
+
+def _reconstructor(key: str):
+    from face3d_live.reconstructor import Reconstructor
+
+    model = RUNGS[key][1]
+    if model == "r50-lite-fp16":  # no FP16 CPU backend: the same network in torch half precision
+        rec = Reconstructor("r50-lite", backend="onnxruntime", smoothing=None)
+        rec.model.close()
+        rec.model = _TorchHalfModel(_module(key))
+        return rec
+    return Reconstructor(model, backend="onnxruntime", smoothing=None)
+
+
+def predict_meshes(key: str, images: list[np.ndarray]) -> np.ndarray:
+    """(N, 468, 3) image-px meshes of ``images`` by rung ``key`` (whole crop as the box)."""
+    with _reconstructor(key) as rec:
+        out = []
+        for img in images:
+            h, w = img.shape[:2]
+            faces = rec.reconstruct(img, boxes=[(0.0, 0.0, float(w), float(h))])
+            out.append(faces[0].vertices)
+    return np.stack(out)
+
+
+def render_faces(meshes: np.ndarray, size: int, scale: float = 2.0) -> list[np.ndarray]:
+    """Lit, untextured renders (RGB uint8, ``size``·scale square) of each mesh, ImageView of the crop."""
+    from face3d_live.geometry import mesh as topo
+    from face3d_live.geometry.pose import umeyama
+    from face3d_live.render import ImageView, RenderConfig, create_context, render_image
+    from face3d_live.types import Face
+
+    ctx = create_context("egl")
+    try:
+        canonical, tris, uv = topo.canonical_vertices(), topo.triangles(), topo.uv_coords()
+        px = int(round(size * scale))
+        cfg = RenderConfig(background=(0.0, 0.0, 0.0, 1.0))
+        out = []
+        for v in meshes:
+            v = (v * scale).astype(np.float32)
+            lo, hi = v[:, :2].min(0), v[:, :2].max(0)
+            face = Face(v, v[topo.LANDMARKS68], tris, uv, umeyama(canonical, v), (*lo, *hi), 1.0)
+            out.append(render_image(ctx, face, ImageView(px, px), (px, px), config=cfg)[..., :3])
+        return out
+    finally:
+        ctx.release()
+
+
+def face_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM (grey) of two renders over the box where either shows the face (background excluded)."""
+    from skimage.metrics import structural_similarity
+
+    mask = (a.max(-1) > 0) | (b.max(-1) > 0)
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return float("nan")  # neither shows a face: nothing to compare
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    if min(y1 - y0, x1 - x0) < 7:
+        return float("nan")
+    ga = a[y0:y1, x0:x1].astype(np.float32).mean(-1)
+    gb = b[y0:y1, x0:x1].astype(np.float32).mean(-1)
+    return float(structural_similarity(ga, gb, data_range=255.0))
+
+
+def quality(keys: list[str], n_images: int) -> dict:
+    """Per rung: NME, ΔNME, vertex distance and render SSIM against the original (held-out AFLW)."""
+    from face3d_live.training.aflw_map import aflw_points, load_mapping
+    from face3d_live.training.train import point_nme
+
+    samples = held_out_aflw(n_images)
+    if not samples:
+        return {"skipped": "no held-out AFLW data (../shared/data absent)"}
+    images = [s[0] for s in samples]
+    points = np.stack([s[1] for s in samples])
+    W = load_mapping()
+    size = images[0].shape[0]
+    meshes = {
+        k: predict_meshes(k, images) for k in ["original-fp32", *[k for k in keys if k != "original-fp32"]]
+    }
+    renders = {k: render_faces(m, size) for k, m in meshes.items()}
+    ref = meshes["original-fp32"]
+    face_size = np.sqrt(np.prod(ref[:, :, :2].max(1) - ref[:, :, :2].min(1), axis=1))
+    out: dict = {"images": len(images), "crop_px": size}
+    nme0 = None
+    for k, m in meshes.items():
+        err = point_nme(aflw_points(W, m), points)
+        nme = 100 * float(np.nanmean(np.minimum(err, 1.0)))
+        nme0 = nme if k == "original-fp32" else nme0
+        dist = np.linalg.norm(m - ref, axis=-1).mean(1)
+        ssim = np.array([face_ssim(a, b) for a, b in zip(renders[k], renders["original-fp32"])])
+        out[k] = {
+            "nme": round(nme, 3),
+            "nme_change": round(nme - nme0, 3),
+            "vertex_dist_px": round(float(dist.mean()), 3),
+            "vertex_dist_pct": round(100 * float((dist / face_size).mean()), 3),
+            "ssim": None if np.isnan(ssim).all() else round(float(np.nanmean(ssim)), 4),
+            "ssim_min": None if np.isnan(ssim).all() else round(float(np.nanmin(ssim)), 4),
+        }
+    return out
+
+
+# ---- TensorRT-RTX engines ---------------------------------------------------------------------------------
+def build_engines(onnx_path: Path, name: str, precision: str, ccs: list[str]) -> dict:
+    from face3d_live.errors import EngineBuildError
+    from face3d_live.inference.spec import default_cache_dir
+    from face3d_live.inference.trt_build import EngineCache, import_trt
+
+    try:
+        trt = import_trt()
+    except Exception as exc:  # no TensorRT(-RTX) wheel here: a capability, not a failure of the ladder
+        return {"skipped": f"no TensorRT-RTX ({type(exc).__name__}: {exc})"}
+    cache = EngineCache(Path(default_cache_dir()))
+    out = {}
+    for cc in ccs:
+        try:
+            e = cache.get(onnx_path, name=name, precision=precision, cc=cc, trt=trt)
+            out[f"sm{cc}"] = {
+                "mb": round(e.size_mb, 1),
+                "build_s": round(e.build_s, 1),
+                "cached": not e.built,
+            }
+        except EngineBuildError as exc:
+            out[f"sm{cc}"] = {"error": str(exc)[:200]}
+    return out
+
+
+# ---- the table --------------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> dict:
+    keys = [k.strip() for k in args.rungs.split(",") if k.strip()]
+    if unknown := [k for k in keys if k not in RUNGS]:
+        from face3d_live.errors import ConfigError
+
+        raise ConfigError(f"unknown rung(s) {', '.join(unknown)}; choose from {', '.join(RUNGS)}")
+    if "original-fp32" not in keys:
+        keys.insert(0, "original-fp32")
+    batches = [int(b) for b in args.batches.split(",")]
+    ccs = [c.strip() for c in args.cc.split(",") if c.strip()]
+    from face3d_live.cli.bench import machine_info
+
+    info = machine_info()
+    result: dict = {
+        "host": {
+            "cpu": info["cpu"],
+            "cpus": os.cpu_count(),
+            "date": info["date"],
+            "loadavg_start": [round(v, 2) for v in os.getloadavg()],
+        },
+        "baseline_rss_mb": _baseline_rss(),
+        "rungs": {},
+    }
+    for key in keys:
+        label, model, precision = RUNGS[key]
+        files = rung_files(key)
+        row: dict = {"label": label, "model": model, "precision": precision}
+        row["file_mb"] = round(Path(files["weights"]).stat().st_size / 1e6, 2)
+        row["onnx_mb"] = round(Path(files.get("onnx_trt", files["onnx"])).stat().st_size / 1e6, 2)
+        load0 = os.getloadavg()[0]
+        cpu = {}
+        if precision != "fp16":
+            cpu["onnxruntime"] = cpu_latency(key, "onnxruntime", files["onnx"], batches, args.seconds)
+        if precision != "int8":
+            cpu["torch"] = cpu_latency(key, "torch", None, batches, args.seconds)
+        row["cpu"] = cpu
+        row["loadavg"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+        if ccs:
+            engine_onnx = Path(files.get("onnx_trt", files["onnx"]))
+            if precision == "fp16":
+                engine_onnx = rung_files("pruned-fp16")["onnx"]
+            row["tensorrt_rtx"] = build_engines(engine_onnx, model, precision, ccs)
+        result["rungs"][key] = row
+        log.info("%s: %s", key, row)
+    base = result["rungs"]["original-fp32"]["cpu"]
+    for row in result["rungs"].values():
+        row["speedup_b1"] = {
+            rt: round(base[ref]["b1_ms"] / r["b1_ms"], 2)
+            for rt, r in row["cpu"].items()
+            for ref in [rt if rt in base else "onnxruntime"]
+            if "b1_ms" in r and ref in base
+        }
+    result["gpu"] = gpu_rows(args.gpu_json)
+    if not args.no_quality:
+        result["quality"] = quality([k for k in keys], args.images)
+    result["host"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    import json
+
+    (args.out_dir / "ladder.json").write_text(json.dumps(result, indent=1, default=str))
+    md = markdown(result)
+    (args.out_dir / "ladder.md").write_text(md)
+    print(md)
+    return result
+
+
+def _f(v, fmt: str = "{:.1f}") -> str:
+    return "–" if v is None else fmt.format(v)
+
+
+def markdown(result: dict) -> str:
+    """The ladder as a Markdown table (CPU part, H100 part, quality, engines)."""
+    rungs = result["rungs"]
+    q = result.get("quality", {})
+    gpu = result.get("gpu", {})
+    lines = [
+        f"CPU: {result['host']['cpu']}, {result['host']['cpus']} cores, {result['host']['date']}; load average "
+        f"{result['host']['loadavg_start'][0]:.1f} → {result['host']['loadavg_end'][0]:.1f}; baseline process RSS (python + onnxruntime + torch imported) "
+        f"{result['baseline_rss_mb']:.0f} MB. Latency: median ms per batch.",
+        "",
+        "| rung | file MB | ORT b1 | ORT b8 | torch b1 | torch b8 | peak RSS MB | speedup b1 | "
+        "H100 torch b1 | H100 b8 | H100 mem MB | ΔNME (pts) | vertex dist px (%) | SSIM (min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, r in rungs.items():
+        ort = r["cpu"].get("onnxruntime", {})
+        tor = r["cpu"].get("torch", {})
+        rss = max([v.get("peak_rss_mb", 0) for v in r["cpu"].values()] or [0])
+        sp = ", ".join(f"{k} {v:.2f}×" for k, v in r.get("speedup_b1", {}).items())
+        g = gpu.get(key, {})
+        qq = q.get(key, {})
+        lines.append(
+            f"| {r['label']} | {r['file_mb']:.1f} | {_f(ort.get('b1_ms'))} | {_f(ort.get('b8_ms'))} | "
+            f"{_f(tor.get('b1_ms'))} | {_f(tor.get('b8_ms'))} | {rss:.0f} | {sp or '–'} | "
+            f"{_f(g.get('b1_ms'), '{:.2f}')} ({g.get('variant', '')}) | {_f(g.get('b8_ms'), '{:.2f}')} | "
+            f"{_f(g.get('peak_mem_mb'), '{:.0f}')} | {_f(qq.get('nme_change'), '{:+.3f}')} | "
+            f"{_f(qq.get('vertex_dist_px'), '{:.3f}')} ({_f(qq.get('vertex_dist_pct'), '{:.2f}')}) | "
+            f"{_f(qq.get('ssim'), '{:.4f}')} ({_f(qq.get('ssim_min'), '{:.3f}')}) |"
+        )
+    if q.get("images"):
+        nme0 = q.get("original-fp32", {}).get("nme")
+        lines += [
+            "",
+            f"Quality: {q['images']} held-out AFLW crops ({q['crop_px']} px), original NME {nme0:.3f} %.",
+        ]
+    if gpu.get("device"):
+        lines += [
+            "",
+            f"H100 rows: {gpu['device']} ({gpu.get('date')}), torch backend, CUDA-event latency of the compute; "
+            f"b1 latency of every variant: {gpu.get('extra')}",
+        ]
+    eng = {k: r.get("tensorrt_rtx") for k, r in rungs.items() if r.get("tensorrt_rtx")}
+    if eng:
+        lines += [
+            "",
+            "| TensorRT-RTX engine (built on this CPU) | "
+            + " | ".join(next(iter(eng.values())).keys())
+            + " |",
+        ]
+        lines.append("|---" * (1 + len(next(iter(eng.values())))) + "|")
+        for k, e in eng.items():
+            cells = [
+                f"{v['mb']:.1f} MB, {v['build_s']:.1f} s"
+                if "mb" in v
+                else v.get("error", v.get("skipped", "?"))[:60]
+                for v in e.values()
+            ]
+            lines.append(f"| {rungs[k]['label']} ({rungs[k]['precision']}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
