@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import pkgutil
 import platform
 import time
@@ -45,7 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("bench", help="run a benchmark; prints results and writes JSON")
     targets = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
     for info in sorted(pkgutil.iter_modules(bench_pkg.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{bench_pkg.__name__}.{info.name}")
+        try:
+            module = importlib.import_module(f"{bench_pkg.__name__}.{info.name}")
+        except Exception as exc:  # one broken benchmark must not take the CLI down
+            logging.getLogger(__name__).warning("benchmark %s unavailable: %s", info.name, exc)
+            continue
+        if not hasattr(module, "NAME"):  # a helper module, not a benchmark
+            continue
         p = targets.add_parser(module.NAME, help=module.HELP)
         p.add_argument("--json", type=Path, default=None, help="output JSON path (default bench-NAME.json)")
         module.add_arguments(p)
