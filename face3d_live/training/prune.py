@@ -114,31 +114,36 @@ def macs(model: nn.Module, size: int = 224) -> int:
     return total
 
 
-def prune_r50(model: nn.Module, cfg: PruneConfig = PruneConfig()) -> tuple[FaceR50Slim, PruneReport]:
-    """A pruned FaceR50Slim from a trained FaceR50 (or FaceR50Slim); ``model`` itself is left as it was."""
+def prune_in_place(model: nn.Module, cfg: PruneConfig = PruneConfig()) -> nn.Module:
+    """Remove channels from ``model`` itself (a FaceR50 or FaceR50Slim on the CPU, eval mode); returns it."""
     try:
         import torch_pruning as tp
     except ImportError:
         raise ModelError("structured pruning needs torch-pruning: pip install 'face3d-live[torch]'") from None
+    stem = model.stem[0].out_channels
+    # the stem has few channels and feeds everything: prune it less (never below min_stem)
+    stem_ratio = max(0.0, 1.0 - max(cfg.min_stem, stem * (1 - cfg.ratio)) / stem)
+    with torch.enable_grad():  # torch-pruning traces the dependency graph through autograd
+        pruner = tp.pruner.MetaPruner(
+            model,
+            torch.rand(1, 3, 224, 224),
+            importance=tp.importance.GroupMagnitudeImportance(p=cfg.norm),
+            pruning_ratio=cfg.ratio,
+            pruning_ratio_dict={model.stem[0]: stem_ratio},
+            ignored_layers=[model.head],  # its outputs are the vertices: keep all; its inputs get pruned
+            round_to=cfg.round_to,
+        )
+        pruner.step()
+    return model
+
+
+def prune_r50(model: nn.Module, cfg: PruneConfig = PruneConfig()) -> tuple[FaceR50Slim, PruneReport]:
+    """A pruned FaceR50Slim from a trained FaceR50 (or FaceR50Slim); ``model`` itself is left as it was."""
     model = copy.deepcopy(model).cpu().float().eval()
     before_p, before_m = count_params(model), macs(model)
-    example = torch.rand(1, 3, 224, 224)
-    # the stem has few channels and feeds everything: prune it less (never below min_stem)
-    stem_keep = max(cfg.min_stem, model.stem[0].out_channels * (1 - cfg.ratio))
-    stem_ratio = max(0.0, 1.0 - stem_keep / model.stem[0].out_channels)
-    pruner = tp.pruner.MetaPruner(
-        model,
-        example,
-        importance=tp.importance.GroupMagnitudeImportance(p=cfg.norm),
-        pruning_ratio=cfg.ratio,
-        pruning_ratio_dict={model.stem[0]: stem_ratio},
-        ignored_layers=[model.head],  # its outputs are the vertices: keep all; its inputs get pruned
-        round_to=cfg.round_to,
-    )
-    pruner.step()
-    slim = to_slim(model).eval()
+    slim = to_slim(prune_in_place(model, cfg)).eval()
     with torch.no_grad():
-        out = slim(example)
+        out = slim(torch.rand(1, 3, 224, 224))
     if out.shape != (1, model.head.out_features):
         raise ModelError(f"pruned model gives {tuple(out.shape)}, expected (1, {model.head.out_features})")
     report = PruneReport(before_p, count_params(slim), before_m, macs(slim), widths_of(slim))
