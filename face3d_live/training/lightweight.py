@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,10 +34,10 @@ class LadderConfig:
     batch: int = 256
     distill_minutes: float = 4.0
     distill_steps: int = 0  # 0: from minutes
-    distill_lr: float = 1e-3
+    distill_lr: float = 6e-4
     qat_minutes: float = 1.5
     qat_steps: int = 0
-    qat_lr: float = 2e-5
+    qat_lr: float = 3e-5
     calib_batches: int = 8
     calib_batch: int = 64
 
@@ -64,7 +65,8 @@ def run_ladder(
     dcfg = DistillConfig(
         batch=cfg.batch, lr=cfg.distill_lr, steps=cfg.distill_steps, minutes=cfg.distill_minutes
     )
-    dist = Distiller(dcfg, data, W, out_dir / "distill", slim, teacher, device)
+    work = Path(tempfile.mkdtemp(prefix="ladder-"))  # trainer checkpoints: not beside the rung files
+    dist = Distiller(dcfg, data, W, work / "distill", slim, teacher, device)
     report["before_distill"] = dist.evaluate(dist.model.eval())
     dist.run(resume=False)
     report["distill"] = {"steps": dist.step, "history": dist.history[-3:], **dist.compare()}
@@ -79,7 +81,7 @@ def run_ladder(
     qcfg = DistillConfig(
         batch=cfg.batch, lr=cfg.qat_lr, steps=cfg.qat_steps, minutes=cfg.qat_minutes, ema=0.99
     )
-    qat = Distiller(qcfg, data, W, out_dir / "qat", qmodel, teacher, device, autocast=False)
+    qat = Distiller(qcfg, data, W, work / "qat", qmodel, teacher, device, autocast=False)
     report["qat_before"] = qat.evaluate(qmodel.eval())
     qat.run(resume=False)
     qfinal = qat.ema.eval()
