@@ -101,6 +101,8 @@ def load_source(
         images[i], scale[i] = to_canvas(img, canvas)
         shape[i] = np.array(img.shape[:2]) * scale[i]
         seen[i] = True
+        if seen.all():
+            break
     if not seen.all():
         log.warning("%s: %d labelled images missing from the source", source, (~seen).sum())
     verts = labels.verts[:n].astype(np.float32) * scale[:, None, None]
