@@ -122,20 +122,24 @@ def test_unsupported_targets():
 
 
 def test_int8_qdq_export_runs_in_onnxruntime_and_builds(model, workdir):
+    """INT8 Q/DQ with uint8 NHWC input (what build-engines and Reconstructor use by default)."""
+    import onnxruntime as ort
+
     from face3d_live.models.r50_face import calibration_crops
 
     spec = ModelSpec(name="r50", module=model, calibration=lambda: calibration_crops(8))
-    onnx8 = spec.onnx("int8", workdir)
+    onnx8 = spec.onnx("int8", workdir, "uint8")
     assert onnx_precision(onnx8) == "int8"
-    import onnxruntime as ort
-
     x = calibration_crops(2, seed=5)
-    out8 = ort.InferenceSession(str(onnx8), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    crops = np.ascontiguousarray(np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1))
+    out8 = ort.InferenceSession(str(onnx8), providers=["CPUExecutionProvider"]).run(None, {"input": crops})[0]
     with torch.no_grad():
-        ref = model(torch.from_numpy(x)).numpy()
+        ref = model(torch.from_numpy(crops.transpose(0, 3, 1, 2).astype(np.float32) / 255)).numpy()
     assert np.abs(out8 - ref).max() <= 0.1 * np.abs(ref).max()  # INT8 is approximate, not broken
-    e = EngineCache(workdir).get(onnx8, name="r50", precision="int8", cc="89", trt=trt)
-    assert e.built and e.size_mb < 45  # INT8 weights: smaller than the FP16 engine
+    e = EngineCache(workdir).get(
+        onnx8, name="r50-u8", precision="int8", cc="89", input_shape=(224, 224, 3), trt=trt
+    )
+    assert e.built and e.size_mb < 45  # INT8 weights: smaller than the FP16 engine (~51 MB)
 
 
 def test_build_engines_command(weights, workdir, capsys):

@@ -72,9 +72,9 @@ def uint8_nhwc_input(module: torch.nn.Module) -> torch.nn.Module:
             self.inner = inner
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.inner(
-                (x.float() * (1.0 / 255.0)).permute(0, 3, 1, 2)
-            )  # cast first: TensorRT transposes no uint8
+            # cast first: TensorRT transposes no uint8. Div, not Mul: quantize_static would quantize a
+            # Mul's constant, and TensorRT allows quantized constants only in front of a DequantizeLinear
+            return self.inner((x.float() / 255.0).permute(0, 3, 1, 2))
 
     return Uint8NHWC(module).eval()
 
