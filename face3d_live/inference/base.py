@@ -13,6 +13,7 @@ runs each slot on its own worker thread instead of a stream).
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from abc import ABC, abstractmethod
 from contextlib import ExitStack
@@ -80,6 +81,7 @@ class InferenceBackend(ABC):
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.is_active = False
         self._sync_slot: Slot | None = None
+        self._sync_lock = threading.Lock()  # infer_sync shares one slot: one caller at a time
         self.detail = ""  # what was loaded (engine file, graphs…), for the one start-up log line
 
     @property
@@ -212,14 +214,16 @@ class InferenceBackend(ABC):
         ``max_batch``."""
         self._check_active()
         batch = check_batch(batch, self.sample_shape, self.input_dtype)
-        if self._sync_slot is None:
-            self._sync_slot = self.create_slot(index=-1)
-        slot, out = self._sync_slot, np.empty((len(batch), self.output_dim), np.float32)
-        for i in range(0, len(batch), slot.max_batch):
-            chunk = batch[i : i + slot.max_batch]
-            slot.host_in[: len(chunk)] = chunk
-            self.infer(slot, len(chunk), check_inputs=False)
-            out[i : i + len(chunk)] = self.wait(slot)
+        out = np.empty((len(batch), self.output_dim), np.float32)
+        with self._sync_lock:
+            if self._sync_slot is None:
+                self._sync_slot = self.create_slot(index=-1)
+            slot = self._sync_slot
+            for i in range(0, len(batch), slot.max_batch):
+                chunk = batch[i : i + slot.max_batch]
+                slot.host_in[: len(chunk)] = chunk
+                self.infer(slot, len(chunk), check_inputs=False)
+                out[i : i + len(chunk)] = self.wait(slot)
         return out
 
     def _check_active(self) -> None:

@@ -221,7 +221,15 @@ def build_engine(
             )
         config.num_compute_capabilities = 1
         config.set_compute_capability(getattr(trt.ComputeCapability, f"SM{cc}"), 0)
-    else:  # full TensorRT: the timing cache makes rebuilds (new model, same layers) much faster
+    else:  # full TensorRT builds for the GPU it runs on; its timing cache speeds up rebuilds
+        from face3d_live.inference import cuda
+
+        here = parse_cc(cuda.compute_capability()) if not cuda.cuda_status() else None
+        if here is None or (cc is not None and cc != here):
+            raise EngineBuildError(
+                f"full TensorRT builds only for this machine's GPU ({'sm' + here if here else 'none here'}), "
+                f"not sm{cc}; install tensorrt-rtx for ahead-of-time builds"
+            )
         cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
         config.set_timing_cache(config.create_timing_cache(cache_bytes), ignore_mismatch=True)
     monitor = _progress_monitor(trt) if progress else None
