@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--input-format",
         default="uint8",
-        help="engine input: uint8 (NHWC crops, what Reconstructor feeds; default), float32 (NCHW), or both",
+        help="comma-separated engine inputs: uint8 (NHWC crops, what Reconstructor feeds; default), float32 (NCHW)",
     )
     p.add_argument("--profile", default="1,4,16", help="batch sizes MIN,OPT,MAX of the optimisation profile")
     p.add_argument(
