@@ -140,6 +140,11 @@ def test_backend_state_and_input_checks(r50_weights, engines_dir):
         create_backend("onnxruntime", model=r50_spec(r50_weights), cuda_graph=True)
     with pytest.raises(BackendUnavailable, match="fp16"):
         create_backend("torch", model=r50_spec(r50_weights), device="cpu", precision="fp16")
+    from face3d_live.inference.cuda import cuda_status
+
+    if cuda_status():  # no GPU: an explicit tensorrt request is a one-line error, not a silent CPU run
+        with pytest.raises(BackendUnavailable, match="CUDA GPU"):
+            create_backend("tensorrt", model=r50_spec(r50_weights))
 
 
 def test_auto_picks_a_working_backend_and_says_why(r50_weights, engines_dir, caplog):
