@@ -15,6 +15,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,7 +44,13 @@ class LadderConfig:
 
 
 def run_ladder(
-    cfg: LadderConfig, data: TrainData, W: np.ndarray, teacher: torch.nn.Module, out_dir: Path, device: str
+    cfg: LadderConfig,
+    data: TrainData,
+    W: np.ndarray,
+    teacher: torch.nn.Module,
+    out_dir: Path,
+    device: str,
+    after_lite: Callable[[torch.nn.Module], None] | None = None,
 ) -> dict:
     """Prune ``teacher``, distil, QAT; writes face3d-r50-lite / -int8 .safetensors into ``out_dir``."""
     from face3d_live.training.distill import DistillConfig, Distiller
@@ -73,6 +80,9 @@ def run_ladder(
     lite = dist.ema.float().eval()
     save_slim(lite, out_dir / LITE_FILE.name, ratio=str(cfg.ratio), steps=str(dist.step))
     log.info("distilled in %.0f s: %s", time.time() - t0, json.dumps(report["distill"]["student"]))
+    _write(out_dir, report)  # a run cut short keeps what it finished
+    if after_lite is not None:
+        after_lite(lite)
 
     t1 = time.time()
     qmodel = QuantFaceR50(lite).to(device)
@@ -90,7 +100,12 @@ def run_ladder(
     save_int8(qfinal.cpu(), out_dir / INT8_FILE.name, ratio=str(cfg.ratio), qat_steps=str(qat.step))
     log.info("QAT in %.0f s: %s", time.time() - t1, json.dumps(report["qat"]["student"]))
     report["total_s"] = round(time.time() - t0, 1)
+    _write(out_dir, report)
     return report
+
+
+def _write(out_dir: Path, report: dict) -> None:
+    (Path(out_dir) / "ladder-train.json").write_text(json.dumps(report, indent=1, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,14 +138,17 @@ def main(argv: list[str] | None = None) -> int:
         qat_minutes=args.qat_minutes,
         qat_steps=args.qat_steps,
     )
-    report = run_ladder(cfg, data, load_mapping(), teacher, args.out, device)
-    (args.out / "ladder-train.json").write_text(json.dumps(report, indent=1, default=str))
-    if args.gpu_bench and device == "cuda":
-        from face3d_live.bench.ladder import torch_gpu_latency
-        from face3d_live.training.slim import load_slim
 
-        rows = torch_gpu_latency({"r50": teacher, "r50-lite": load_slim(args.out / LITE_FILE.name)})
+    def gpu_bench(lite: torch.nn.Module) -> None:  # before QAT: the GPU numbers survive a cut-short run
+        import copy
+
+        from face3d_live.bench.ladder import torch_gpu_latency
+
+        rows = torch_gpu_latency({"r50": copy.deepcopy(teacher), "r50-lite": copy.deepcopy(lite)})
         (args.out / "ladder-gpu.json").write_text(json.dumps(rows, indent=1))
+
+    use_bench = args.gpu_bench and device == "cuda"
+    run_ladder(cfg, data, load_mapping(), teacher, args.out, device, gpu_bench if use_bench else None)
     return 0
 
 
