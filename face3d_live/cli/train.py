@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--limit", type=int, default=0, help="use only the first N images of each source (smoke runs)"
     )
+    p.add_argument("--seed", type=int, default=0, help="random seed (sampling, augmentation, init)")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate the held-out split every N steps")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --run-dir")
     p.add_argument("--fit-map", action="store_true", help="refit the AFLW-21 → mesh map from the data")
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if args.batch < 2:
         raise ConfigError("--batch must be at least 2")
-    cfg = TrainConfig(batch=args.batch, lr=args.lr, steps=args.steps, minutes=args.minutes)
+    cfg = TrainConfig(batch=args.batch, lr=args.lr, steps=args.steps, minutes=args.minutes, seed=args.seed)
     trainer = Trainer(cfg, data, W, args.run_dir, device)
     trainer.run(resume=not args.fresh, eval_every=args.eval_every)
     result = trainer.evaluate()

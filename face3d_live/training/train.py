@@ -383,16 +383,9 @@ def nme_report(err: np.ndarray, yaw: np.ndarray) -> dict:
 
 
 def export_fp16(model: torch.nn.Module, path: Path, metadata: dict | None = None) -> Path:
-    """The model's state dict in FP16 as one safetensors file (uses models/weights.py when present)."""
-    from safetensors.torch import save_file
+    """The model as the project's weights file (FP16 safetensors + architecture + sha256, models/weights.py)."""
+    from face3d_live.models.r50_face import save_r50
 
-    state = {
-        k: v.detach().to("cpu", torch.float16 if v.is_floating_point() else v.dtype).contiguous()
-        for k, v in model.state_dict().items()
-    }
-    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    meta = {"format": "pt", "model": "face3d-r50", **{k: str(v) for k, v in (metadata or {}).items()}}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata=meta)
-    return path
+    model = copy.deepcopy(model).float().cpu()
+    save_r50(model, path, **{k: str(v) for k, v in (metadata or {}).items()})
+    return Path(path)
