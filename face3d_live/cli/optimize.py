@@ -3,6 +3,7 @@
     face3d-live optimize                         # prune 50 %, distil, QAT on this machine's best device
     face3d-live optimize --pack .devcarry/ladder/data.npz   # small data pack for an accelerator machine
     face3d-live optimize --packed data.npz --ratio 0.5 --distill-minutes 4 --qat-minutes 1.5
+    face3d-live optimize --packed data.npz --from-lite face3d-r50-lite.safetensors --qat-steps 250 --batch 16
     face3d-live optimize --export-only --cc 86,89,120       # ONNX of every rung + TensorRT-RTX engines
 
 Rung files go to --out (default: the package's models/weights/): face3d-r50-lite.safetensors
@@ -41,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--device", default="auto", help="cuda, cpu or auto")
     p.add_argument("--out", type=Path, default=None, help="rung files here (default: models/weights/)")
+    p.add_argument(
+        "--from-lite", type=Path, default=None, help="skip pruning + distillation: QAT this r50-lite file"
+    )
     p.add_argument("--export-only", action="store_true", help="only export ONNX and build engines")
     p.add_argument("--cc", default="86,89,120", help="TensorRT-RTX targets ('' = build none)")
     p.set_defaults(func=run)
@@ -91,8 +95,15 @@ def _train(args: argparse.Namespace) -> None:
         qat_steps=args.qat_steps,
     )
     out = args.out or WEIGHTS_DIR
-    report = run_ladder(cfg, data, load_mapping(), load_r50_any(args.teacher), out, device)
-    (Path(out) / "ladder-train.json").write_text(json.dumps(report, indent=1, default=str))
+    teacher = load_r50_any(args.teacher)
+    if args.from_lite is not None:
+        from face3d_live.training.lightweight import run_qat
+        from face3d_live.training.slim import load_slim
+
+        report = run_qat(cfg, data, load_mapping(), teacher, load_slim(args.from_lite), out, device)
+        print(json.dumps(report, indent=1, default=str))
+        return
+    report = run_ladder(cfg, data, load_mapping(), teacher, out, device)
     print(json.dumps({k: report[k] for k in ("prune", "total_s")}, indent=1, default=str))
 
 

@@ -55,7 +55,6 @@ def run_ladder(
     """Prune ``teacher``, distil, QAT; writes face3d-r50-lite / -int8 .safetensors into ``out_dir``."""
     from face3d_live.training.distill import DistillConfig, Distiller
     from face3d_live.training.prune import PruneConfig, prune_r50
-    from face3d_live.training.qat import QuantFaceR50, save_int8
     from face3d_live.training.slim import save_slim
 
     out_dir = Path(out_dir)
@@ -84,23 +83,45 @@ def run_ladder(
     if after_lite is not None:
         after_lite(lite)
 
+    report.update(run_qat(cfg, data, W, teacher, lite, out_dir, device, work))
+    report["total_s"] = round(time.time() - t0, 1)
+    _write(out_dir, report)
+    return report
+
+
+def run_qat(
+    cfg: LadderConfig,
+    data: TrainData,
+    W: np.ndarray,
+    teacher: torch.nn.Module,
+    lite: torch.nn.Module,
+    out_dir: Path,
+    device: str,
+    work: Path | None = None,
+) -> dict:
+    """INT8 QAT of a distilled FaceR50Slim (calibrate on training crops, fine-tune through fake
+    quantisation against the teacher); writes face3d-r50-int8.safetensors into ``out_dir``."""
+    from face3d_live.training.distill import DistillConfig, Distiller
+    from face3d_live.training.qat import QuantFaceR50, save_int8
+
+    work = work or Path(tempfile.mkdtemp(prefix="ladder-"))
+    report: dict = {}
     t1 = time.time()
-    qmodel = QuantFaceR50(lite).to(device)
-    n = qmodel.calibrate(dist.calibration_batches(cfg.calib_batches, cfg.calib_batch))
-    report["qat_calibration_images"] = n
+    qmodel = QuantFaceR50(lite.float().eval()).to(device)
     qcfg = DistillConfig(
         batch=cfg.batch, lr=cfg.qat_lr, steps=cfg.qat_steps, minutes=cfg.qat_minutes, ema=0.99
     )
     qat = Distiller(qcfg, data, W, work / "qat", qmodel, teacher, device, autocast=False)
-    report["qat_before"] = qat.evaluate(qmodel.eval())
+    report["qat_calibration_images"] = qmodel.calibrate(
+        qat.calibration_batches(cfg.calib_batches, cfg.calib_batch)
+    )
+    report["qat_before"] = qat.evaluate(qmodel.eval())  # = post-training quantisation (calibrated, no QAT)
     qat.run(resume=False)
     qfinal = qat.ema.eval()
     qfinal.freeze()
     report["qat"] = {"steps": qat.step, "history": qat.history[-3:], "student": qat.evaluate(qfinal)}
-    save_int8(qfinal.cpu(), out_dir / INT8_FILE.name, ratio=str(cfg.ratio), qat_steps=str(qat.step))
+    save_int8(qfinal.cpu(), Path(out_dir) / INT8_FILE.name, ratio=str(cfg.ratio), qat_steps=str(qat.step))
     log.info("QAT in %.0f s: %s", time.time() - t1, json.dumps(report["qat"]["student"]))
-    report["total_s"] = round(time.time() - t0, 1)
-    _write(out_dir, report)
     return report
 
 
@@ -121,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--qat-steps", type=int, default=0)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--gpu-bench", action="store_true", help="also time the rungs with the torch backend")
+    p.add_argument(
+        "--from-lite", type=Path, default=None, help="skip pruning + distillation: QAT this rung file"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from face3d_live.training.aflw_map import load_mapping
@@ -147,6 +171,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = torch_gpu_latency({"r50": copy.deepcopy(teacher), "r50-lite": copy.deepcopy(lite)})
         (args.out / "ladder-gpu.json").write_text(json.dumps(rows, indent=1))
 
+    if args.from_lite is not None:
+        from face3d_live.training.slim import load_slim
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        report = run_qat(cfg, data, load_mapping(), teacher, load_slim(args.from_lite), args.out, device)
+        (args.out / "ladder-qat.json").write_text(json.dumps(report, indent=1, default=str))
+        return 0
     use_bench = args.gpu_bench and device == "cuda"
     run_ladder(cfg, data, load_mapping(), teacher, args.out, device, gpu_bench if use_bench else None)
     return 0

@@ -66,7 +66,8 @@ class ActQuant(nn.Module):
         scale = (self.amax / QMAX).clamp_min(1e-8).float()
         if torch.onnx.is_in_onnx_export():  # a constant scale: plain Q/DQ nodes, no scale arithmetic
             return torch.fake_quantize_per_tensor_affine(x, float(scale), 0, -128, 127)
-        return torch.fake_quantize_per_tensor_affine(x, scale, torch.zeros((), dtype=torch.int32), -128, 127)
+        zero = torch.zeros((), dtype=torch.int32, device=x.device)
+        return torch.fake_quantize_per_tensor_affine(x, scale, zero, -128, 127)
 
 
 class QConv(nn.Module):
