@@ -44,7 +44,7 @@ def clip():
     from face3d_live.capture import open_source
 
     frames = []
-    with open_source(str(_clip_path())) as source, Reconstructor() as rec:
+    with open_source(str(_clip_path())) as source, Reconstructor("mediapipe") as rec:
         fps = source.fps
         for frame in source:
             faces = rec.track(frame.image, frame.timestamp_s)
@@ -232,6 +232,7 @@ def test_sigkill_mid_recording_recovers_every_written_frame(clip, tmp_path):
     journal = tmp_path / "killed.glb.journal"
     cmd = [sys.executable, "-c", "import sys; from face3d_live.cli import main; sys.exit(main())"]
     cmd += ["record", str(_clip_path()), "--out", str(out), "--no-progress", "--texture-size", "256"]
+    cmd += ["--model", "mediapipe"]  # the frames it is compared with
     log = tmp_path / "stderr.txt"
     with open(log, "wb") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
@@ -333,7 +334,22 @@ def test_record_still_image_cli(tmp_path, capsys):
     img = tmp_path / "astronaut.png"
     cv2.imwrite(str(img), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
     out = tmp_path / "astronaut.glb"
-    assert main(["record", str(img), "--out", str(out), "--texture-size", "512", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "record",
+                str(img),
+                "--out",
+                str(out),
+                "--texture-size",
+                "512",
+                "--no-progress",
+                "--model",
+                "mediapipe",
+            ]
+        )
+        == 0
+    )
     assert "recorded 1 frames" in capsys.readouterr().out
     assert not (tmp_path / "astronaut.glb.journal").exists()
     _assert_valid(out)  # last: skips where node is missing

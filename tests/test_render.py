@@ -31,7 +31,7 @@ def astronaut():
     from face3d_live.reconstructor import Reconstructor
 
     image = skimage.data.astronaut()
-    with Reconstructor() as rec:
+    with Reconstructor("mediapipe") as rec:
         faces = rec.reconstruct(image)
     assert faces, "the reconstructor finds the astronaut's face"
     return image, faces[0]
@@ -310,7 +310,7 @@ def test_accumulation_over_a_head_turn_increases_coverage(ctx):
     # WolfgangLanger: the head turns from ~13° yaw (frames ~150) to ~-12° (frames ~360-400)
     coverage, yaws = [], []
     recent = TextureAccumulator(ctx, 512, AccumulatorConfig(memory_frames=2))
-    with Reconstructor() as rec, TextureAccumulator(ctx, 512) as acc, recent:
+    with Reconstructor("mediapipe") as rec, TextureAccumulator(ctx, 512) as acc, recent:
         for i, rgb in _video_frames("WolfgangLanger_Pexels.mp4", 410):
             faces = rec.track(rgb, i / 24.0)
             if i < 144 or i % 16 or not faces:

@@ -37,7 +37,18 @@ def test_demo_source_is_tracked(reconstructor) -> None:
 def test_process_writes_npz_per_frame(video_path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert (
-        main(["process", str(video_path("single_face.mp4")), "--out", str(out), "--obj", "--no-progress"])
+        main(
+            [
+                "process",
+                str(video_path("single_face.mp4")),
+                "--out",
+                str(out),
+                "--obj",
+                "--no-progress",
+                "--model",
+                "mediapipe",
+            ]
+        )
         == 0
     )
     files = sorted((out / "frames").glob("frame_*.npz"))
@@ -66,7 +77,8 @@ def test_process_records_frames_without_a_face_as_empty(tmp_path: Path, astronau
     assert main(["process", str(folder), "--out", str(out), "--no-progress"]) == 0
     with np.load(out / "frames" / "frame_000001.npz") as d:
         assert d["vertices"].shape == (0, 468, 3)
-    assert json.loads((out / "summary.json").read_text())["frames_without_face"] == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames_without_face"] == 1 and summary["model"] == "r50"  # the default model
 
 
 def test_process_bad_inputs_exit_nonzero_with_one_line(tmp_path: Path, capsys) -> None:

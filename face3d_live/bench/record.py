@@ -36,7 +36,7 @@ def _clip(source: str) -> tuple[float, list]:
     from face3d_live.reconstructor import Reconstructor
 
     frames = []
-    with open_source(source) as src, Reconstructor() as rec:
+    with open_source(source) as src, Reconstructor("mediapipe") as rec:
         for frame in src:
             faces = rec.track(frame.image, frame.timestamp_s)
             if faces:
@@ -81,7 +81,7 @@ def _end_to_end(source: str, config, out: Path) -> dict:
     from face3d_live.record import SequenceWriter
 
     t0 = time.perf_counter()
-    with open_source(source) as src, Reconstructor() as rec, SequenceWriter(out, config, fps=src.fps) as w:
+    with open_source(source) as src, Reconstructor("mediapipe") as rec, SequenceWriter(out, config, fps=src.fps) as w:
         for frame in src:
             w.write(
                 frame.frame_id,

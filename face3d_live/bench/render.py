@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> dict:
     from face3d_live.render.baker import check_size
 
     image = _load_image(args.image)
-    with Reconstructor() as rec:
+    with Reconstructor("mediapipe") as rec:
         faces = rec.reconstruct(image)
     if not faces:
         raise SourceError("no face found in the benchmark image")

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         if source.live and max_frames is None:
             max_frames = 300
         with reconstructor_from_args(args, still=source.still) as rec:
+            model_name = rec.model.name
             writer = FrameResultWriter(args.out, write_obj_files=args.obj)
             summary = run_offline(
                 source, rec, writer.write, max_frames=max_frames, progress=not args.no_progress
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     writer.close(
         {
             "input": str(args.input),
-            "model": args.model,
+            "model": model_name,
             "frames": summary.frames,
             "frames_with_face": summary.frames_with_face,
             "frames_without_face": summary.frames - summary.frames_with_face,
