@@ -101,6 +101,7 @@ def _cpu_worker(
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # the Q/DQ fusion's "unused initializer" notices are noise
         sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
         fn = lambda a: sess.run(None, {"input": a})  # noqa: E731
     else:
@@ -338,6 +339,13 @@ def face_ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(ga, gb, data_range=255.0))
 
 
+def frame_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM (grey) of two whole renders, background included (the looser, more common measure)."""
+    from skimage.metrics import structural_similarity
+
+    return float(structural_similarity(a.mean(-1), b.mean(-1), data_range=255.0))
+
+
 def quality(keys: list[str], n_images: int) -> dict:
     """Per rung: NME, ΔNME, vertex distance and render SSIM against the original (held-out AFLW)."""
     from face3d_live.training.aflw_map import aflw_points, load_mapping
@@ -371,6 +379,9 @@ def quality(keys: list[str], n_images: int) -> dict:
             "vertex_dist_pct": round(100 * float((dist / face_size).mean()), 3),
             "ssim": None if np.isnan(ssim).all() else round(float(np.nanmean(ssim)), 4),
             "ssim_min": None if np.isnan(ssim).all() else round(float(np.nanmin(ssim)), 4),
+            "ssim_frame": round(
+                float(np.mean([frame_ssim(a, b) for a, b in zip(renders[k], renders["original-fp32"])])), 4
+            ),
         }
     return out
 
@@ -482,8 +493,8 @@ def markdown(result: dict) -> str:
         f"{result['baseline_rss_mb']:.0f} MB. Latency: median ms per batch.",
         "",
         "| rung | file MB | ORT b1 | ORT b8 | torch b1 | torch b8 | peak RSS MB | speedup b1 | "
-        "H100 torch b1 | H100 b8 | H100 mem MB | ΔNME (pts) | vertex dist px (%) | SSIM (min) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "H100 torch b1 | H100 b8 | H100 mem MB | ΔNME (pts) | vertex dist px (%) | SSIM face (min) | SSIM frame |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, r in rungs.items():
         ort = r["cpu"].get("onnxruntime", {})
@@ -498,7 +509,7 @@ def markdown(result: dict) -> str:
             f"{_f(g.get('b1_ms'), '{:.2f}')} ({g.get('variant', '')}) | {_f(g.get('b8_ms'), '{:.2f}')} | "
             f"{_f(g.get('peak_mem_mb'), '{:.0f}')} | {_f(qq.get('nme_change'), '{:+.3f}')} | "
             f"{_f(qq.get('vertex_dist_px'), '{:.3f}')} ({_f(qq.get('vertex_dist_pct'), '{:.2f}')}) | "
-            f"{_f(qq.get('ssim'), '{:.4f}')} ({_f(qq.get('ssim_min'), '{:.3f}')}) |"
+            f"{_f(qq.get('ssim'), '{:.4f}')} ({_f(qq.get('ssim_min'), '{:.3f}')}) | {_f(qq.get('ssim_frame'), '{:.4f}')} |"
         )
     if q.get("images"):
         nme0 = q.get("original-fp32", {}).get("nme")
