@@ -175,7 +175,8 @@ class Reconstructor:
             landmarks68=v[mesh.LANDMARKS68],
             triangles=self._triangles,
             uv=self._uv,
-            pose=umeyama(self._canonical, v),
+            # with smoothing on, the pose is fitted once, to the smoothed vertices (_smooth)
+            pose=umeyama(self._canonical, v) if self.smoothing is None or track_id < 0 else None,
             bbox=_bbox(v),
             score=float(score),
             crop=roi,
