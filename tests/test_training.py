@@ -93,8 +93,8 @@ def test_split_is_deterministic_and_disjoint(faces_dir: Path, labelled) -> None:
 
 def _batch(data, flip: bool, idx: np.ndarray):
     from face3d_live.geometry.mesh import mirror_indices
-    from face3d_live.training.aflw_map import AFLW_MIRROR
     from face3d_live.training.augment import crop_matrices, transform_points, warp
+    from face3d_live.training.points21 import AFLW_MIRROR
 
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
     c = t(data.mesh_crop[idx])
@@ -117,7 +117,7 @@ def test_augmentation_flip_is_an_exact_label_transform(data) -> None:
     np.testing.assert_allclose(v_f[..., 0], 223.0 - v[..., 0][:, _mirror()], atol=1e-3)
     np.testing.assert_allclose(v_f[..., 1:], v[..., 1:][:, _mirror()], atol=1e-3)
     ok = ~torch.isnan(p_f[..., 0])
-    from face3d_live.training.aflw_map import AFLW_MIRROR
+    from face3d_live.training.points21 import AFLW_MIRROR
 
     pm = p[:, torch.from_numpy(AFLW_MIRROR)]
     np.testing.assert_allclose(p_f[..., 0][ok], 223.0 - pm[..., 0][ok], atol=1e-3)
@@ -146,9 +146,9 @@ def test_augmented_labels_match_the_teacher_on_the_augmented_crop(data) -> None:
     assert (err < 0.03).all(), err
 
 
-def test_aflw_map_is_affine_and_symmetric() -> None:
+def test_points21_is_affine_and_symmetric() -> None:
     from face3d_live.geometry.mesh import mirror_indices
-    from face3d_live.training.aflw_map import AFLW_MIRROR, load_mapping
+    from face3d_live.training.points21 import AFLW_MIRROR, load_mapping
 
     W = load_mapping()
     assert W.shape == (21, 468)
@@ -159,7 +159,7 @@ def test_aflw_map_is_affine_and_symmetric() -> None:
 
 
 def test_one_training_step_lowers_the_loss(data, tmp_path: Path) -> None:
-    from face3d_live.training.aflw_map import load_mapping
+    from face3d_live.training.points21 import load_mapping
     from face3d_live.training.train import TrainConfig, Trainer
 
     data.held_out[:] = False

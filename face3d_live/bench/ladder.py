@@ -355,7 +355,7 @@ def frame_ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 def quality(keys: list[str], n_images: int) -> dict:
     """Per rung: NME, ΔNME, vertex distance and render SSIM against the original (held-out AFLW)."""
-    from face3d_live.training.aflw_map import aflw_points, load_mapping
+    from face3d_live.training.points21 import aflw_points, load_mapping
     from face3d_live.training.train import point_nme
 
     samples = held_out_aflw(n_images)

@@ -81,7 +81,11 @@ def _end_to_end(source: str, config, out: Path) -> dict:
     from face3d_live.record import SequenceWriter
 
     t0 = time.perf_counter()
-    with open_source(source) as src, Reconstructor("mediapipe") as rec, SequenceWriter(out, config, fps=src.fps) as w:
+    with (
+        open_source(source) as src,
+        Reconstructor("mediapipe") as rec,
+        SequenceWriter(out, config, fps=src.fps) as w,
+    ):
         for frame in src:
             w.write(
                 frame.frame_id,

@@ -72,8 +72,8 @@ def _train(args: argparse.Namespace) -> None:
     import torch
 
     from face3d_live.models.weights import WEIGHTS_DIR
-    from face3d_live.training.aflw_map import load_mapping
     from face3d_live.training.lightweight import LadderConfig, run_ladder
+    from face3d_live.training.points21 import load_mapping
     from face3d_live.training.prune import load_r50_any
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")

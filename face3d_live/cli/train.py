@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from face3d_live.training import aflw_map, pipeline
+    from face3d_live.training import pipeline, points21
     from face3d_live.training.train import TrainConfig, Trainer, export_fp16
 
     log = logging.getLogger("face3d_live.train")
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             print(d)
         return 0
     data = pipeline.load_all(args.data, args.cache, limit=args.limit)
-    W = pipeline.fit_map(data) if args.fit_map or not aflw_map.MAP_PATH.exists() else aflw_map.load_mapping()
+    W = pipeline.fit_map(data) if args.fit_map or not points21.MAP_PATH.exists() else points21.load_mapping()
     if args.label_only:
         return 0
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")

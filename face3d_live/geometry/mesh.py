@@ -77,5 +77,7 @@ def uv_coords() -> np.ndarray:
     # u and v are scaled separately so the square texture is filled (the unwrap is wider than tall):
     # v gets a little more texel density than u, which costs nothing and wastes no rows.
     margin = 0.02
-    uv = np.stack([(u - (u.max() + u.min()) / 2) / np.ptp(u), (y - (y.max() + y.min()) / 2) / np.ptp(y)], axis=1)
+    uv = np.stack(
+        [(u - (u.max() + u.min()) / 2) / np.ptp(u), (y - (y.max() + y.min()) / 2) / np.ptp(y)], axis=1
+    )
     return (uv * (1 - 2 * margin) + 0.5).astype(np.float32)

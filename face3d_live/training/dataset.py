@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from face3d_live.training.aflw_map import NUM_POINTS
+from face3d_live.training.points21 import NUM_POINTS
 from face3d_live.training.teacher import TeacherLabels, iter_source
 
 log = logging.getLogger(__name__)

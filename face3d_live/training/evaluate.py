@@ -3,7 +3,7 @@
 Protocol: every held-out AFLW crop (120 px, the fixed 10 % split by file name) goes through
 ``Reconstructor(model).reconstruct(crop, boxes=[whole crop])`` (first pass from the box × 1.5, second
 pass from the first mesh), on CPU, for each model. The 21 manual points are compared with the model's
-mesh through the fixed AFLW map (``aflw_map``: the same for both models). NME = mean point error /
+mesh through the fixed AFLW map (``points21``: the same for both models). NME = mean point error /
 sqrt(w·h) of the annotated points' bounding box (the AFLW2000-3D normaliser), per |yaw| bin
 [0,30], (30,60], (60,90] and their mean. A crop is a failure when NME > 10 % or the model's presence
 score is below the Reconstructor's threshold (it would report no face). Also: mean distance of the r50
@@ -104,7 +104,7 @@ def summarize(err: np.ndarray, found: np.ndarray, yaw: np.ndarray) -> dict:
 
 
 def evaluate(data_dir: Path, cfg: EvalConfig = EvalConfig()) -> dict:
-    from face3d_live.training.aflw_map import aflw_points, load_mapping
+    from face3d_live.training.points21 import aflw_points, load_mapping
 
     W = load_mapping()
     names, images, pts, yaw = held_out_aflw(data_dir, cfg.limit)

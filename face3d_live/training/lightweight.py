@@ -147,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from face3d_live.training.aflw_map import load_mapping
     from face3d_live.training.distill import load_packed
+    from face3d_live.training.points21 import load_mapping
     from face3d_live.training.prune import load_r50_any
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from face3d_live.errors import SourceError
-from face3d_live.training import aflw_map
+from face3d_live.training import points21
 from face3d_live.training.dataset import TrainData, load_source
 from face3d_live.training.teacher import cache_path, label_source, load_labels, save_compact
 
@@ -83,14 +83,14 @@ def load_all(
     return TrainData.concat(parts)
 
 
-def fit_map(data: TrainData, out: Path = aflw_map.MAP_PATH) -> np.ndarray:
+def fit_map(data: TrainData, out: Path = points21.MAP_PATH) -> np.ndarray:
     """Fit the AFLW-21 map on confident, not too profile teacher meshes of the training split."""
     yaw = np.abs(np.nan_to_num(data.yaw, nan=90.0))
     sel = data.teacher_ok & ~data.held_out & (yaw < 50) & ~np.isnan(data.points[..., 0]).all(1)
     if sel.sum() < 50:
         raise SourceError(f"only {sel.sum()} AFLW-annotated confident crops: cannot fit the landmark map")
-    W, nearest, err = aflw_map.fit_mapping(data.verts[sel], data.points[sel])
-    aflw_map.save_mapping(W, nearest, err, out)
+    W, nearest, err = points21.fit_mapping(data.verts[sel], data.points[sel])
+    points21.save_mapping(W, nearest, err, out)
     log.info(
         "AFLW map from %d crops: nearest %s, fit error %% %s",
         sel.sum(),

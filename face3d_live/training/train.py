@@ -4,7 +4,7 @@ Loss per positive crop (coordinates in % of the 224 crop):
   teacher: L1 on x, y (+ 0.5 × z) of all 468 vertices, landmark-68 vertices ×2, weighted by the
            teacher's trust in that sample (0 where it failed; fading out above 45° |yaw|; fading out where
            its mesh disagrees with the manual points);
-  manual:  Euclidean error of the 21 AFLW points (``aflw_map``: fixed affine blends of vertices) where
+  manual:  Euclidean error of the 21 AFLW points (``points21``: fixed affine blends of vertices) where
            annotated, at every yaw: this is where the student can be right and the teacher wrong;
   presence: BCE, positives = face crops, negatives = crops slid or scaled off the face.
 bf16 autocast, channels_last, AdamW + warm-up + cosine, EMA weights; resumable checkpoints.
@@ -27,9 +27,9 @@ import torch.nn.functional as F
 
 from face3d_live.geometry.mesh import LANDMARKS68, mirror_indices
 from face3d_live.models.r50 import INPUT_SIZE, FaceR50
-from face3d_live.training.aflw_map import AFLW_MIRROR, aflw_points
 from face3d_live.training.augment import AugmentConfig, make_batch
 from face3d_live.training.dataset import TrainData, box_crops, mesh_crops
+from face3d_live.training.points21 import AFLW_MIRROR, aflw_points
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,8 @@ vertices on average (so the eye centre, which no vertex marks, becomes a blend o
 the ear points, which lie off the mesh, add the nose tip and the eye corners to the basis so the fit can
 extrapolate behind the face contour in depth. Fitted on confident teacher meshes of the *training* split
 (|yaw| < 50°), ridge-regularised towards the single nearest vertex, then made left/right symmetric.
+The stored map (points21_map.npz: W, nearest vertex, fit error) is a model parameter like the canonical
+mesh, not image data; `face3d-live train --fit-map` refits it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ NUM_POINTS = 21
 EARS = (12, 16)  # 0-based indices of AFLW points 13 and 17
 # left/right partner of each AFLW point (0-based); midline points map to themselves
 AFLW_MIRROR = np.array([5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 16, 15, 14, 13, 12, 19, 18, 17, 20], np.int64)
-MAP_PATH = Path(__file__).resolve().with_name("aflw21_map.npz")
+MAP_PATH = Path(__file__).resolve().with_name("points21_map.npz")
 K_FACE, K_EAR = 6, 6
 EAR_EXTRA = (1, 33, 263, 168)  # nose tip, eye corners, nose bridge: give the ear fit depth leverage
 
