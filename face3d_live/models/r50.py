@@ -18,20 +18,40 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
-class Bottleneck(nn.Module):
-    """ResNet v1.5 bottleneck (stride on the 3×3). Widths are explicit so pruning can shrink them."""
+def make_stem(width: int) -> nn.Sequential:
+    """7×7/2 convolution + BN + ReLU + 3×3/2 max-pool."""
+    return nn.Sequential(
+        nn.Conv2d(3, width, 7, 2, 3, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, 1),
+    )
 
-    def __init__(self, in_ch: int, mid_ch: int, out_ch: int, stride: int = 1) -> None:
+
+class Bottleneck(nn.Module):
+    """ResNet v1.5 bottleneck (stride on the 3×3). Widths are explicit so pruning can shrink them:
+    ``mid2`` (the 3×3's output) defaults to ``mid_ch``; ``downsample`` defaults to "shape changes"."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        mid_ch: int,
+        out_ch: int,
+        stride: int = 1,
+        mid2: int | None = None,
+        downsample: bool | None = None,
+    ) -> None:
         super().__init__()
+        mid2 = mid_ch if mid2 is None else mid2
         self.conv1 = nn.Conv2d(in_ch, mid_ch, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(mid_ch)
-        self.conv2 = nn.Conv2d(mid_ch, mid_ch, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(mid_ch)
-        self.conv3 = nn.Conv2d(mid_ch, out_ch, 1, bias=False)
+        self.conv2 = nn.Conv2d(mid_ch, mid2, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid2)
+        self.conv3 = nn.Conv2d(mid2, out_ch, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_ch)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
-        if stride != 1 or in_ch != out_ch:
+        if downsample if downsample is not None else (stride != 1 or in_ch != out_ch):
             self.downsample = nn.Sequential(
                 nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch)
             )
@@ -51,12 +71,7 @@ class FaceR50(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, width, 7, 2, 3, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, 2, 1),
-        )
+        self.stem = make_stem(width)
         layers = []
         in_ch = width
         for i, n in enumerate(blocks):

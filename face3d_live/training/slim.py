@@ -22,35 +22,9 @@ import torch
 from torch import nn
 
 from face3d_live.errors import ModelError
-from face3d_live.models.r50 import MEAN, OUTPUT_DIM, STD
+from face3d_live.models.r50 import MEAN, OUTPUT_DIM, STD, Bottleneck, make_stem
 
 ARCH = "FaceR50Slim"
-
-
-class SlimBottleneck(nn.Module):
-    """ResNet v1.5 bottleneck with independent inner widths ``mid1`` (1×1) and ``mid2`` (3×3)."""
-
-    def __init__(self, in_ch: int, mid1: int, mid2: int, out_ch: int, stride: int, downsample: bool) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, mid1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(mid1)
-        self.conv2 = nn.Conv2d(mid1, mid2, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(mid2)
-        self.conv3 = nn.Conv2d(mid2, out_ch, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_ch)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if downsample:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
 
 
 class FaceR50Slim(nn.Module):
@@ -62,18 +36,13 @@ class FaceR50Slim(nn.Module):
         stem = self.config["stem"]
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, stem, 7, 2, 3, bias=False),
-            nn.BatchNorm2d(stem),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, 2, 1),
-        )
+        self.stem = make_stem(stem)
         stages, in_ch = [], stem
         for i, stage in enumerate(self.config["stages"]):
             blocks = []
             for j, (mid1, mid2) in enumerate(stage["mid"]):
                 stride = (1 if i == 0 else 2) if j == 0 else 1
-                blocks.append(SlimBottleneck(in_ch, mid1, mid2, stage["out"], stride, downsample=j == 0))
+                blocks.append(Bottleneck(in_ch, mid1, stage["out"], stride, mid2=mid2, downsample=j == 0))
                 in_ch = stage["out"]
             stages.append(nn.Sequential(*blocks))
         self.layers = nn.Sequential(*stages)
