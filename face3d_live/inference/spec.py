@@ -130,29 +130,8 @@ class ModelSpec:
                     module = copy.deepcopy(module).cpu().float()
                 return export.export_onnx(module, dst, self.input_shape)
 
-        else:
-            fp32 = self.onnx("fp32", cache_dir)
-            key = hashlib.sha256(f"{export.file_sha256(fp32)}|{precision}".encode()).hexdigest()
-            if precision == "fp16":
-
-                def make(dst: Path) -> Path:
-                    return export.convert_fp16(fp32, dst)
-
-            else:
-                if self.calibration is None:
-                    raise ModelError(
-                        f"model {self.name!r} has no INT8 calibration data; give ModelSpec(calibration=...) "
-                        "or an int8 ONNX in onnx_files"
-                    )
-                calibration = np.ascontiguousarray(self.calibration(), np.float32)
-                key = hashlib.sha256(
-                    (key + hashlib.sha256(calibration.tobytes()).hexdigest()).encode()
-                ).hexdigest()
-
-                def make(dst: Path) -> Path:
-                    return export.quantize_int8(fp32, dst, calibration)
-
-        return self._cached(f"{key[:16]}-{precision}", cache_dir, make)
+            return self._cached(f"{key[:16]}-{precision}", cache_dir, make)
+        return self._converted(self.onnx("fp32", cache_dir), precision, cache_dir, "", lambda x: x)
 
     def _onnx_uint8(self, precision: str, cache_dir: str | Path | None) -> Path:
         from face3d_live.models import export
@@ -166,31 +145,50 @@ class ModelSpec:
                 module = copy.deepcopy(self.torch_module).cpu().float()
                 return export.export_onnx(module, dst, self.input_shape, input_format="uint8")
 
+            return self._cached(f"{key[:16]}-{precision}-u8", cache_dir, make)
+
+        def to_uint8_nhwc(crops: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(
+                np.clip(crops * 255 + 0.5, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+            )
+
+        return self._converted(
+            self._onnx_uint8("fp32", cache_dir), precision, cache_dir, "-u8", to_uint8_nhwc
+        )
+
+    def _converted(
+        self,
+        fp32: Path,
+        precision: str,
+        cache_dir: str | Path | None,
+        suffix: str,
+        to_input: Callable[[np.ndarray], np.ndarray],
+    ) -> Path:
+        """fp16 / int8 ONNX converted from an fp32 export, keyed by the fp32 file's sha256 (plus the
+        calibration data's for int8). ``to_input`` turns float NCHW calibration crops into the model's input."""
+        from face3d_live.models import export
+
+        key = hashlib.sha256(f"{export.file_sha256(fp32)}|{precision}".encode()).hexdigest()
+        if precision == "fp16":
+
+            def make(dst: Path) -> Path:
+                return export.convert_fp16(fp32, dst)
+
         else:
-            fp32 = self._onnx_uint8("fp32", cache_dir)
-            key = hashlib.sha256(f"{export.file_sha256(fp32)}|{precision}".encode()).hexdigest()
-            if precision == "fp16":
-
-                def make(dst: Path) -> Path:
-                    return export.convert_fp16(fp32, dst)
-
-            else:
-                if self.calibration is None:
-                    raise ModelError(
-                        f"model {self.name!r} has no INT8 calibration data; give ModelSpec(calibration=...)"
-                    )
-                crops = np.ascontiguousarray(self.calibration(), np.float32)
-                calibration = np.ascontiguousarray(
-                    np.clip(crops * 255 + 0.5, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+            if self.calibration is None:
+                raise ModelError(
+                    f"model {self.name!r} has no INT8 calibration data; give ModelSpec(calibration=...) "
+                    "or an int8 ONNX in onnx_files"
                 )
-                key = hashlib.sha256(
-                    (key + hashlib.sha256(calibration.tobytes()).hexdigest()).encode()
-                ).hexdigest()
+            calibration = to_input(np.ascontiguousarray(self.calibration(), np.float32))
+            key = hashlib.sha256(
+                (key + hashlib.sha256(calibration.tobytes()).hexdigest()).encode()
+            ).hexdigest()
 
-                def make(dst: Path) -> Path:
-                    return export.quantize_int8(fp32, dst, calibration)
+            def make(dst: Path) -> Path:
+                return export.quantize_int8(fp32, dst, calibration)
 
-        return self._cached(f"{key[:16]}-{precision}-u8", cache_dir, make)
+        return self._cached(f"{key[:16]}-{precision}{suffix}", cache_dir, make)
 
     def _cached(self, stem: str, cache_dir: str | Path | None, make: Callable[[Path], Path]) -> Path:
         path = Path(cache_dir or default_cache_dir()) / "onnx" / f"{self.name}-{stem}.onnx"
