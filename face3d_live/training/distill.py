@@ -120,12 +120,7 @@ class Distiller(Trainer):
         return l_verts, l_pres
 
     def train_step(self) -> dict[str, torch.Tensor]:
-        cfg = self.cfg
-        pick = torch.randint(0, len(self.train_idx), (cfg.batch,), device=self.device, generator=self.gen)
-        b = self.batch(self.train_idx[pick])
-        for g in self.opt.param_groups:
-            g["lr"] = self.lr_at(self.step)
-        self.model.train()
+        b = self.next_batch()
         x = b.images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             with torch.no_grad():
@@ -144,16 +139,7 @@ class Distiller(Trainer):
             + self.dcfg.presence_weight * l_pres
             + self.dcfg.manual_weight * l_manual
         )
-        self.opt.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
-        self.opt.step()
-        with torch.no_grad():
-            decay = min(self.cfg.ema, (1 + self.step) / (10 + self.step))
-            torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1.0 - decay)
-            for eb, mb in zip(self.ema.buffers(), self.model.buffers()):
-                eb.copy_(mb)
-        self.step += 1
+        self.optimize(total)
         return {
             "kd": l_verts.detach(),
             "presence": l_pres.detach(),

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from face3d_live.geometry.mesh import LANDMARKS68, mirror_indices
 from face3d_live.models.r50 import INPUT_SIZE, FaceR50
-from face3d_live.training.augment import AugmentConfig, make_batch
+from face3d_live.training.augment import AugmentConfig, Batch, make_batch
 from face3d_live.training.dataset import TrainData, box_crops, mesh_crops
 from face3d_live.training.points21 import AFLW_MIRROR, aflw_points
 
@@ -247,17 +247,19 @@ class Trainer:
             "presence": l_presence.detach(),
         }
 
-    def train_step(self) -> dict[str, torch.Tensor]:
-        cfg = self.cfg
-        pick = torch.randint(0, len(self.train_idx), (cfg.batch,), device=self.device, generator=self.gen)
+    def next_batch(self) -> Batch:
+        """Sample a training batch, set this step's learning rate and switch the model to training."""
+        pick = torch.randint(
+            0, len(self.train_idx), (self.cfg.batch,), device=self.device, generator=self.gen
+        )
         b = self.batch(self.train_idx[pick])
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
         self.model.train()
-        x = b.images.contiguous(memory_format=self.memory_format)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            out = self.model(x)
-        total, parts = self.loss(out, b)
+        return b
+
+    def optimize(self, total: torch.Tensor) -> None:
+        """Backward, clipped AdamW step, EMA update, step count."""
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
@@ -269,6 +271,14 @@ class Trainer:
             for eb, mb in zip(self.ema.buffers(), self.model.buffers()):
                 eb.copy_(mb)
         self.step += 1
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        b = self.next_batch()
+        x = b.images.contiguous(memory_format=self.memory_format)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            out = self.model(x)
+        total, parts = self.loss(out, b)
+        self.optimize(total)
         parts["total"] = total.detach()
         return parts
 
