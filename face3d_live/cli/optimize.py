@@ -86,14 +86,7 @@ def _train(args: argparse.Namespace) -> None:
 
         pipeline.label_all(args.data, args.cache)
         data = pipeline.load_all(args.data, args.cache)
-    cfg = LadderConfig(
-        ratio=args.ratio,
-        batch=args.batch,
-        distill_minutes=args.distill_minutes,
-        distill_steps=args.distill_steps,
-        qat_minutes=args.qat_minutes,
-        qat_steps=args.qat_steps,
-    )
+    cfg = LadderConfig.from_args(args)
     out = args.out or WEIGHTS_DIR
     teacher = load_r50_any(args.teacher)
     if args.from_lite is not None:

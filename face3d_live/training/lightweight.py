@@ -42,6 +42,18 @@ class LadderConfig:
     calib_batches: int = 8
     calib_batch: int = 64
 
+    @classmethod
+    def from_args(cls, args) -> LadderConfig:
+        """From the command-line flags shared by `face3d-live optimize` and this module's entry point."""
+        return cls(
+            ratio=args.ratio,
+            batch=args.batch,
+            distill_minutes=args.distill_minutes,
+            distill_steps=args.distill_steps,
+            qat_minutes=args.qat_minutes,
+            qat_steps=args.qat_steps,
+        )
+
 
 def run_ladder(
     cfg: LadderConfig,
@@ -154,14 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = load_packed(args.data)
     teacher = load_r50_any(args.teacher)
-    cfg = LadderConfig(
-        ratio=args.ratio,
-        batch=args.batch,
-        distill_minutes=args.distill_minutes,
-        distill_steps=args.distill_steps,
-        qat_minutes=args.qat_minutes,
-        qat_steps=args.qat_steps,
-    )
+    cfg = LadderConfig.from_args(args)
 
     def gpu_bench(lite: torch.nn.Module) -> None:  # before QAT: the GPU numbers survive a cut-short run
         import copy
