@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from face3d_live.lifetime import Closeable
 from face3d_live.render.baker import BakeConfig, UVBaker, check_size
 from face3d_live.render.context import RenderError
 from face3d_live.render.gpu_mesh import A_MIRROR_UV, A_UV, VaoCache
@@ -69,7 +70,7 @@ class AccumulatorConfig:
     mipmaps: bool = True
 
 
-class TextureAccumulator:
+class TextureAccumulator(Closeable):
     """A (size × size) UV texture accumulated over frames, on the GPU.
 
     ``update(image, face)`` each frame; ``texture()`` → (S, S, 4) uint8 RGBA (alpha 255 = seen);
@@ -273,10 +274,7 @@ class TextureAccumulator:
         if self._closed:
             raise RenderError("texture accumulator is closed")
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _close(self) -> None:
         self._vaos.close()
         if self._quad_vao is not None:
             self._quad_vao.release()
@@ -287,12 +285,6 @@ class TextureAccumulator:
         self.baker.close()
         if self._own_shaders:
             self.shaders.close()
-
-    def __enter__(self) -> TextureAccumulator:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def bake_texture(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from face3d_live.lifetime import Closeable
 from face3d_live.render.context import RenderError, check_image
 from face3d_live.render.gpu_mesh import A_NORMAL, A_POSITION, A_UV, MeshBuffers, VaoCache
 from face3d_live.render.shaders import ShaderLibrary
@@ -38,7 +39,7 @@ def check_size(ctx, size: int) -> int:
     return int(size)
 
 
-class UVBaker:
+class UVBaker(Closeable):
     """Bakes frames into a UV-space framebuffer. Owns its frame texture, depth map and mesh buffers."""
 
     def __init__(self, ctx, config: BakeConfig = BakeConfig(), shaders: ShaderLibrary | None = None) -> None:
@@ -118,18 +119,9 @@ class UVBaker:
                 obj.release()
         self._frame = self._depth = self._depth_fbo = None
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _close(self) -> None:
         self._vaos.close()
         self.mesh.close()
         self._release_frame()
         if self._own_shaders:
             self.shaders.close()
-
-    def __enter__(self) -> UVBaker:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

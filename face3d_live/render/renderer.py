@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from face3d_live.lifetime import Closeable
 from face3d_live.render.camera import ImageView, OrbitCamera, ViewMatrices, gl_bytes
 from face3d_live.render.context import RenderError
 from face3d_live.render.gpu_mesh import A_NORMAL, A_POSITION, A_UV, MeshBuffers, VaoCache
@@ -44,7 +45,7 @@ class RenderConfig:
     landmark_size: float = 5.0  # pixels
 
 
-class FaceRenderer:
+class FaceRenderer(Closeable):
     """Draw one face. ``set_face`` each frame, ``set_texture`` when the texture changes, ``render`` to draw.
 
     Owns its buffers, vertex arrays and (when it made it) its ShaderLibrary and uploaded texture; a
@@ -151,10 +152,7 @@ class FaceRenderer:
         ctx.disable(ctx.BLEND)
 
     # ---- lifetime ------------------------------------------------------------------------------------
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _close(self) -> None:
         self._vaos.close()
         self.mesh.close()
         if self._own_texture is not None:
@@ -163,12 +161,6 @@ class FaceRenderer:
         self._texture = None
         if self._own_shaders:
             self.shaders.close()
-
-    def __enter__(self) -> FaceRenderer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def render_image(
