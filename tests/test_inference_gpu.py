@@ -107,3 +107,20 @@ def test_tensorrt_falls_back_to_torch_with_one_warning(spec, caplog):
 def test_auto_on_gpu_uses_the_gpu(spec):
     with create_backend("auto", model=spec, max_batch=2) as b:
         assert b.device == "cuda" and b.name in ("torch", "tensorrt")
+
+
+def test_fused_activations_match_unfused_on_gpu(spec, reference):
+    """cuDNN conv+bias(+add)+ReLU kernels (the default) give the unfused network's outputs."""
+    x, ref = reference
+    outs = {}
+    for fused in (True, False):
+        with create_backend(
+            "torch", model=spec, precision="fp16", device="cuda", max_batch=8, fuse_act=fused
+        ) as b:
+            assert b.fuse_act is fused
+            outs[fused] = b.infer_sync(x)
+    assert _rel(outs[True], ref) <= 1e-2
+    assert _rel(outs[True], outs[False]) <= 1e-2
+    opts = dict(cuda_graphs=False, channels_last=False, fuse_act=True)
+    with create_backend("torch", model=spec, precision="fp32", device="cuda", **opts) as b:
+        assert b.fuse_act and _rel(b.infer_sync(x), ref) <= 5e-3

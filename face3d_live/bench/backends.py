@@ -31,7 +31,13 @@ log = logging.getLogger(__name__)
 VARIANTS = {  # name: (backend, precision, options)
     "torch-fp32-eager": ("torch", "fp32", {"cuda_graphs": False, "channels_last": False, "fuse_bn": False}),
     "torch-fp16-eager": ("torch", "fp16", {"cuda_graphs": False, "channels_last": True, "fuse_bn": True}),
+    # the shipped configuration: BatchNorm folded, conv+bias(+add)+ReLU fused (cuDNN), CUDA graphs
     "torch-fp16-graphs": ("torch", "fp16", {"cuda_graphs": True, "channels_last": True, "fuse_bn": True}),
+    "torch-fp16-graphs-unfused": (  # the same without the activation fusion (session 1's best)
+        "torch",
+        "fp16",
+        {"cuda_graphs": True, "channels_last": True, "fuse_bn": True, "fuse_act": False},
+    ),
     "torch-fp16-graphs-nofuse": (
         "torch",
         "fp16",
@@ -42,7 +48,10 @@ VARIANTS = {  # name: (backend, precision, options)
     "onnxruntime-cpu-fp32": ("onnxruntime", "fp32", {}),
     "torch-cpu-fp32": ("torch", "fp32", {}),
 }
-DEFAULT_VARIANTS = "torch-fp32-eager,torch-fp16-eager,torch-fp16-graphs,tensorrt-fp16,onnxruntime-cpu-fp32"
+DEFAULT_VARIANTS = (
+    "torch-fp32-eager,torch-fp16-eager,torch-fp16-graphs-unfused,torch-fp16-graphs,tensorrt-fp16,"
+    "onnxruntime-cpu-fp32"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -63,6 +63,7 @@ class TorchBackend(InferenceBackend):
         cuda_graphs: bool = True,
         channels_last: bool = True,
         fuse_bn: bool = True,
+        fuse_act: bool = True,
         input_format: str = "float32",
     ) -> None:
         super().__init__(
@@ -79,6 +80,8 @@ class TorchBackend(InferenceBackend):
         self.cuda_graphs = cuda_graphs and self.device == "cuda"
         self.channels_last = channels_last and self.device == "cuda"
         self.fuse_bn = fuse_bn and self.device == "cuda"
+        # cuDNN conv+bias(+add)+ReLU kernels need the BatchNorm folded into a conv bias first
+        self.fuse_act = fuse_act and self.fuse_bn
         self._module = None
 
     def _activate(self) -> None:
@@ -96,6 +99,11 @@ class TorchBackend(InferenceBackend):
         module = copy.deepcopy(self.spec.torch_module).eval().requires_grad_(False)
         if self.fuse_bn:
             module = fold_batchnorm(module)
+        if self.fuse_act:
+            from face3d_live.inference.fuse_act import fuse_conv_activations
+
+            module, n_fused = fuse_conv_activations(module)
+            self.fuse_act = n_fused > 0
         if self.device == "cuda":
             # per-shape cuDNN autotune; runs in the warm-up before each graph capture, never in the hot path
             torch.backends.cudnn.benchmark = True
@@ -107,7 +115,7 @@ class TorchBackend(InferenceBackend):
         self._module = module
         self.detail = (
             f"graphs={'buckets ' + ','.join(map(str, buckets(self.max_batch))) if self.cuda_graphs else 'off'} "
-            f"channels_last={self.channels_last} fuse_bn={self.fuse_bn}"
+            f"channels_last={self.channels_last} fuse_bn={self.fuse_bn} fuse_act={self.fuse_act}"
         )
 
     def _deactivate(self) -> None:
