@@ -36,6 +36,9 @@ class LadderConfig:
     distill_minutes: float = 4.0
     distill_steps: int = 0  # 0: from minutes
     distill_lr: float = 6e-4
+    # the AFLW-21 ground-truth term pulls the student away from the teacher: kept small, since the
+    # ladder's quality targets are fidelity to the original (ΔNME, vertex distance, render SSIM)
+    manual_weight: float = 0.1
     qat_minutes: float = 1.5
     qat_steps: int = 0
     qat_lr: float = 3e-5
@@ -52,6 +55,8 @@ class LadderConfig:
             distill_steps=args.distill_steps,
             qat_minutes=args.qat_minutes,
             qat_steps=args.qat_steps,
+            manual_weight=getattr(args, "manual_weight", cls.manual_weight),
+            distill_lr=getattr(args, "distill_lr", cls.distill_lr),
         )
 
 
@@ -63,8 +68,10 @@ def run_ladder(
     out_dir: Path,
     device: str,
     after_lite: Callable[[torch.nn.Module], None] | None = None,
+    student: torch.nn.Module | None = None,
 ) -> dict:
-    """Prune ``teacher``, distil, QAT; writes face3d-r50-lite / -int8 .safetensors into ``out_dir``."""
+    """Prune ``teacher``, distil, QAT; writes face3d-r50-lite / -int8 .safetensors into ``out_dir``.
+    With ``student`` (an already pruned r50-lite) pruning is skipped and its distillation continues."""
     from face3d_live.training.distill import DistillConfig, Distiller
     from face3d_live.training.prune import PruneConfig, prune_r50
     from face3d_live.training.slim import save_slim
@@ -77,11 +84,19 @@ def run_ladder(
         torch.backends.cudnn.benchmark = True
     report: dict = {"config": asdict(cfg), "device": device, "samples": len(data)}
     t0 = time.time()
-    slim, pr = prune_r50(teacher, PruneConfig(cfg.ratio, cfg.round_to))
-    report["prune"] = pr.as_dict()
+    if student is None:
+        slim, pr = prune_r50(teacher, PruneConfig(cfg.ratio, cfg.round_to))
+        report["prune"] = pr.as_dict()
+    else:
+        slim = student.float().train()
+        report["continued_from"] = "given r50-lite"
 
     dcfg = DistillConfig(
-        batch=cfg.batch, lr=cfg.distill_lr, steps=cfg.distill_steps, minutes=cfg.distill_minutes
+        batch=cfg.batch,
+        lr=cfg.distill_lr,
+        steps=cfg.distill_steps,
+        minutes=cfg.distill_minutes,
+        manual_weight=cfg.manual_weight,
     )
     work = Path(tempfile.mkdtemp(prefix="ladder-"))  # trainer checkpoints: not beside the rung files
     dist = Distiller(dcfg, data, W, work / "distill", slim, teacher, device)
@@ -121,7 +136,12 @@ def run_qat(
     t1 = time.time()
     qmodel = QuantFaceR50(lite.float().eval()).to(device)
     qcfg = DistillConfig(
-        batch=cfg.batch, lr=cfg.qat_lr, steps=cfg.qat_steps, minutes=cfg.qat_minutes, ema=0.99
+        batch=cfg.batch,
+        lr=cfg.qat_lr,
+        steps=cfg.qat_steps,
+        minutes=cfg.qat_minutes,
+        ema=0.99,
+        manual_weight=cfg.manual_weight,
     )
     qat = Distiller(qcfg, data, W, work / "qat", qmodel, teacher, device, autocast=False)
     report["qat_calibration_images"] = qmodel.calibrate(
@@ -153,6 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--distill-steps", type=int, default=0)
     p.add_argument("--qat-steps", type=int, default=0)
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--manual-weight", type=float, default=LadderConfig.manual_weight)
+    p.add_argument("--distill-lr", type=float, default=LadderConfig.distill_lr)
+    p.add_argument(
+        "--continue-lite",
+        type=Path,
+        default=None,
+        help="skip pruning: distil this r50-lite further, then QAT",
+    )
     p.add_argument("--gpu-bench", action="store_true", help="also time the rungs with the torch backend")
     p.add_argument(
         "--from-lite", type=Path, default=None, help="skip pruning + distillation: QAT this rung file"
@@ -184,7 +212,14 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "ladder-qat.json").write_text(json.dumps(report, indent=1, default=str))
         return 0
     use_bench = args.gpu_bench and device == "cuda"
-    run_ladder(cfg, data, load_mapping(), teacher, args.out, device, gpu_bench if use_bench else None)
+    student = None
+    if args.continue_lite is not None:
+        from face3d_live.training.slim import load_slim
+
+        student = load_slim(args.continue_lite)
+    run_ladder(
+        cfg, data, load_mapping(), teacher, args.out, device, gpu_bench if use_bench else None, student
+    )
     return 0
 
 
