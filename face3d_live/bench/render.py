@@ -1,5 +1,7 @@
 """`face3d-live bench render`: UV bake + resolve at several texture sizes, and a 1280×720 render.
 
+``--compute`` picks the bake/resolve path (compute shaders or rasterised); each size also reports the
+GL time of every pass (upload, depth, UV bake, pull-push, final resolve) from runs of their own.
 Times are wall-clock medians with the GL queue drained (``ctx.finish()``) around each step, so they
 hold on llvmpipe (which renders at finish) and on a GPU; ``gpu_ms`` is the GL timer query, meaningful
 on a real GPU only (llvmpipe reports ~0).
@@ -32,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--gl-device", type=int, default=None, help="EGL device index (default: the first hardware device)"
     )
     parser.add_argument("--image", type=Path, default=None, help="photo to bake (default: skimage astronaut)")
+    parser.add_argument(
+        "--compute",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="bake/resolve as compute shaders (auto: on a hardware GPU with GL 4.3) or rasterised",
+    )
 
 
 def _timed(ctx, fn, repeats: int, warmup: int = 2) -> dict[str, float]:
@@ -56,6 +64,26 @@ def _timed(ctx, fn, repeats: int, warmup: int = 2) -> dict[str, float]:
     }
 
 
+def _passes(ctx, acc, image, face, repeats: int) -> dict[str, float]:
+    """Median GL ms of each bake and resolve pass (its own runs: GL time queries do not nest)."""
+    from face3d_live.render.profile import PassTimer
+
+    timer = PassTimer(ctx)
+    acc.timer = acc.baker.timer = timer
+    runs: dict[str, list[float]] = {}
+    try:
+        for i in range(2 + repeats):
+            acc.update(image, face)
+            acc._resolve()
+            for name, ms in timer.collect().items():
+                if i >= 2:
+                    runs.setdefault(name, []).append(ms)
+    finally:
+        acc.timer = acc.baker.timer = None
+        timer.close()
+    return {name: float(np.median(v)) for name, v in runs.items()}
+
+
 def _load_image(path: Path | None) -> np.ndarray:
     if path is None:
         import skimage.data
@@ -75,6 +103,7 @@ def run(args: argparse.Namespace) -> dict:
     from face3d_live.errors import SourceError
     from face3d_live.reconstructor import Reconstructor
     from face3d_live.render import (
+        AccumulatorConfig,
         FaceRenderer,
         OffscreenTarget,
         OrbitCamera,
@@ -100,10 +129,11 @@ def run(args: argparse.Namespace) -> dict:
         )
         print(f"  load average at start {load:.2f} on {os.cpu_count()} CPUs (llvmpipe shares them)")
         print("  medians in ms; bake = frame upload + depth pass + UV pass (TextureAccumulator.update)")
+        config = AccumulatorConfig(compute={"auto": None, "on": True, "off": False}[args.compute])
         bake: dict[str, dict] = {}
         texture = None
         for size in args.sizes:
-            acc = TextureAccumulator(ctx, size)
+            acc = TextureAccumulator(ctx, size, config)
             update = _timed(ctx, lambda acc=acc: acc.update(image, face), args.repeats)
 
             # private hooks of our own accumulator: time each resolve step on its own
@@ -115,13 +145,18 @@ def run(args: argparse.Namespace) -> dict:
 
             mip = _timed(ctx, mips, args.repeats)
             read = _timed(ctx, lambda acc=acc: (setattr(acc, "_rgba", None), acc.texture()), args.repeats)
+            passes = _passes(ctx, acc, image, face, args.repeats)
+            path = "compute" if acc.compute else "raster"
             bake[str(size)] = {
-                "bake": update, "resolve": res, "mipmaps": mip, "readback": read, "coverage": acc.coverage()
+                "bake": update, "resolve": res, "mipmaps": mip, "readback": read, "coverage": acc.coverage(),
+                "path": path, "passes_gl_ms": passes,
             }  # fmt: skip
             print(
-                f"  {size:>4}²: bake {update['ms']:7.2f}   resolve {res['ms']:7.2f}   mipmaps {mip['ms']:7.2f}   "
-                f"read-back {read['ms']:7.2f} ms   (bake min {update['min_ms']:.2f}, GL timer {update['gpu_ms']:.3f} ms)"
+                f"  {size:>4}² ({path}): bake {update['ms']:7.2f}   resolve {res['ms']:7.2f}   "
+                f"mipmaps {mip['ms']:7.2f}   read-back {read['ms']:7.2f} ms   (bake min {update['min_ms']:.2f}, "
+                f"GL timer bake {update['gpu_ms']:.3f}, resolve {res['gpu_ms']:.3f} ms)"
             )
+            print("         GL ms per pass: " + ", ".join(f"{k} {v:.3f}" for k, v in passes.items()))
             if texture is None or size == 2048:
                 if texture is not None:
                     texture.close()

@@ -5,6 +5,10 @@ Each ``update`` bakes the frame (UVBaker) with additive blending into a float ta
 hidden in one frame fill in as the head turns. ``texture()`` resolves it: weighted mean where seen,
 the mirror partner's colour where only the other side was seen, and a smooth pull-push diffusion
 elsewhere (never black). Alpha of the result is the valid mask: texels actually seen.
+
+With GL 4.3 the per-texel passes (bake, final resolve) run as compute shaders over a texel map of the
+UV layout instead of rasterising it: same results, but they run on every SM (the H100 rasterises and
+shades fragments on 2 TPCs only) and touch only the layout's texels, with no blending or clears.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from face3d_live.lifetime import Closeable
 from face3d_live.render.baker import BakeConfig, UVBaker, check_size
 from face3d_live.render.context import RenderError
 from face3d_live.render.gpu_mesh import A_MIRROR_UV, A_UV, VaoCache
+from face3d_live.render.profile import PassTimer, timed
 from face3d_live.render.shaders import ShaderLibrary
 from face3d_live.render.shaders import set_uniform as _set
+from face3d_live.render.texel_map import TexelMap, compute_available, prefer_compute
 from face3d_live.types import Face
 
 log = logging.getLogger(__name__)
@@ -59,7 +65,8 @@ class AccumulatorConfig:
         lighting fade; texels seen once stay valid).
     reset_on_new_track: a face with another ``track_id`` than the last one starts a new texture.
     default_color: RGB in [0, 1] where nothing at all has been seen yet.
-    mipmaps: ``gpu_texture()`` builds mipmaps of the output (for rendering it minified)."""
+    mipmaps: ``gpu_texture()`` builds mipmaps of the output (for rendering it minified).
+    compute: run bake and resolve as compute shaders; None = on a hardware GPU with GL 4.3."""
 
     bake: BakeConfig = field(default_factory=BakeConfig)
     mirror: bool = True
@@ -68,6 +75,7 @@ class AccumulatorConfig:
     reset_on_new_track: bool = True
     default_color: tuple[float, float, float] = (0.62, 0.5, 0.44)
     mipmaps: bool = True
+    compute: bool | None = None
 
 
 class TextureAccumulator(Closeable):
@@ -92,7 +100,15 @@ class TextureAccumulator(Closeable):
             raise RenderError(f"memory_frames must be >= 0, got {config.memory_frames}")
         self._own_shaders = shaders is None
         self.shaders = shaders or ShaderLibrary(ctx)
-        for name in ("mirror", "pull_push", "flat"):
+        self.compute = prefer_compute(ctx) if config.compute is None else config.compute
+        if self.compute and not compute_available(ctx):
+            raise RenderError(
+                f"compute passes need OpenGL 4.3, this context has {ctx.version_code / 100:.1f}"
+            )
+        names = ("mirror", "pull_push", "flat") + (
+            ("uv_map", "bake_compute", "resolve_compute") if self.compute else ()
+        )
+        for name in names:
             self.shaders.program(name)
         self.baker = UVBaker(ctx, config.bake, self.shaders)
         self._vaos = VaoCache(self.baker.mesh, self.shaders)
@@ -104,8 +120,10 @@ class TextureAccumulator(Closeable):
         self._out = ctx.texture(s, 4)
         self._out.repeat_x = self._out.repeat_y = False
         # depth lets the full-screen fill skip the texels the mesh pass already wrote (early-z)
-        self._out_depth = ctx.depth_renderbuffer(s)
+        self._out_depth = None if self.compute else ctx.depth_renderbuffer(s)
         self._out_fbo = ctx.framebuffer(color_attachments=[self._out], depth_attachment=self._out_depth)
+        self._texel_map = TexelMap(ctx, self.shaders, self.size) if self.compute else None
+        self.timer: PassTimer | None = None  # set by `bench render` to time each pass (and the baker's)
         # pull-push pyramid for the diffusion fill: small (base = size / 8), so it is cheap everywhere
         self._pyramid = [
             _Level(ctx, max(self.size // PYRAMID_DIVISOR, 1) >> k) for k in range(_num_levels(self.size))
@@ -141,6 +159,13 @@ class TextureAccumulator(Closeable):
             self.reset()
         self._track_id = tid
         ctx = self.ctx
+        self.frames += 1
+        self._dirty = True
+        if self.compute:
+            ema = self.config.memory_frames > 0
+            gain = 1.0 / max(self.config.memory_frames, 1.0) if ema else 1.0
+            self.baker.bake_compute(image, face, self._accum, self._texel_map, gain, moving_average=ema)
+            return
         with ctx.scope(self._accum_fbo, enable_only=ctx.BLEND):
             ctx.blend_equation = ctx.FUNC_ADD
             if self.config.memory_frames > 0:
@@ -150,8 +175,6 @@ class TextureAccumulator(Closeable):
                 ctx.blend_func = ctx.ONE, ctx.ONE
                 self.baker.bake(image, face, self._accum_fbo)
             ctx.blend_func = ctx.DEFAULT_BLENDING
-        self.frames += 1
-        self._dirty = True
 
     # ---- results -------------------------------------------------------------------------------------
     def gpu_texture(self):
@@ -211,8 +234,15 @@ class TextureAccumulator(Closeable):
         self._rgba = None
         diffuse = cfg.diffuse and self.baker.mesh.ready
         if diffuse:
-            self._pull_push()
-        with ctx.scope(self._out_fbo, enable_only=ctx.DEPTH_TEST):
+            with timed(self.timer, "resolve.pull_push"):
+                self._pull_push()
+        if self.compute and self.baker.mesh.ready:
+            with timed(self.timer, "resolve.final"):
+                self._resolve_compute(diffuse)
+            self._mipmapped = False
+            self._dirty = False
+            return
+        with timed(self.timer, "resolve.final"), ctx.scope(self._out_fbo, enable_only=ctx.DEPTH_TEST):
             self._out_fbo.viewport = (0, 0, self.size, self.size)
             self._out_fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
             if self.baker.mesh.ready:  # the UV layout, at depth 0.5
@@ -221,6 +251,26 @@ class TextureAccumulator(Closeable):
                 self._full_screen(2, src=self._pyramid[0].up)
         self._mipmapped = False
         self._dirty = False
+
+    def _resolve_compute(self, diffuse: bool) -> None:
+        """The final resolve in one compute pass over every texel: no clear, no depth, no quad."""
+        cfg, mesh = self.config, self.baker.mesh
+        self._texel_map.update(mesh)
+        prog = self.shaders.program("resolve_compute")
+        _set(prog, "u_map", 0)
+        _set(prog, "u_accum", 1)
+        _set(prog, "u_coarse", 2)
+        _set(prog, "u_min_weight", MIN_WEIGHT)
+        _set(prog, "u_mirror", cfg.mirror)
+        _set(prog, "u_diffuse", diffuse)
+        self._texel_map.texture.use(0)
+        self._accum.use(1)
+        self._pyramid[0].up.use(2)
+        self._out.bind_to_image(0, read=False, write=True)
+        mesh.triangles.bind_to_storage_buffer(0)
+        mesh.mirror_uv.bind_to_storage_buffer(1)
+        prog.run((self.size + 7) // 8, (self.size + 7) // 8)
+        self.ctx.memory_barrier()  # before mipmaps, read-back or the renderer sample _out
 
     def _mirror_pass(self, final: bool) -> None:
         cfg = self.config
@@ -279,7 +329,10 @@ class TextureAccumulator(Closeable):
         if self._quad_vao is not None:
             self._quad_vao.release()
         for obj in (self._quad, self._out_fbo, self._out_depth, self._out, self._accum_fbo, self._accum):
-            obj.release()
+            if obj is not None:
+                obj.release()
+        if self._texel_map is not None:
+            self._texel_map.close()
         for level in self._pyramid:
             level.release()
         self.baker.close()

@@ -1,7 +1,7 @@
 """UVBaker: rasterise the mesh in UV space and sample the frame where each texel's surface point projects.
 
 Two passes per bake: a depth map of the face in its camera view (frame resolution), then the UV pass
-(``shaders/bake.glsl``) writing premultiplied ``(rgb * w, w)`` into the caller's target, where w is the
+(``shaders/bake.glsl`` rasterised, or ``shaders/bake_compute.glsl`` over a texel map) writing premultiplied ``(rgb * w, w)`` into the caller's target, where w is the
 texel's frontal weight ``facing ** weight_power`` and 0 for texels facing away, hidden or off-frame.
 """
 
@@ -14,8 +14,10 @@ import numpy as np
 from face3d_live.lifetime import Closeable
 from face3d_live.render.context import RenderError, check_image
 from face3d_live.render.gpu_mesh import A_NORMAL, A_POSITION, A_UV, MeshBuffers, VaoCache
+from face3d_live.render.profile import PassTimer, timed
 from face3d_live.render.shaders import ShaderLibrary
 from face3d_live.render.shaders import set_uniform as _set
+from face3d_live.render.texel_map import TexelMap
 from face3d_live.types import Face
 
 MAX_TEXTURE_SIZE = 4096
@@ -51,6 +53,7 @@ class UVBaker(Closeable):
         self.mesh = MeshBuffers(ctx)
         self._vaos = VaoCache(self.mesh, self.shaders)
         self._frame = self._depth = self._depth_fbo = None
+        self.timer: PassTimer | None = None  # set by `bench render` to time each pass
         self._closed = False
 
     def upload(self, image: np.ndarray) -> None:
@@ -75,30 +78,76 @@ class UVBaker(Closeable):
         ``image`` None re-uses the last uploaded frame (several faces in one frame). The caller sets
         blending on ``target`` (additive for accumulation) and clears it. ``gain`` scales the output.
         """
+        frame_size, depth_range = self._prepare(image, face)
+        prog = self.shaders.program("bake")
+        self._set_weighting(prog, frame_size, depth_range, gain)
+        with timed(self.timer, "bake.uv"):
+            target.use()
+            target.viewport = (0, 0, *target.size)
+            self._vaos.get("bake", (A_POSITION, A_NORMAL, A_UV)).render(self.ctx.TRIANGLES)
+
+    def bake_compute(
+        self,
+        image: np.ndarray | None,
+        face: Face,
+        accum,
+        texel_map: TexelMap,
+        gain: float = 1.0,
+        moving_average: bool = False,
+    ) -> None:
+        """``bake`` by a compute pass (GL 4.3) straight into the RGBA32F texture ``accum``, in place:
+        ``accum += (rgb·w, w)·gain``, or with ``moving_average`` the blend (ONE, ONE_MINUS_SRC_ALPHA).
+        ``texel_map`` is brought up to date with the face's topology. No framebuffer state is touched."""
+        frame_size, depth_range = self._prepare(image, face)
+        with timed(self.timer, "bake.texel_map"):
+            texel_map.update(self.mesh)
+        prog = self.shaders.program("bake_compute")
+        self._set_weighting(prog, frame_size, depth_range, gain)
+        _set(prog, "u_map", 2)
+        _set(prog, "u_moving_average", moving_average)
+        with timed(self.timer, "bake.uv"):
+            texel_map.texture.use(2)
+            accum.bind_to_image(0, read=True, write=True)
+            self.mesh.positions.bind_to_storage_buffer(0)
+            self.mesh.normals.bind_to_storage_buffer(1)
+            self.mesh.triangles.bind_to_storage_buffer(2)
+            groups = (accum.size[0] + 7) // 8, (accum.size[1] + 7) // 8
+            prog.run(*groups)
+            # the image writes must be visible to whatever samples, reads back or rebakes accum next
+            self.ctx.memory_barrier()
+
+    def _prepare(
+        self, image: np.ndarray | None, face: Face
+    ) -> tuple[tuple[float, float], tuple[float, float]]:
+        """Upload the frame and mesh and draw the depth map; → (frame size, depth range) uniforms."""
         if self._closed:
             raise RenderError("baker is closed")
-        if image is not None:
-            self.upload(image)
-        if self._frame is None:
-            raise RenderError("no frame uploaded to bake from")
-        self.mesh.update(face)
-        ctx, cfg = self.ctx, self.config
+        with timed(self.timer, "bake.upload"):
+            if image is not None:
+                self.upload(image)
+            if self._frame is None:
+                raise RenderError("no frame uploaded to bake from")
+            self.mesh.update(face)
+        ctx = self.ctx
         v = self.mesh.vertices
         z0, z1 = float(v[:, 2].min()), float(v[:, 2].max())
         pad = 0.05 * (z1 - z0) + 1.0
         z0, z1 = z0 - pad, z1 + pad
         depth_range = (z0, 1.0 / (z1 - z0))
-        frame_size = tuple(float(s) for s in self._frame.size)
+        frame_size = (float(self._frame.size[0]), float(self._frame.size[1]))
 
         prog = self.shaders.program("depth")
         _set(prog, "u_frame_size", frame_size)
         _set(prog, "u_depth_range", depth_range)
-        with ctx.scope(self._depth_fbo, enable_only=ctx.DEPTH_TEST):
+        with timed(self.timer, "bake.depth"), ctx.scope(self._depth_fbo, enable_only=ctx.DEPTH_TEST):
             self._depth_fbo.viewport = (0, 0, *self._frame.size)
             self._depth_fbo.clear(depth=1.0)
             self._vaos.get("depth", (A_POSITION,)).render(ctx.TRIANGLES)
+        return frame_size, depth_range
 
-        prog = self.shaders.program("bake")
+    def _set_weighting(self, prog, frame_size, depth_range, gain: float) -> None:
+        """Uniforms and textures shared by bake.glsl and bake_compute.glsl."""
+        cfg = self.config
         _set(prog, "u_frame", 0)
         _set(prog, "u_depth", 1)
         _set(prog, "u_frame_size", frame_size)
@@ -109,9 +158,6 @@ class UVBaker(Closeable):
         _set(prog, "u_gain", gain)
         self._frame.use(0)
         self._depth.use(1)
-        target.use()
-        target.viewport = (0, 0, *target.size)
-        self._vaos.get("bake", (A_POSITION, A_NORMAL, A_UV)).render(ctx.TRIANGLES)
 
     def _release_frame(self) -> None:
         for obj in (self._depth_fbo, self._depth, self._frame):

@@ -18,9 +18,11 @@ def vertex_normals(verts: np.ndarray, tris: np.ndarray) -> np.ndarray:
     v = verts.astype(np.float32, copy=False)
     a, b, c = v[tris[:, 0]], v[tris[:, 1]], v[tris[:, 2]]
     fn = np.cross(b - a, c - a)  # |fn| = 2 * area: larger triangles weigh more
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, tris[:, k], fn)
+    # scatter-add each face normal to its 3 corners: bincount is ~30x faster than np.add.at (per frame)
+    idx, corner_fn = tris.reshape(-1), np.repeat(fn, 3, axis=0)
+    n = np.stack([np.bincount(idx, corner_fn[:, c], minlength=len(v)) for c in range(3)], 1).astype(
+        np.float32
+    )
     n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
     return n
 
@@ -63,6 +65,9 @@ class MeshBuffers:
         self._tris_key: bytes | None = None
         self.generation = 0  # bumped when the buffers are rebuilt: vertex arrays over them must be too
         self.vertices = np.zeros((0, 3), np.float32)
+        # CPU copies of the topology, for layouts derived from it (the accumulator's texel map)
+        self.triangles_np = np.zeros((0, 3), np.int32)
+        self.uv_np = np.zeros((0, 2), np.float32)
 
     def update(self, face: Face) -> None:
         v, tris, uv = check_face(face)
@@ -79,6 +84,7 @@ class MeshBuffers:
         ctx = self.ctx
         self.num_vertices = n
         self.generation += 1
+        self.triangles_np, self.uv_np = tris.copy(), uv.copy()
         self.positions = ctx.buffer(reserve=n * 12, dynamic=True)
         self.normals = ctx.buffer(reserve=n * 12, dynamic=True)
         self.uv = ctx.buffer(uv.tobytes())

@@ -1,7 +1,8 @@
 """GLSL programs loaded by name from ``shaders/<name>.glsl``.
 
 One file per program, with ``#if defined VERTEX_SHADER`` / ``#elif defined FRAGMENT_SHADER`` sections
-(the moderngl-window single-file layout). The file's first line is its ``#version``; we insert the stage
+(the moderngl-window single-file layout), or one ``#if defined COMPUTE_SHADER`` section (GL 4.3+, a
+moderngl.ComputeShader). The file's first line is its ``#version``; we insert the stage
 define after it followed by ``#line 2`` so the compiler's line numbers are the file's line numbers.
 """
 
@@ -19,16 +20,18 @@ log = logging.getLogger(__name__)
 #: the repository's shader folder; ``FACE3D_SHADERS`` (os.pathsep-separated) is searched first
 SHADER_DIR = Path(__file__).resolve().parents[2] / "shaders"
 
-STAGES = ("VERTEX_SHADER", "GEOMETRY_SHADER", "FRAGMENT_SHADER")
+STAGES = ("VERTEX_SHADER", "GEOMETRY_SHADER", "FRAGMENT_SHADER", "COMPUTE_SHADER")
 _KWARG = {
     "VERTEX_SHADER": "vertex_shader",
     "GEOMETRY_SHADER": "geometry_shader",
     "FRAGMENT_SHADER": "fragment_shader",
+    "COMPUTE_SHADER": "compute_shader",
 }
 _STAGE_TITLE = {
     "vertex_shader": "VERTEX_SHADER",
     "geometry_shader": "GEOMETRY_SHADER",
     "fragment_shader": "FRAGMENT_SHADER",
+    "compute_shader": "COMPUTE_SHADER",
 }
 # Mesa "0:12(5): error: ...", NVIDIA "0(12) : error C0000: ...", ANGLE/others "ERROR: 0:12: ..."
 _LINE_RE = re.compile(r"^\s*(?:ERROR:\s*)?\d+[:(](\d+)[):(]")
@@ -67,8 +70,8 @@ def stage_sources(path: Path) -> dict[str, str]:
     for stage in STAGES:
         if f"defined {stage}" in text:
             out[_KWARG[stage]] = f"{head}\n#define {stage} 1\n#line 2\n{body}\n"
-    if "vertex_shader" not in out:
-        raise ShaderError(f"{path}: no '#if defined VERTEX_SHADER' section", path)
+    if "vertex_shader" not in out and "compute_shader" not in out:
+        raise ShaderError(f"{path}: no '#if defined VERTEX_SHADER' (or COMPUTE_SHADER) section", path)
     return out
 
 
@@ -78,6 +81,8 @@ def compile_program(ctx, path: Path):
 
     sources = stage_sources(path)
     try:
+        if "compute_shader" in sources:
+            return ctx.compute_shader(sources["compute_shader"])
         return ctx.program(**sources)
     except moderngl.Error as exc:
         raise _shader_error(path, str(exc)) from None
