@@ -91,7 +91,9 @@ def run(args: argparse.Namespace) -> dict:
             scene.reset_texture()
             stats = RollingStats()
             pipeline = LivePipeline(
-                lambda: open_source(args.source, realtime_demo=True), rec, LiveConfig(pace_fps=args.fps)
+                lambda: open_source(args.source, realtime_demo=args.fps is None),
+                rec,
+                LiveConfig(pace_fps=args.fps),
             )
             shown: list[FrameRecord] = []
             hud: list[str] = []
@@ -105,6 +107,10 @@ def run(args: argparse.Namespace) -> dict:
                     if result is None:
                         raise TimeoutError("no frame from the pipeline within 10 s")
                     frame = result.frame
+                    # the 3D view first: its GL commands are queued and the GPU runs them while the CPU
+                    # paints the camera view; reading the pixels back then waits like a swap does
+                    scene.show(frame, frame.faces[0] if frame.faces else None)
+                    scene.draw(target.fbo)
                     # the camera view, as CameraView paints it
                     t0 = time.perf_counter_ns()
                     image = frame_qimage(annotate(frame.image, frame.faces))
@@ -116,9 +122,6 @@ def run(args: argparse.Namespace) -> dict:
                         paint_hud(painter, QPointF(8, 8), hud)
                     painter.end()
                     t1 = time.perf_counter_ns()
-                    # the 3D view; reading the pixels back waits for the rasteriser like a swap does
-                    scene.show(frame, frame.faces[0] if frame.faces else None)
-                    scene.draw(target.fbo)
                     target.read()
                     now = time.perf_counter_ns()
                     stages = {**frame.timings_ns, **scene.timings_ns, "overlay": t1 - t0}

@@ -323,8 +323,8 @@ class MainWindow(QMainWindow):
         seq = self._seq
         self._inflight = {s: r for s, r in self._inflight.items() if s > seq - 8}
         self._inflight[seq] = result
+        self.gl_view.show_frame(result.frame, seq)  # first: its GL work overlaps the camera view's painting
         self.camera_view.set_frame(result.frame, seq)
-        self.gl_view.show_frame(result.frame, seq)
         if self._writer is not None:
             self._record(result)
 
