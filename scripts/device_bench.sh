@@ -41,7 +41,7 @@ rows = torch_gpu_latency(
 open(sys.argv[1], "w").write(json.dumps(rows, indent=1))
 PY
     cli bench render --json "$out/render.json" 2>&1 | quiet
-    cli bench render --compute off --sizes 2048,4096 --json "$out/render_raster.json" 2>&1 | quiet
+    cli bench render --compute off --sizes 2048 4096 --json "$out/render_raster.json" 2>&1 | quiet
     video=.devcarry/vid/single_face.mp4
     [[ -f $video ]] || video=demo
     cli bench app --model r50 --backend torch --source "$video" --fps 120 --json "$out/app_120.json" 2>&1 | quiet
