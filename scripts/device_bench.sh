@@ -3,12 +3,13 @@
 # tool's 64 MiB upload (the r50 weights alone are 53 MB), run back to back while the machine is warm:
 #
 #   models  r50 weights in the tree: pytest -m gpu, `bench backends`; leaves the weights in /tmp/keep
+#   stage   r50 weights in the tree: only leaves them in /tmp/keep
 #   gl      r50 weights out of the tree, carry .devcarry/gpuenv (scripts/device_bundle.sh) and
 #           .devcarry/vid/single_face.mp4: ladder GPU rows, `bench render`, `bench app` (r50, torch)
 #
 # Results go to $OUT (the device tool's folder) or out/device.
 set -uo pipefail
-step=${1:?usage: scripts/device_bench.sh models|gl}
+step=${1:?usage: scripts/device_bench.sh stage|models|gl}
 out=${OUT:-out/device}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
@@ -17,6 +18,9 @@ quiet() { grep -v -i -E 'warn|^INFO: Created TensorFlow'; }
 weights=face3d_live/models/weights
 
 case $step in
+stage)  # only leave the r50 weights on the machine for a following `gl` step
+    mkdir -p /tmp/keep && cp "$weights/face3d-r50.safetensors" /tmp/keep/ || exit 3
+    ;;
 models)
     mkdir -p /tmp/keep && cp "$weights/face3d-r50.safetensors" /tmp/keep/ || exit 3
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv,noheader
@@ -48,7 +52,7 @@ PY
     cli bench app --model r50 --backend torch --source "$video" --fps 0 --json "$out/app_unpaced.json" 2>&1 | quiet
     ;;
 *)
-    echo "unknown step $step (models|gl)"
+    echo "unknown step $step (stage|models|gl)"
     exit 2
     ;;
 esac

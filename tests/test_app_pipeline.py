@@ -81,13 +81,25 @@ def test_live_pipeline_on_video_times_every_stage_and_stops_fast(rec):
 @pytest.mark.skipif(not VIDEO.exists(), reason="shared test video not found")
 def test_file_source_loops_and_unpaced_mode_runs_ahead(rec):
     # 72-frame clip, unpaced: the worker takes frames as fast as it can and the file starts over
+    # (looping seeks back: no file reopen); the window's overlay is drawn on the worker (``prepare``)
+    from face3d_live.ui.overlay import annotate
+
     events: list[PipelineEvent] = []
-    with LivePipeline(lambda: open_source(VIDEO), rec, LiveConfig(pace_fps=0), on_event=events.append) as p:
+    with LivePipeline(
+        lambda: open_source(VIDEO),
+        rec,
+        LiveConfig(pace_fps=0),
+        on_event=events.append,
+        prepare=lambda f: annotate(f.image, f.faces),
+    ) as p:
         t0 = time.perf_counter()
         results = _collect(p, 100)
         wall = time.perf_counter() - t0
     assert len(results) == 100
     assert any(b.frame.frame_id < a.frame.frame_id for a, b in zip(results, results[1:]))  # looped
+    for r in results:
+        assert r.display.shape == r.frame.image.shape and "annotate" in r.frame.timings_ns
+        assert (r.display != r.frame.image).any() == bool(r.frame.faces)  # the mesh is drawn where found
     assert 100 / wall > 30.0  # faster than the file's own rate: nothing paces it
     assert p.frames_in.dropped == 0  # unpaced reads wait for the worker instead of dropping
 

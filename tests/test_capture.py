@@ -111,3 +111,15 @@ def test_bounded_queue_applies_backpressure_and_keeps_order() -> None:
     q.close()
     t.join(2.0)
     assert got == list(range(50))
+
+
+def test_video_rewind_restarts_at_frame_zero(video_path):
+    """Looping seeks back instead of reopening the file (no stall at the loop point)."""
+    with open_source(video_path("single_face.mp4")) as src:
+        first = src.read()
+        n = 1 + sum(1 for _ in iter(src.read, None))
+        assert src.read() is None
+        assert src.rewind()
+        again = src.read()
+        assert again.frame_id == 0 and np.array_equal(again.image, first.image)
+        assert 1 + sum(1 for _ in iter(src.read, None)) == n

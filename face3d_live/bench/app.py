@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> dict:
                 lambda: open_source(args.source, realtime_demo=args.fps is None),
                 rec,
                 LiveConfig(pace_fps=args.fps),
+                prepare=lambda f: annotate(f.image, f.faces),  # on the worker, as the window does
             )
             shown: list[FrameRecord] = []
             hud: list[str] = []
@@ -113,7 +114,8 @@ def run(args: argparse.Namespace) -> dict:
                     scene.draw(target.fbo)
                     # the camera view, as CameraView paints it
                     t0 = time.perf_counter_ns()
-                    image = frame_qimage(annotate(frame.image, frame.faces))
+                    annotated = result.display if result.display is not None else frame.image
+                    image = frame_qimage(annotated)
                     if canvas is None or canvas.size() != image.size():
                         canvas = QImage(image.size(), QImage.Format.Format_RGB32)
                     painter = QPainter(canvas)

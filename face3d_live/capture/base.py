@@ -40,6 +40,10 @@ class FrameSource(abc.ABC):
     @abc.abstractmethod
     def read(self) -> Frame | None: ...
 
+    def rewind(self) -> bool:
+        """Start again from the first frame, if this source can (files); False: reopen it instead."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - sources without resources need no close
         """Release the source (idempotent)."""
 

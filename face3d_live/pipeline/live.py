@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from face3d_live.capture.base import FrameSource
 from face3d_live.errors import Face3DError
@@ -67,6 +68,7 @@ class LiveResult:
 
     frame: Frame
     t_ready_ns: int
+    display: Any = None  # what ``prepare`` made of the frame on the worker thread (e.g. the annotated image)
 
 
 class LivePipeline:
@@ -76,6 +78,9 @@ class LivePipeline:
     again to loop a file) or an opened FrameSource (not looped). The pipeline owns and closes the sources.
     ``reconstructor``: an object (borrowed: the caller closes it) or a factory (called on the worker
     thread, so loading a model never blocks the UI; the pipeline closes what it made).
+    ``prepare``: per-frame display work run on the worker after reconstruction (the window's mesh overlay:
+    OpenCV drawing releases the GIL, so it runs beside the UI thread instead of on it); its return value
+    arrives as ``LiveResult.display``.
     """
 
     def __init__(
@@ -86,8 +91,10 @@ class LivePipeline:
         *,
         on_result: Callable[[], None] | None = None,
         on_event: Callable[[PipelineEvent], None] | None = None,
+        prepare: Callable[[Frame], Any] | None = None,
     ) -> None:
         self.config = config
+        self._prepare = prepare
         self._source_factory = source if callable(source) and not isinstance(source, FrameSource) else None
         self._source: FrameSource | None = None if self._source_factory else source
         self._rec_arg = reconstructor
@@ -220,6 +227,8 @@ class LivePipeline:
                 t0 = time.perf_counter_ns()
                 frame = src.read()
                 if frame is None:
+                    if cfg.loop and not self._stop.is_set() and src.rewind():
+                        continue  # the pacing clock runs on, as a camera's would
                     if not (cfg.loop and self._source_factory is not None and not self._stop.is_set()):
                         self._emit("end", f"{src.name}: end of source after {self.frames_captured} frames")
                         break
@@ -316,9 +325,23 @@ class LivePipeline:
             if left:
                 self._stop.wait(delay)  # the injected stall, interruptible by stop()
                 frame.timings_ns["injected"] = int(delay * 1e9)
+            display = self._prepare_display(frame)
             self.frames_processed += 1
-            self.results.put(LiveResult(frame, time.perf_counter_ns()))
+            self.results.put(LiveResult(frame, time.perf_counter_ns(), display))
             self._on_result()
+
+    def _prepare_display(self, frame: Frame) -> Any:
+        """The ``prepare`` hook, timed as stage "annotate"; a failing hook costs the overlay, not the frame."""
+        if self._prepare is None:
+            return None
+        t0 = time.perf_counter_ns()
+        try:
+            return self._prepare(frame)
+        except Exception:
+            log.exception("display preparation failed on frame %d", frame.frame_id)
+            return None
+        finally:
+            frame.timings_ns["annotate"] = time.perf_counter_ns() - t0
 
 
 def _default_smoothing():

@@ -41,6 +41,7 @@ from face3d_live.pipeline.channels import Closed
 from face3d_live.pipeline.live import LiveConfig, LivePipeline, LiveResult, PipelineEvent
 from face3d_live.ui.config import BACKEND_CHOICES, AppConfig
 from face3d_live.ui.hud import hud_lines
+from face3d_live.ui.overlay import annotate
 from face3d_live.ui.scene import TEXTURE_SIZES
 from face3d_live.ui.views import CameraView, FaceGLView
 
@@ -237,6 +238,7 @@ class MainWindow(QMainWindow):
             LiveConfig(pace_fps=self.config.pace_fps),
             on_result=lambda: self._bridge.result.emit(pipeline),
             on_event=lambda e: self._bridge.event.emit(pipeline, e),
+            prepare=lambda frame: annotate(frame.image, frame.faces, self.camera_view.options),
         )
         try:
             pipeline.start()
@@ -324,7 +326,7 @@ class MainWindow(QMainWindow):
         self._inflight = {s: r for s, r in self._inflight.items() if s > seq - 8}
         self._inflight[seq] = result
         self.gl_view.show_frame(result.frame, seq)  # first: its GL work overlaps the camera view's painting
-        self.camera_view.set_frame(result.frame, seq)
+        self.camera_view.set_frame(result.frame, seq, result.display)
         if self._writer is not None:
             self._record(result)
 

@@ -43,10 +43,13 @@ class CameraView(QWidget):
         self.paint_ns = 0
         self.annotate_ns = 0
 
-    def set_frame(self, frame: Frame, seq: int) -> None:
+    def set_frame(self, frame: Frame, seq: int, annotated: np.ndarray | None = None) -> None:
+        """``annotated``: the frame with the overlay already drawn (by the pipeline worker); else drawn here."""
         t0 = time.perf_counter_ns()
         self._frame, self._seq = frame, seq
-        self._image = frame_qimage(annotate(frame.image, frame.faces, self.options))
+        if annotated is None:
+            annotated = annotate(frame.image, frame.faces, self.options)
+        self._image = frame_qimage(annotated)
         self.annotate_ns = time.perf_counter_ns() - t0
         self.update()
 
