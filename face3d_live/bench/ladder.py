@@ -58,6 +58,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-json", type=Path, default=GPU_JSON, help="accelerator results to merge in")
     p.add_argument("--out-dir", type=Path, default=Path("out/ladder"), help="ladder.json / ladder.md here")
     p.add_argument("--no-quality", action="store_true", help="skip the held-out quality columns")
+    p.add_argument(
+        "--interleaved-rounds",
+        type=int,
+        default=6,
+        help="round-robin onnxruntime timing blocks per rung in one process (default 6; 0 = skip)",
+    )
 
 
 # ---- model files and ONNX -------------------------------------------------------------------------------
@@ -166,6 +172,56 @@ def _import_rss() -> float:
     import torch  # noqa: F401
 
     return _peak_rss_mb()
+
+
+def interleaved_onnxruntime(keys: list[str], batches: list[int], rounds: int, block_s: float = 0.5) -> dict:
+    """b1/b8 onnxruntime latency of the rungs in one process, in round-robin blocks (``rounds`` blocks of
+    ``block_s`` per rung and batch, each after two untimed runs that bring its weights back into cache):
+    load from other work on a shared CPU hits every rung alike, so the speedups hold even when the
+    absolute numbers drift. Per-call alternation would be unfair the other way: the original's 100 MB of
+    weights would evict the small rungs' from the caches before every call.
+    {key: {bN_ms}, 'speedup': {key: {bN: ×}}} (medians)."""
+    import onnxruntime as ort
+
+    threads = min(4, os.cpu_count() or 1)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    keys = [k for k in keys if RUNGS[k][2] != "fp16"]  # no FP16 kernels in onnxruntime on the CPU
+    sessions = {
+        k: ort.InferenceSession(str(rung_files(k)["onnx"]), opts, providers=["CPUExecutionProvider"])
+        for k in keys
+    }
+    x = {b: np.random.default_rng(0).random((b, 3, 224, 224), dtype=np.float32) for b in batches}
+    times: dict = {k: {b: [] for b in batches} for k in keys}
+    for _ in range(rounds):
+        for b in batches:
+            for k in keys:
+                run = sessions[k].run
+                for _ in range(2):
+                    run(None, {"input": x[b]})
+                t_end = time.perf_counter() + block_s
+                while time.perf_counter() < t_end:
+                    t0 = time.perf_counter_ns()
+                    run(None, {"input": x[b]})
+                    times[k][b].append((time.perf_counter_ns() - t0) / 1e6)
+    out: dict = {
+        "rounds": rounds,
+        "block_s": block_s,
+        "threads": threads,
+        "loadavg_end": round(os.getloadavg()[0], 2),
+    }
+    for k in keys:
+        out[k] = {f"b{b}_ms": round(statistics.median(times[k][b]), 2) for b in batches}
+    base = out.get("original-fp32")
+    if base:
+        out["speedup"] = {
+            k: {f"b{b}": round(base[f"b{b}_ms"] / out[k][f"b{b}_ms"], 2) for b in batches}
+            for k in keys
+            if k != "original-fp32"
+        }
+    return out
 
 
 # ---- GPU (accelerator run) -----------------------------------------------------------------------------
@@ -477,6 +533,8 @@ def run(args: argparse.Namespace) -> dict:
             for ref in [rt if rt in base else "onnxruntime"]
             if "b1_min_ms" in r and ref in base
         }
+    if args.interleaved_rounds > 0:
+        result["interleaved"] = interleaved_onnxruntime(keys, batches, args.interleaved_rounds)
     result["gpu"] = gpu_rows(args.gpu_json)
     if not args.no_quality:
         result["quality"] = quality([k for k in keys], args.images)
@@ -528,6 +586,20 @@ def markdown(result: dict) -> str:
             f"{_f(qq.get('vertex_dist_px'), '{:.3f}')} ({_f(qq.get('vertex_dist_pct'), '{:.2f}')}) | "
             f"{_f(qq.get('ssim'), '{:.4f}')} ({_f(qq.get('ssim_min'), '{:.3f}')}) | {_f(qq.get('ssim_frame'), '{:.4f}')} |"
         )
+    il = result.get("interleaved")
+    if il and il.get("speedup"):
+        parts = [
+            f"{RUNGS[k][0]} {il[k]['b1_ms']:.1f} / {il[k]['b8_ms']:.1f} ms ({sp['b1']:.2f}× / {sp['b8']:.2f}×)"
+            for k, sp in il["speedup"].items()
+        ]
+        o = il["original-fp32"]
+        lines += [
+            "",
+            f"Interleaved onnxruntime b1 / b8 ({il['rounds']} round-robin blocks of {il['block_s']} s per rung in "
+            f"one process, {il['threads']} threads; speedup against the original): original FP32 {o['b1_ms']:.1f} / {o['b8_ms']:.1f} ms; "
+            + "; ".join(parts)
+            + ".",
+        ]
     if q.get("images"):
         nme0 = q.get("original-fp32", {}).get("nme")
         lines += [
