@@ -40,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--qat-minutes", type=float, default=1.5)
     p.add_argument("--qat-steps", type=int, default=0, help="fixed steps (overrides minutes)")
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument(
+        "--manual-weight", type=float, default=0.1, help="weight of the AFLW ground-truth term (default 0.1)"
+    )
+    p.add_argument("--distill-lr", type=float, default=6e-4, help="distillation learning rate (6e-4)")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto")
     p.add_argument("--out", type=Path, default=None, help="rung files here (default: models/weights/)")
     p.add_argument(
