@@ -316,6 +316,7 @@ def test_ladder_bench_produces_rows(rung_env, tmp_path):
         gpu_json=tmp_path / "none.json",
         out_dir=tmp_path / "out",
         no_quality=not has_data,
+        interleaved_rounds=1,
     )
     result = ladder.run(args)
     rows = result["rungs"]
@@ -333,5 +334,11 @@ def test_ladder_bench_produces_rows(rung_env, tmp_path):
         q = result["quality"]
         assert q["images"] == 3 and q["original-fp32"]["nme_change"] == 0
         assert q["original-fp32"]["vertex_dist_px"] == 0
+    il = result["interleaved"]  # every onnxruntime rung timed in the same round-robin blocks
+    assert set(il["speedup"]) == {"pruned-fp32", "pruned-int8"} and il["pruned-int8"]["b1_ms"] > 0
     md = (tmp_path / "out" / "ladder.md").read_text()
-    assert "pruned INT8 (QAT)" in md and (tmp_path / "out" / "ladder.json").is_file()
+    assert (
+        "pruned INT8 (QAT)" in md
+        and "Interleaved onnxruntime" in md
+        and (tmp_path / "out" / "ladder.json").is_file()
+    )

@@ -534,7 +534,8 @@ def run(args: argparse.Namespace) -> dict:
             if "b1_min_ms" in r and ref in base
         }
     if args.interleaved_rounds > 0:
-        result["interleaved"] = interleaved_onnxruntime(keys, batches, args.interleaved_rounds)
+        block_s = min(0.5, args.seconds)  # short runs (tests) keep the blocks short too
+        result["interleaved"] = interleaved_onnxruntime(keys, batches, args.interleaved_rounds, block_s)
     result["gpu"] = gpu_rows(args.gpu_json)
     if not args.no_quality:
         result["quality"] = quality([k for k in keys], args.images)
@@ -588,17 +589,21 @@ def markdown(result: dict) -> str:
         )
     il = result.get("interleaved")
     if il and il.get("speedup"):
-        parts = [
-            f"{RUNGS[k][0]} {il[k]['b1_ms']:.1f} / {il[k]['b8_ms']:.1f} ms ({sp['b1']:.2f}× / {sp['b8']:.2f}×)"
-            for k, sp in il["speedup"].items()
-        ]
         o = il["original-fp32"]
+        bs = [k[1:-3] for k in o]  # "b1_ms" -> "1"
+
+        def ms(row: dict) -> str:
+            return " / ".join(f"{row[f'b{b}_ms']:.1f}" for b in bs)
+
+        def speedups(sp: dict) -> str:
+            return " / ".join(f"{sp['b' + b]:.2f}×" for b in bs)
+
+        parts = [f"{RUNGS[k][0]} {ms(il[k])} ms ({speedups(sp)})" for k, sp in il["speedup"].items()]
         lines += [
             "",
-            f"Interleaved onnxruntime b1 / b8 ({il['rounds']} round-robin blocks of {il['block_s']} s per rung in "
-            f"one process, {il['threads']} threads; speedup against the original): original FP32 {o['b1_ms']:.1f} / {o['b8_ms']:.1f} ms; "
-            + "; ".join(parts)
-            + ".",
+            f"Interleaved onnxruntime {' / '.join('b' + b for b in bs)} ({il['rounds']} round-robin blocks of "
+            f"{il['block_s']} s per rung in one process, {il['threads']} threads; speedup against the "
+            f"original): original FP32 {ms(o)} ms; " + "; ".join(parts) + ".",
         ]
     if q.get("images"):
         nme0 = q.get("original-fp32", {}).get("nme")
