@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from face3d_live.errors import ModelError
-from face3d_live.models.r50 import MEAN, OUTPUT_DIM, STD, Bottleneck, make_stem
+from face3d_live.models.r50 import MEAN, OUTPUT_DIM, STD, Bottleneck, FaceR50, make_stem
 
 ARCH = "FaceR50Slim"
 
@@ -49,10 +49,7 @@ class FaceR50Slim(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(in_ch, OUTPUT_DIM)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) / self.std
-        x = self.layers(self.stem(x))
-        return self.head(torch.flatten(self.pool(x), 1))
+    forward = FaceR50.forward  # same modules by the same names: only the widths differ
 
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
