@@ -317,6 +317,8 @@ def test_ladder_bench_produces_rows(rung_env, tmp_path):
         out_dir=tmp_path / "out",
         no_quality=not has_data,
         interleaved_rounds=1,
+        extra=[f"small lite={rung_env / 'lite.safetensors'}"],
+        no_references=False,
     )
     result = ladder.run(args)
     rows = result["rungs"]
@@ -334,6 +336,12 @@ def test_ladder_bench_produces_rows(rung_env, tmp_path):
         q = result["quality"]
         assert q["images"] == 3 and q["original-fp32"]["nme_change"] == 0
         assert q["original-fp32"]["vertex_dist_px"] == 0
+        refs = q["references"]  # the original on perturbed inputs, and the --extra rung file
+        assert set(refs) == {*ladder.REFERENCES, "small lite"}
+        for row in refs.values():  # random weights: the meshes may fall outside the render (SSIM None)
+            assert row["vertex_dist_px"] > 0
+            assert row["ssim_view"] is None or 0 < row["ssim_view"] <= 1
+        assert refs["small lite"]["vertex_dist_px"] == q["pruned-fp32"]["vertex_dist_px"]  # the same file
     il = result["interleaved"]  # every onnxruntime rung timed in the same round-robin blocks
     assert set(il["speedup"]) == {"pruned-fp32", "pruned-int8"} and il["pruned-int8"]["b1_ms"] > 0
     md = (tmp_path / "out" / "ladder.md").read_text()
@@ -342,3 +350,70 @@ def test_ladder_bench_produces_rows(rung_env, tmp_path):
         and "Interleaved onnxruntime" in md
         and (tmp_path / "out" / "ladder.json").is_file()
     )
+
+
+def test_ladder_extra_must_name_a_rung_file(tmp_path):
+    from face3d_live.bench import ladder
+    from face3d_live.errors import ConfigError, ModelError
+
+    with pytest.raises(ConfigError, match="LABEL=FILE"):
+        ladder._parse_extra([str(tmp_path / "missing.safetensors")])
+    bogus = tmp_path / "bogus.safetensors"
+    bogus.write_bytes(b"not a rung")
+    extra = ladder._parse_extra([f"bogus={bogus}"])
+    with pytest.raises(ModelError, match="not a rung file"), ladder._rung_file(extra["bogus"]):
+        pass
+
+
+def test_qat_of_the_unpruned_original_keeps_its_widths(models, tmp_path):
+    """`lightweight --qat-original`: the INT8-only reference point (no pruning, no distillation)."""
+    from face3d_live.training import lightweight
+    from face3d_live.training.dataset import TrainData
+    from face3d_live.training.distill import pack_data
+    from face3d_live.training.qat import load_int8
+
+    n = 6
+    rng = np.random.default_rng(2)
+    data = TrainData(
+        images=rng.integers(0, 255, (n, 128, 128, 3), dtype=np.uint8),
+        verts=np.zeros((n, 468, 3), np.float32),
+        points=np.full((n, 21, 2), np.nan, np.float32),
+        yaw=np.zeros(n, np.float32),
+        teacher_ok=np.ones(n, bool),
+        mesh_crop=np.tile(np.float32([64, 64, 120, 0]), (n, 1)),
+        box_crop=np.tile(np.float32([64, 64, 160, 0]), (n, 1)),
+        held_out=np.array([True] + [False] * 5),
+        shape=np.full((n, 2), 128, np.float32),
+        names=np.array([f"x{i}" for i in range(n)]),
+    )
+    pack_data(data, tmp_path / "p.npz", budget_mb=1.0, held_out=1, quality=90)
+    out = tmp_path / "out"
+    args = ["--data", str(tmp_path / "p.npz"), "--teacher", str(models["dir"] / "r50.safetensors")]
+    assert (
+        lightweight.main([*args, "--out", str(out), "--qat-original", "--qat-steps", "1", "--batch", "2"])
+        == 0
+    )
+    q = load_int8(out / "face3d-r50-int8.safetensors")
+    assert q.config == widths_of(models["r50"])
+    assert (out / "ladder-qat.json").is_file()
+
+
+def test_render_ssim_of_a_real_face():
+    """The shipped r50 on a held-out AFLW crop: both renders show the face, a mesh scores 1 against
+    itself, and moving it by one pixel costs more in the lit geometry than in the textured 3D view."""
+    from face3d_live.bench import ladder
+
+    samples = ladder.held_out_aflw(1)
+    if not samples:
+        pytest.skip("no held-out AFLW data (../shared/data absent)")
+    images = [samples[0][0]] * 2
+    mesh = ladder.predict_meshes("original-fp32", images[:1])[0]
+    meshes = np.stack([mesh, mesh + np.float32([1.0, 0.0, 0.0])])
+    geometry = ladder.render_faces(meshes, images[0].shape[0])
+    views = ladder.render_views(images, meshes)
+    for render in (*geometry, *views):
+        assert (render.max(-1) > 0).mean() > 0.15  # the face covers a good part of the render
+    assert ladder.face_ssim(views[0], views[0]) == pytest.approx(1.0)
+    moved_geometry = ladder.face_ssim(geometry[1], geometry[0])
+    moved_view = ladder.face_ssim(views[1], views[0])
+    assert 0.8 < moved_geometry < moved_view < 0.999

@@ -22,6 +22,7 @@ the load average: other work on this machine slows them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import statistics
@@ -58,6 +59,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-json", type=Path, default=GPU_JSON, help="accelerator results to merge in")
     p.add_argument("--out-dir", type=Path, default=Path("out/ladder"), help="ladder.json / ladder.md here")
     p.add_argument("--no-quality", action="store_true", help="skip the held-out quality columns")
+    p.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="LABEL=FILE",
+        help="also measure the quality of this rung file (an r50-lite or r50-int8 file made by "
+        "`face3d-live optimize`, e.g. another pruning ratio); repeatable",
+    )
+    p.add_argument(
+        "--no-references",
+        action="store_true",
+        help="skip the reference rows (the original on its own input re-saved as JPEG q90 / moved 1 px)",
+    )
     p.add_argument(
         "--interleaved-rounds",
         type=int,
@@ -364,26 +378,60 @@ def predict_meshes(key: str, images: list[np.ndarray]) -> np.ndarray:
 
 
 def render_faces(meshes: np.ndarray, size: int, scale: float = 2.0) -> list[np.ndarray]:
-    """Lit, untextured renders (RGB uint8, ``size``·scale square) of each mesh, ImageView of the crop."""
-    from face3d_live.geometry import mesh as topo
-    from face3d_live.geometry.pose import umeyama
+    """Lit, untextured renders (RGB uint8, ``size``·scale square) of each mesh, ImageView of the crop:
+    the geometry alone, as the photo's camera sees it."""
     from face3d_live.render import ImageView, RenderConfig, create_context, render_image
-    from face3d_live.types import Face
 
     ctx = create_context("egl")
     try:
-        canonical, tris, uv = topo.canonical_vertices(), topo.triangles(), topo.uv_coords()
         px = int(round(size * scale))
         cfg = RenderConfig(background=(0.0, 0.0, 0.0, 1.0))
-        out = []
-        for v in meshes:
-            v = (v * scale).astype(np.float32)
-            lo, hi = v[:, :2].min(0), v[:, :2].max(0)
-            face = Face(v, v[topo.LANDMARKS68], tris, uv, umeyama(canonical, v), (*lo, *hi), 1.0)
-            out.append(render_image(ctx, face, ImageView(px, px), (px, px), config=cfg)[..., :3])
-        return out
+        return [
+            render_image(ctx, _face(v * scale), ImageView(px, px), (px, px), config=cfg)[..., :3]
+            for v in meshes
+        ]
     finally:
         ctx.release()
+
+
+def render_views(images: list[np.ndarray], meshes: np.ndarray, px: int = 256) -> list[np.ndarray]:
+    """The app's 3D view of each face (RGB uint8, ``px`` square): the crop baked into a fresh UV texture
+    through that mesh, lit, under the view's default orbit camera (ui/scene.FaceScene, 512² texture)."""
+    from dataclasses import replace
+
+    from face3d_live.render import OffscreenTarget, create_context
+    from face3d_live.types import Frame
+    from face3d_live.ui.scene import FaceScene, SceneConfig
+
+    ctx = create_context("egl")
+    try:
+        with OffscreenTarget(ctx, (px, px), 0) as target:
+            scene = FaceScene(ctx, SceneConfig(texture_size=512, texture_hz=1e9))  # bake every frame shown
+            scene.renderer.config = replace(scene.renderer.config, background=(0.0, 0.0, 0.0, 1.0))
+            out = []
+            try:
+                for i, (img, v) in enumerate(zip(images, meshes)):
+                    scene.reset_texture()  # each face from its own photo only
+                    scene.show(Frame(i, img, 0, 0.0), _face(v))
+                    scene.draw(target.fbo)  # bakes
+                    scene.draw(target.fbo)  # resolves the bake and draws it
+                    out.append(target.read()[..., :3])
+            finally:
+                scene.close()
+            return out
+    finally:
+        ctx.release()
+
+
+def _face(v: np.ndarray):
+    from face3d_live.geometry import mesh as topo
+    from face3d_live.geometry.pose import umeyama
+    from face3d_live.types import Face
+
+    v = np.asarray(v, np.float32)
+    lo, hi = v[:, :2].min(0), v[:, :2].max(0)
+    pose = umeyama(topo.canonical_vertices(), v)
+    return Face(v, v[topo.LANDMARKS68], topo.triangles(), topo.uv_coords(), pose, (*lo, *hi), 1.0)
 
 
 def face_ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -409,8 +457,69 @@ def frame_ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(a.mean(-1), b.mean(-1), data_range=255.0))
 
 
-def quality(keys: list[str], n_images: int) -> dict:
-    """Per rung: NME, ΔNME, vertex distance and render SSIM against the original (held-out AFLW)."""
+# The original against itself on inputs nobody could tell apart: the scale the rungs' numbers read
+# against. name: (perturb the crop, x offset to take back from the mesh)
+def _jpeg(img: np.ndarray, q: int) -> np.ndarray:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
+    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+
+
+def _moved(img: np.ndarray, dx: float) -> np.ndarray:
+    import cv2
+
+    m = np.float32([[1, 0, dx], [0, 1, 0]])
+    return cv2.warpAffine(img, m, img.shape[1::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+REFERENCES = {
+    "original, input re-saved as JPEG q90": (lambda im: _jpeg(im, 90), 0.0),
+    "original, input moved 1 px": (lambda im: _moved(im, 1.0), 1.0),
+}
+
+
+@contextlib.contextmanager
+def _rung_file(path: Path):
+    """Point the r50-lite or r50-int8 model (by the file's arch) at ``path`` for the block; yields its rung key."""
+    from face3d_live.errors import ModelError
+    from face3d_live.models.weights import read_metadata
+    from face3d_live.training.qat import ARCH as INT8_ARCH
+    from face3d_live.training.rungs import INT8_ENV, LITE_ENV
+
+    try:
+        arch = read_metadata(path).get("arch")
+    except Exception as exc:
+        raise ModelError(f"--extra {path}: not a rung file ({exc})") from None
+    key, env = ("pruned-int8", INT8_ENV) if arch == INT8_ARCH else ("pruned-fp32", LITE_ENV)
+    old = os.environ.get(env)
+    os.environ[env] = str(path)
+    try:
+        yield key
+    finally:
+        if old is None:
+            os.environ.pop(env, None)
+        else:
+            os.environ[env] = old
+
+
+def _parse_extra(items: list[str]) -> dict[str, Path]:
+    from face3d_live.errors import ConfigError
+
+    out = {}
+    for item in items:
+        label, sep, path = item.partition("=")
+        if not sep or not label.strip() or not Path(path).is_file():
+            raise ConfigError(f"--extra wants LABEL=FILE with an existing rung file, got {item!r}")
+        out[label.strip()] = Path(path)
+    return out
+
+
+def quality(
+    keys: list[str], n_images: int, extra: dict[str, Path] | None = None, references: bool = True
+) -> dict:
+    """Per rung: NME, ΔNME, vertex distance and render SSIM against the original (held-out AFLW); with
+    ``references`` also the original on perturbed inputs, and the rung files in ``extra``."""
     from face3d_live.training.points21 import aflw_points, load_mapping
     from face3d_live.training.train import point_nme
 
@@ -421,31 +530,58 @@ def quality(keys: list[str], n_images: int) -> dict:
     points = np.stack([s[1] for s in samples])
     W = load_mapping()
     size = images[0].shape[0]
-    meshes = {
-        k: predict_meshes(k, images) for k in ["original-fp32", *[k for k in keys if k != "original-fp32"]]
-    }
-    renders = {k: render_faces(m, size) for k, m in meshes.items()}
-    ref = meshes["original-fp32"]
+    ref = predict_meshes("original-fp32", images)
+    ref_geometry, ref_view = render_faces(ref, size), render_views(images, ref)
     face_size = np.sqrt(np.prod(ref[:, :, :2].max(1) - ref[:, :, :2].min(1), axis=1))
-    out: dict = {"images": len(images), "crop_px": size}
-    nme0 = None
-    for k, m in meshes.items():
-        err = point_nme(aflw_points(W, m), points)
-        nme = 100 * float(np.nanmean(np.minimum(err, 1.0)))
-        nme0 = nme if k == "original-fp32" else nme0
+
+    def nme_of(m: np.ndarray) -> float:
+        return 100 * float(np.nanmean(np.minimum(point_nme(aflw_points(W, m), points), 1.0)))
+
+    nme0 = nme_of(ref)
+
+    def measure(m: np.ndarray) -> dict:
+        nme = nme_of(m)
         dist = np.linalg.norm(m - ref, axis=-1).mean(1)
-        ssim = np.array([face_ssim(a, b) for a, b in zip(renders[k], renders["original-fp32"])])
-        out[k] = {
+        geometry = render_faces(m, size)
+        ssim = np.array([face_ssim(a, b) for a, b in zip(geometry, ref_geometry)])
+        view = np.array([face_ssim(a, b) for a, b in zip(render_views(images, m), ref_view)])
+
+        def stat(x: np.ndarray, f) -> float | None:
+            return None if np.isnan(x).all() else round(float(f(x)), 4)
+
+        return {
             "nme": round(nme, 3),
             "nme_change": round(nme - nme0, 3),
             "vertex_dist_px": round(float(dist.mean()), 3),
+            "vertex_dist_median_px": round(float(np.median(dist)), 3),
             "vertex_dist_pct": round(100 * float((dist / face_size).mean()), 3),
-            "ssim": None if np.isnan(ssim).all() else round(float(np.nanmean(ssim)), 4),
-            "ssim_min": None if np.isnan(ssim).all() else round(float(np.nanmin(ssim)), 4),
+            "ssim": stat(ssim, np.nanmean),
+            "ssim_median": stat(ssim, np.nanmedian),
+            "ssim_min": stat(ssim, np.nanmin),
             "ssim_frame": round(
-                float(np.mean([frame_ssim(a, b) for a, b in zip(renders[k], renders["original-fp32"])])), 4
+                float(np.mean([frame_ssim(a, b) for a, b in zip(geometry, ref_geometry)])), 4
             ),
+            "ssim_view": stat(view, np.nanmean),
+            "ssim_view_median": stat(view, np.nanmedian),
         }
+
+    out: dict = {"images": len(images), "crop_px": size}
+    for k in keys:
+        out[k] = measure(ref if k == "original-fp32" else predict_meshes(k, images))
+    if references:
+        out["references"] = {}
+        for name, (perturb, dx) in REFERENCES.items():
+            m = predict_meshes("original-fp32", [perturb(im) for im in images])
+            m[..., 0] -= dx
+            out["references"][name] = measure(m)
+        for label, path in (extra or {}).items():
+            with _rung_file(path) as key:
+                row = measure(predict_meshes(key, images))
+            out["references"][label] = {
+                "file": str(path),
+                "file_mb": round(path.stat().st_size / 1e6, 2),
+                **row,
+            }
     return out
 
 
@@ -483,6 +619,7 @@ def run(args: argparse.Namespace) -> dict:
         raise ConfigError(f"unknown rung(s) {', '.join(unknown)}; choose from {', '.join(RUNGS)}")
     if "original-fp32" not in keys:
         keys.insert(0, "original-fp32")
+    extra = _parse_extra(getattr(args, "extra", []))  # a wrong path fails now, not after the timings
     batches = [int(b) for b in args.batches.split(",")]
     ccs = [c.strip() for c in args.cc.split(",") if c.strip()]
     from face3d_live.cli.bench import machine_info
@@ -538,7 +675,8 @@ def run(args: argparse.Namespace) -> dict:
         result["interleaved"] = interleaved_onnxruntime(keys, batches, args.interleaved_rounds, block_s)
     result["gpu"] = gpu_rows(args.gpu_json)
     if not args.no_quality:
-        result["quality"] = quality([k for k in keys], args.images)
+        references = not getattr(args, "no_references", False)
+        result["quality"] = quality(keys, args.images, extra, references)
     result["host"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     import json
@@ -554,6 +692,14 @@ def _f(v, fmt: str = "{:.1f}") -> str:
     return "–" if v is None else fmt.format(v)
 
 
+def _ssims(qq: dict) -> str:
+    """'geometry mean / median (min) | 3D view mean / median' cells of one quality row."""
+    return (
+        f"{_f(qq.get('ssim'), '{:.4f}')} / {_f(qq.get('ssim_median'), '{:.4f}')} ({_f(qq.get('ssim_min'), '{:.3f}')}) | "
+        f"{_f(qq.get('ssim_view'), '{:.4f}')} / {_f(qq.get('ssim_view_median'), '{:.4f}')}"
+    )
+
+
 def markdown(result: dict) -> str:
     """The ladder as a Markdown table (CPU part, H100 part, quality, engines)."""
     rungs = result["rungs"]
@@ -565,7 +711,8 @@ def markdown(result: dict) -> str:
         f"{result['baseline_rss_mb']:.0f} MB. Latency: median ms per batch.",
         "",
         "| rung | file MB | ORT b1 (min) | ORT b8 | torch b1 (min) | torch b8 | peak RSS MB | speedup b1 median (min) | "
-        "H100 torch b1 | H100 b8 | H100 mem MB | ΔNME (pts) | vertex dist px (%) | SSIM face (min) | SSIM frame |",
+        "H100 torch b1 | H100 b8 | H100 mem MB | ΔNME (pts) | vertex dist px (%) | SSIM geometry mean / median "
+        "(min) | SSIM 3D view mean / median |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, r in rungs.items():
@@ -585,7 +732,7 @@ def markdown(result: dict) -> str:
             f"{_f(g.get('b1_ms'), '{:.2f}')} ({g.get('variant', '')}) | {_f(g.get('b8_ms'), '{:.2f}')} | "
             f"{_f(g.get('peak_mem_mb'), '{:.0f}')} | {_f(qq.get('nme_change'), '{:+.3f}')} | "
             f"{_f(qq.get('vertex_dist_px'), '{:.3f}')} ({_f(qq.get('vertex_dist_pct'), '{:.2f}')}) | "
-            f"{_f(qq.get('ssim'), '{:.4f}')} ({_f(qq.get('ssim_min'), '{:.3f}')}) | {_f(qq.get('ssim_frame'), '{:.4f}')} |"
+            f"{_ssims(qq)} |"
         )
     il = result.get("interleaved")
     if il and il.get("speedup"):
@@ -611,6 +758,21 @@ def markdown(result: dict) -> str:
             "",
             f"Quality: {q['images']} held-out AFLW crops ({q['crop_px']} px), original NME {nme0:.3f} %.",
         ]
+    if q.get("references"):
+        lines += [
+            "",
+            "Reference points (quality only): the original on inputs nobody could tell apart, and other rung files.",
+            "",
+            "| reference | file MB | ΔNME (pts) | vertex dist px mean / median | SSIM geometry mean / median (min) | "
+            "SSIM 3D view mean / median |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, qq in q["references"].items():
+            lines.append(
+                f"| {name} | {_f(qq.get('file_mb'))} | {_f(qq.get('nme_change'), '{:+.3f}')} | "
+                f"{_f(qq.get('vertex_dist_px'), '{:.3f}')} / {_f(qq.get('vertex_dist_median_px'), '{:.3f}')} | "
+                f"{_ssims(qq)} |"
+            )
     if gpu.get("device"):
         lines += [
             "",

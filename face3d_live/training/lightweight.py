@@ -185,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--from-lite", type=Path, default=None, help="skip pruning + distillation: QAT this rung file"
     )
+    p.add_argument(
+        "--qat-original",
+        action="store_true",
+        help="skip pruning + distillation: QAT the unpruned original (the INT8-only reference point)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from face3d_live.training.distill import load_packed
@@ -204,11 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = torch_gpu_latency({"r50": copy.deepcopy(teacher), "r50-lite": copy.deepcopy(lite)})
         (args.out / "ladder-gpu.json").write_text(json.dumps(rows, indent=1))
 
-    if args.from_lite is not None:
-        from face3d_live.training.slim import load_slim
+    if args.from_lite is not None or args.qat_original:
+        from face3d_live.training.slim import load_slim, to_slim
 
         args.out.mkdir(parents=True, exist_ok=True)
-        report = run_qat(cfg, data, load_mapping(), teacher, load_slim(args.from_lite), args.out, device)
+        start = to_slim(teacher) if args.qat_original else load_slim(args.from_lite)
+        report = run_qat(cfg, data, load_mapping(), teacher, start, args.out, device)
         (args.out / "ladder-qat.json").write_text(json.dumps(report, indent=1, default=str))
         return 0
     use_bench = args.gpu_bench and device == "cuda"
