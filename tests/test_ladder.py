@@ -236,24 +236,30 @@ def test_missing_rung_file_is_a_clear_error(monkeypatch, tmp_path):
 
 
 # ---- distillation ---------------------------------------------------------------------------------------
-def test_distiller_steps_move_the_student_only(models, tmp_path):
+def _noise_data(held_out: np.ndarray, teacher_ok: bool, seed: int):
+    """A tiny TrainData of noise images (128² canvas, fixed crops, no manual points)."""
     from face3d_live.training.dataset import TrainData
-    from face3d_live.training.distill import DistillConfig, Distiller
 
-    n = 6
-    rng = np.random.default_rng(0)
-    data = TrainData(
+    n = len(held_out)
+    rng = np.random.default_rng(seed)
+    return TrainData(
         images=rng.integers(0, 255, (n, 128, 128, 3), dtype=np.uint8),
         verts=np.zeros((n, 468, 3), np.float32),
         points=np.full((n, 21, 2), np.nan, np.float32),
         yaw=np.zeros(n, np.float32),
-        teacher_ok=np.zeros(n, bool),
+        teacher_ok=np.full(n, teacher_ok),
         mesh_crop=np.tile(np.float32([64, 64, 120, 0]), (n, 1)),
         box_crop=np.tile(np.float32([64, 64, 160, 0]), (n, 1)),
-        held_out=np.array([False] * 5 + [True]),
+        held_out=held_out,
         shape=np.full((n, 2), 128, np.float32),
         names=np.array([f"x{i}" for i in range(n)]),
     )
+
+
+def test_distiller_steps_move_the_student_only(models, tmp_path):
+    from face3d_live.training.distill import DistillConfig, Distiller
+
+    data = _noise_data(np.array([False] * 5 + [True]), teacher_ok=False, seed=0)
     student = copy.deepcopy(models["slim"])
     teacher = models["r50"]
     t0 = [p.detach().clone() for p in teacher.parameters()]
@@ -368,24 +374,10 @@ def test_ladder_extra_must_name_a_rung_file(tmp_path):
 def test_qat_of_the_unpruned_original_keeps_its_widths(models, tmp_path):
     """`lightweight --qat-original`: the INT8-only reference point (no pruning, no distillation)."""
     from face3d_live.training import lightweight
-    from face3d_live.training.dataset import TrainData
     from face3d_live.training.distill import pack_data
     from face3d_live.training.qat import load_int8
 
-    n = 6
-    rng = np.random.default_rng(2)
-    data = TrainData(
-        images=rng.integers(0, 255, (n, 128, 128, 3), dtype=np.uint8),
-        verts=np.zeros((n, 468, 3), np.float32),
-        points=np.full((n, 21, 2), np.nan, np.float32),
-        yaw=np.zeros(n, np.float32),
-        teacher_ok=np.ones(n, bool),
-        mesh_crop=np.tile(np.float32([64, 64, 120, 0]), (n, 1)),
-        box_crop=np.tile(np.float32([64, 64, 160, 0]), (n, 1)),
-        held_out=np.array([True] + [False] * 5),
-        shape=np.full((n, 2), 128, np.float32),
-        names=np.array([f"x{i}" for i in range(n)]),
-    )
+    data = _noise_data(np.array([True] + [False] * 5), teacher_ok=True, seed=2)
     pack_data(data, tmp_path / "p.npz", budget_mb=1.0, held_out=1, quality=90)
     out = tmp_path / "out"
     args = ["--data", str(tmp_path / "p.npz"), "--teacher", str(models["dir"] / "r50.safetensors")]
