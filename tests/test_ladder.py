@@ -358,7 +358,7 @@ def test_ladder_bench_produces_rows(rung_env, tmp_path):
     )
 
 
-def test_ladder_extra_must_name_a_rung_file(tmp_path):
+def test_ladder_extra_must_name_a_rung_file(models, tmp_path):
     from face3d_live.bench import ladder
     from face3d_live.errors import ConfigError, ModelError
 
@@ -368,6 +368,9 @@ def test_ladder_extra_must_name_a_rung_file(tmp_path):
     bogus.write_bytes(b"not a rung")
     extra = ladder._parse_extra([f"bogus={bogus}"])
     with pytest.raises(ModelError, match="not a rung file"), ladder._rung_file(extra["bogus"]):
+        pass
+    original = models["dir"] / "r50.safetensors"
+    with pytest.raises(ModelError, match="not an r50-lite or r50-int8"), ladder._rung_file(original):
         pass
 
 

@@ -11,8 +11,10 @@ Rungs: original FP32 (model r50) → pruned + distilled FP32 (r50-lite) → prun
 - model file size (the rung file and its ONNX), speedup against the original (same backend, b1);
 - quality against the original on the held-out AFLW split, through ``Reconstructor.reconstruct`` with
   the whole crop as the box: NME (21 manual points, % of √(w·h) of their box) and its change, mean
-  vertex distance to the original's mesh (px and % of face size), and the SSIM of the rendered face
-  (ModernGL on EGL, lit mesh, face region) against the original's render;
+  vertex distance to the original's mesh (px and % of face size), and two SSIMs of the rendered face
+  against the original's (ModernGL on EGL, face region): the lit untextured mesh in the photo's camera
+  (geometry alone) and the app's textured 3D view (``render_views``); reference rows score the
+  original against itself on imperceptibly changed inputs, and ``--extra`` rung files beside the rungs;
 - TensorRT-RTX engines built here (no GPU needed) for ``--cc`` at the rung's precision: size, build time.
 
 Writes ``ladder.json`` and ``ladder.md`` into ``--out-dir`` and prints the table. CPU timings report
@@ -462,7 +464,7 @@ def frame_ssim(a: np.ndarray, b: np.ndarray) -> float:
 def _jpeg(img: np.ndarray, q: int) -> np.ndarray:
     import cv2
 
-    ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
+    _, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
     return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
 
 
@@ -486,11 +488,14 @@ def _rung_file(path: Path):
     from face3d_live.models.weights import read_metadata
     from face3d_live.training.qat import ARCH as INT8_ARCH
     from face3d_live.training.rungs import INT8_ENV, LITE_ENV
+    from face3d_live.training.slim import ARCH as LITE_ARCH
 
     try:
         arch = read_metadata(path).get("arch")
     except Exception as exc:
         raise ModelError(f"--extra {path}: not a rung file ({exc})") from None
+    if arch not in (LITE_ARCH, INT8_ARCH):
+        raise ModelError(f"--extra {path}: a {arch} file, not an r50-lite or r50-int8 rung file")
     key, env = ("pruned-int8", INT8_ENV) if arch == INT8_ARCH else ("pruned-fp32", LITE_ENV)
     old = os.environ.get(env)
     os.environ[env] = str(path)
