@@ -16,8 +16,11 @@ export PYTHONUNBUFFERED=1
 keep=/tmp/keep
 teacher=$keep/face3d-r50.safetensors
 [[ -s $teacher ]] || { echo "r50 weights not on the machine: run scripts/device_bench.sh stage first"; exit 3; }
-python3 -m pip install -q --no-deps "$(ls .devcarry/tp/*.whl "$keep"/tp/*.whl 2>/dev/null | head -1)" 2>&1 | tail -2; python3 -c "import torch_pruning" || exit 4
-mkdir -p "$keep/tp"; cp -n .devcarry/tp/*.whl "$keep/tp/" 2>/dev/null
+# torch-pruning: the carried wheel, or the copy an earlier step left on the machine
+wheel=$(ls .devcarry/tp/*.whl "$keep"/tp/*.whl 2>/dev/null | head -1)
+python3 -m pip install -q --no-deps "$wheel" 2>&1 | tail -2
+python3 -c "import torch_pruning" || { echo "torch-pruning did not install (carry .devcarry/tp)"; exit 4; }
+mkdir -p "$keep/tp" && cp -n "$wheel" "$keep/tp/"
 train() { python3 -m face3d_live.training.lightweight --data "$keep/data.npz" --teacher "$teacher" "$@" 2>&1 |
     grep -v -i warn | tail -n 6; }
 split_big() { find "$out" -name '*.safetensors' -size +15M -exec split -b 15M {} {}.part- \; -delete; }
