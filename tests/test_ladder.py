@@ -412,3 +412,16 @@ def test_render_ssim_of_a_real_face():
     moved_geometry = ladder.face_ssim(geometry[1], geometry[0])
     moved_view = ladder.face_ssim(views[1], views[0])
     assert 0.8 < moved_geometry < moved_view < 0.999
+
+
+def test_optimize_and_the_gpu_entry_point_share_the_training_flags():
+    from face3d_live.cli import build_parser
+    from face3d_live.training.ladder_config import LadderConfig
+
+    args = build_parser().parse_args(["optimize"])
+    assert LadderConfig.from_args(args) == LadderConfig()
+    args = build_parser().parse_args(
+        ["optimize", "--ratio", "0.3", "--manual-weight", "0", "--distill-lr", "4e-4"]
+    )
+    cfg = LadderConfig.from_args(args)
+    assert (cfg.ratio, cfg.manual_weight, cfg.distill_lr) == (0.3, 0.0, 4e-4)

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from face3d_live.errors import ConfigError
+from face3d_live.training.ladder_config import LadderConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,21 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--packed", type=Path, default=None, help="train on a data pack (from --pack) instead")
     p.add_argument("--pack", type=Path, default=None, help="write a data pack here and stop")
     p.add_argument("--pack-mb", type=float, default=9.0, help="data pack size budget (default 9 MB)")
-    p.add_argument("--ratio", type=float, default=0.5, help="fraction of channels pruned per layer (0.5)")
-    p.add_argument("--distill-minutes", type=float, default=4.0)
-    p.add_argument("--distill-steps", type=int, default=0, help="fixed steps (overrides minutes)")
-    p.add_argument("--qat-minutes", type=float, default=1.5)
-    p.add_argument("--qat-steps", type=int, default=0, help="fixed steps (overrides minutes)")
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument(
-        "--manual-weight", type=float, default=0.1, help="weight of the AFLW ground-truth term (default 0.1)"
-    )
-    p.add_argument("--distill-lr", type=float, default=6e-4, help="distillation learning rate (6e-4)")
+    LadderConfig.add_arguments(p)
     p.add_argument("--device", default="auto", help="cuda, cpu or auto")
     p.add_argument("--out", type=Path, default=None, help="rung files here (default: models/weights/)")
-    p.add_argument(
-        "--from-lite", type=Path, default=None, help="skip pruning + distillation: QAT this r50-lite file"
-    )
     p.add_argument("--export-only", action="store_true", help="only export ONNX and build engines")
     p.add_argument("--cc", default="86,89,120", help="TensorRT-RTX targets ('' = build none)")
     p.set_defaults(func=run)
@@ -76,7 +65,7 @@ def _train(args: argparse.Namespace) -> None:
     import torch
 
     from face3d_live.models.weights import WEIGHTS_DIR
-    from face3d_live.training.lightweight import LadderConfig, run_ladder
+    from face3d_live.training.lightweight import run_ladder
     from face3d_live.training.points21 import load_mapping
     from face3d_live.training.prune import load_r50_any
 

@@ -16,48 +16,17 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from face3d_live.training.dataset import TrainData
+from face3d_live.training.ladder_config import LadderConfig
 from face3d_live.training.rungs import INT8_FILE, LITE_FILE
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LadderConfig:
-    ratio: float = 0.5  # fraction of channels pruned per layer
-    round_to: int = 16
-    batch: int = 256
-    distill_minutes: float = 4.0
-    distill_steps: int = 0  # 0: from minutes
-    distill_lr: float = 6e-4
-    # the AFLW-21 ground-truth term pulls the student away from the teacher: kept small, since the
-    # ladder's quality targets are fidelity to the original (ΔNME, vertex distance, render SSIM)
-    manual_weight: float = 0.1
-    qat_minutes: float = 1.5
-    qat_steps: int = 0
-    qat_lr: float = 3e-5
-    calib_batches: int = 8
-    calib_batch: int = 64
-
-    @classmethod
-    def from_args(cls, args) -> LadderConfig:
-        """From the command-line flags shared by `face3d-live optimize` and this module's entry point."""
-        return cls(
-            ratio=args.ratio,
-            batch=args.batch,
-            distill_minutes=args.distill_minutes,
-            distill_steps=args.distill_steps,
-            qat_minutes=args.qat_minutes,
-            qat_steps=args.qat_steps,
-            manual_weight=getattr(args, "manual_weight", cls.manual_weight),
-            distill_lr=getattr(args, "distill_lr", cls.distill_lr),
-        )
 
 
 def run_ladder(
@@ -167,14 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, required=True, help="packed .npz from distill.pack_data")
     p.add_argument("--teacher", type=Path, default=None, help="r50 weights (default: the shipped file)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--ratio", type=float, default=0.5)
-    p.add_argument("--distill-minutes", type=float, default=4.0)
-    p.add_argument("--qat-minutes", type=float, default=1.5)
-    p.add_argument("--distill-steps", type=int, default=0)
-    p.add_argument("--qat-steps", type=int, default=0)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--manual-weight", type=float, default=LadderConfig.manual_weight)
-    p.add_argument("--distill-lr", type=float, default=LadderConfig.distill_lr)
+    LadderConfig.add_arguments(p)
     p.add_argument(
         "--continue-lite",
         type=Path,
@@ -182,9 +144,6 @@ def main(argv: list[str] | None = None) -> int:
         help="skip pruning: distil this r50-lite further, then QAT",
     )
     p.add_argument("--gpu-bench", action="store_true", help="also time the rungs with the torch backend")
-    p.add_argument(
-        "--from-lite", type=Path, default=None, help="skip pruning + distillation: QAT this rung file"
-    )
     p.add_argument(
         "--qat-original",
         action="store_true",
