@@ -48,6 +48,13 @@ class Face:
     bbox:        (x0, y0, x1, y1) float image pixels, the box of the projected vertices.
     score:       face-presence probability in [0, 1].
     crop:        the CropTransform the model saw (for re-tracking and texture baking).
+    iris:        (10, 3) float32 iris points in image pixels, MediaPipe's order (468-472 then 473-477 of its
+                 478-point mesh: centre first, then 4 on the iris rim; the first five are the subject's
+                 right eye).
+    gaze:        (2, 2) float32 degrees, rows (left eye, right eye) of the subject, columns (yaw, pitch) of
+                 the eye relative to the head: yaw > 0 looking to the subject's left, pitch > 0 looking up.
+    blendshapes: (52,) float32 in [0, 1], ARKit order (``face3d_live.ARKIT_BLENDSHAPES``); tongueOut is 0
+                 (the teacher has no tongue shape).
     """
 
     vertices: np.ndarray
@@ -59,6 +66,9 @@ class Face:
     score: float
     crop: object = None
     track_id: int = -1
+    iris: np.ndarray | None = None
+    gaze: np.ndarray | None = None
+    blendshapes: np.ndarray | None = None
 
     @property
     def area(self) -> float:
