@@ -1,7 +1,9 @@
 """The facade: ``Reconstructor(model, backend).reconstruct(rgb) -> list[Face]``.
 
 Stages, each timed: detect (BlazeFace, only when the tracker asks), crop (similarity warp),
-infer (the face model, all faces batched), decode (crop → image space, 68 points, pose), smooth (One Euro).
+infer (the face model, all faces batched), decode (crop → image space, 68 points, pose), smooth (One Euro
+on the points), expression (ARKit-52 blendshapes from the 478 points, One Euro on them when tracking,
+neutral calibration; gaze from the iris).
 """
 
 from __future__ import annotations
@@ -9,13 +11,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from face3d_live.detect.blazeface import BlazeFaceDetector, Detection
 from face3d_live.detect.tracker import FaceTracker, Track, TrackerConfig, box_iou, roi_from_mesh
+from face3d_live.expression.blendshapes import BlendshapeModel
+from face3d_live.expression.calibration import BlendshapeCalibration
 from face3d_live.geometry import mesh
 from face3d_live.geometry.crop import CropTransform
+from face3d_live.geometry.gaze import gaze_angles
+from face3d_live.geometry.landmarks68 import blend68
 from face3d_live.geometry.one_euro import OneEuroConfig, OneEuroFilter
 from face3d_live.geometry.pose import umeyama
 from face3d_live.models.registry import DEFAULT_MODEL, create_model
@@ -23,7 +30,25 @@ from face3d_live.types import Face
 
 log = logging.getLogger(__name__)
 
-STAGES = ("detect", "crop", "infer", "decode", "smooth")
+STAGES = ("detect", "crop", "infer", "decode", "smooth", "expression")
+# blendshapes live in [0, 1]: a faster filter than the mesh's (pixels), so blinks are not smeared
+BLENDSHAPE_SMOOTHING = OneEuroConfig(min_cutoff=3.0, beta=1.5, d_cutoff=1.0)
+
+
+@dataclass
+class _Points:
+    """One face's model output in image pixels: mesh (468, 3), iris (10, 3), iBUG-68 (68, 3)."""
+
+    vertices: np.ndarray
+    iris: np.ndarray
+    landmarks68: np.ndarray
+
+    def stacked(self) -> np.ndarray:
+        return np.concatenate([self.vertices, self.iris, self.landmarks68])
+
+    @staticmethod
+    def unstack(a: np.ndarray) -> _Points:
+        return _Points(a[:468], a[468:478], a[478:])
 
 
 def check_image(image: np.ndarray) -> np.ndarray:
@@ -39,7 +64,12 @@ class Reconstructor:
 
     ``reconstruct(image)`` treats each image on its own (detector on every call, two model passes for
     a tight crop). ``track(image, t)`` is for video: the tracker re-uses the last mesh as the next
-    crop and the One Euro filter smooths the vertices over time (``smoothing=None`` turns it off).
+    crop and One Euro filters smooth the points and the blendshapes over time (``smoothing=None`` turns
+    both off).
+
+    Blendshape calibration: ``capture_neutral(frames)`` takes the resting face from the next ``frames``
+    faces (largest face, raw values) and subtracts it from then on; ``calibration.set_gain(name, g)``
+    scales one shape; ``calibration.reset()`` undoes both.
     """
 
     def __init__(
@@ -58,6 +88,11 @@ class Reconstructor:
         self.tracker = FaceTracker(tracker)
         self.smoothing = smoothing
         self._filters: dict[int, OneEuroFilter] = {}
+        self._bs_filters: dict[int, OneEuroFilter] = {}
+        self.blendshape_model = BlendshapeModel()
+        self.calibration = BlendshapeCalibration()
+        self._neutral_wanted = 0
+        self._neutral_samples: list[np.ndarray] = []
         self._triangles = mesh.triangles()
         self._uv = mesh.uv_coords()
         self._canonical = mesh.canonical_vertices()
@@ -82,15 +117,16 @@ class Reconstructor:
             rois = [_roi_from_box(b, margin, size) for b in boxes]
         if not rois:
             return []
-        verts, scores = self._run(image, rois)
+        points, scores = self._run(image, rois)
         # second pass from the first mesh: the crop the model was trained on (tight, level eyes)
-        rois = [roi_from_mesh(v, margin, size) for v in verts]
-        verts, scores = self._run(image, rois)
+        rois = [roi_from_mesh(p.vertices, margin, size) for p in points]
+        points, scores = self._run(image, rois)
         min_p = self.tracker.config.min_presence
         faces = [
-            self._face(v, s, r) for v, s, r in zip(verts, scores, rois) if s >= min_p or boxes is not None
+            self._face(p, s, r) for p, s, r in zip(points, scores, rois) if s >= min_p or boxes is not None
         ]
-        return _dedupe(sorted(faces, key=lambda f: -f.area))
+        faces = _dedupe(sorted(faces, key=lambda f: -f.area))
+        return self._timed("expression", self._expression, faces, None)
 
     def track(self, image: np.ndarray, timestamp_s: float) -> list[Face]:
         """Faces in one video frame, tracked from the previous frames; largest first."""
@@ -110,12 +146,28 @@ class Reconstructor:
         faces = _dedupe(sorted(faces, key=lambda f: -f.area))
         kept = {f.track_id for f in faces}
         tracker.tracks = [t for t in tracker.tracks if t.track_id in kept]  # merge converged tracks
-        return self._timed("smooth", self._smooth, faces, timestamp_s)
+        # blendshapes come from the raw points and get their own, faster filter (smoothing the points first
+        # and then the shapes again would add the lag twice)
+        raw = {f.track_id: np.concatenate([f.vertices, f.iris]) for f in faces}
+        faces = self._timed("smooth", self._smooth, faces, timestamp_s)
+        return self._timed("expression", self._expression, faces, timestamp_s, raw)
+
+    def capture_neutral(self, frames: int = 15) -> None:
+        """Take the resting face (median of the next ``frames`` faces' raw blendshapes, largest face) as
+        the calibration's neutral. Ask the user to relax their face while it runs."""
+        if frames < 1:
+            raise ValueError("capture_neutral needs at least one frame")
+        self._neutral_wanted, self._neutral_samples = frames, []
+
+    @property
+    def capturing_neutral(self) -> bool:
+        return self._neutral_wanted > 0
 
     def reset(self) -> None:
         """Forget tracks and filter state (new video, scene cut)."""
         self.tracker.reset()
         self._filters.clear()
+        self._bs_filters.clear()
 
     def close(self) -> None:
         self.model.close()
@@ -145,42 +197,46 @@ class Reconstructor:
     def _track_pass(self, image: np.ndarray, tracks: list[Track]) -> dict[int, Face | None]:
         if not tracks:
             return {}
-        verts, scores = self._run(image, [t.roi for t in tracks])
+        points, scores = self._run(image, [t.roi for t in tracks])
         out: dict[int, Face | None] = {}
-        for track, v, s in zip(tracks, verts, scores):
+        for track, p, s in zip(tracks, points, scores):
             lost = s < self.tracker.config.min_presence
-            out[track.track_id] = None if lost else self._face(v, s, track.roi, track.track_id)
-            self.tracker.update(track, None if lost else v, self.model.input_size)
+            out[track.track_id] = None if lost else self._face(p, s, track.roi, track.track_id)
+            self.tracker.update(track, None if lost else p.vertices, self.model.input_size)
         return out
 
-    def _run(self, image: np.ndarray, rois: list[CropTransform]) -> tuple[list[np.ndarray], np.ndarray]:
-        """Crop every ROI, run the model once on the batch, map vertices back to image pixels."""
+    def _run(self, image: np.ndarray, rois: list[CropTransform]) -> tuple[list[_Points], np.ndarray]:
+        """Crop every ROI, run the model once on the batch, map its points back to image pixels."""
         t0 = time.perf_counter_ns()
         crops = np.stack([r.warp(image) for r in rois])
         t1 = time.perf_counter_ns()
-        verts_crop, scores = self.model.predict(crops)
+        out = self.model.predict(crops)
         t2 = time.perf_counter_ns()
-        verts = [r.to_image(v) for r, v in zip(rois, verts_crop)]
+        lm68 = out.landmarks68 if out.landmarks68 is not None else blend68(out.vertices)
+        points = [
+            _Points.unstack(r.to_image(np.concatenate([v, i, k])).astype(np.float32))
+            for r, v, i, k in zip(rois, out.vertices, out.iris, lm68)
+        ]
         t3 = time.perf_counter_ns()
         self.timings_ns["crop"] += t1 - t0
         self.timings_ns["infer"] += t2 - t1
         self.timings_ns["decode"] += t3 - t2
-        return verts, scores
+        return points, out.scores
 
-    def _face(self, verts: np.ndarray, score: float, roi: CropTransform, track_id: int = -1) -> Face:
+    def _face(self, p: _Points, score: float, roi: CropTransform, track_id: int = -1) -> Face:
         t0 = time.perf_counter_ns()
-        v = verts.astype(np.float32)
         face = Face(
-            vertices=v,
-            landmarks68=v[mesh.LANDMARKS68],
+            vertices=p.vertices,
+            landmarks68=p.landmarks68,
             triangles=self._triangles,
             uv=self._uv,
             # with smoothing on, the pose is fitted once, to the smoothed vertices (_smooth)
-            pose=umeyama(self._canonical, v) if self.smoothing is None or track_id < 0 else None,
-            bbox=_bbox(v),
+            pose=umeyama(self._canonical, p.vertices) if self.smoothing is None or track_id < 0 else None,
+            bbox=_bbox(p.vertices),
             score=float(score),
             crop=roi,
             track_id=track_id,
+            iris=p.iris,
         )
         self.timings_ns["decode"] += time.perf_counter_ns() - t0
         return face
@@ -189,14 +245,40 @@ class Reconstructor:
         if self.smoothing is None:
             return faces
         live = {f.track_id for f in faces}
-        for tid in list(self._filters):
-            if tid not in live:
-                del self._filters[tid]
+        for filters in (self._filters, self._bs_filters):
+            for tid in [tid for tid in filters if tid not in live]:
+                del filters[tid]
         for f in faces:
             filt = self._filters.setdefault(f.track_id, OneEuroFilter(self.smoothing))
-            v = filt(f.vertices, t).astype(np.float32)
-            f.vertices, f.landmarks68 = v, v[mesh.LANDMARKS68]
-            f.pose, f.bbox = umeyama(self._canonical, v), _bbox(v)
+            p = _Points.unstack(
+                filt(_Points(f.vertices, f.iris, f.landmarks68).stacked(), t).astype(np.float32)
+            )
+            f.vertices, f.iris, f.landmarks68 = p.vertices, p.iris, p.landmarks68
+            f.pose, f.bbox = umeyama(self._canonical, p.vertices), _bbox(p.vertices)
+        return faces
+
+    def _expression(
+        self, faces: list[Face], t: float | None, raw_points: dict[int, np.ndarray] | None = None
+    ) -> list[Face]:
+        """Blendshapes (from the raw points, then One Euro when tracking), calibration, gaze."""
+        if not faces:
+            return faces
+        # raw_points: track id → the unsmoothed (478, 3) points (tracking); else each face's own points
+        pts = np.stack(
+            [raw_points[f.track_id] if raw_points else np.concatenate([f.vertices, f.iris]) for f in faces]
+        )
+        values = self.blendshape_model.predict(pts)
+        for f, v in zip(faces, values):
+            if t is not None and self.smoothing is not None:
+                filt = self._bs_filters.setdefault(f.track_id, OneEuroFilter(BLENDSHAPE_SMOOTHING))
+                v = np.clip(filt(v, t), 0.0, 1.0).astype(np.float32)
+            if f is faces[0] and self._neutral_wanted > 0:
+                self._neutral_samples.append(v)
+                self._neutral_wanted -= 1
+                if self._neutral_wanted == 0:
+                    self.calibration.capture(np.stack(self._neutral_samples))
+            f.blendshapes = self.calibration.apply(v)
+            f.gaze = gaze_angles(f.vertices, f.iris, f.pose.rotation)
         return faces
 
     def _timed(self, stage: str, fn, *args):

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--frames", type=int, default=300, help="frames shown per round (default 300)")
     p.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported (default 3)")
-    p.add_argument("--model", default="mediapipe")
+    p.add_argument("--model", default=None, help="face model (default: r50 on a CUDA GPU, else r50-int8)")
     p.add_argument("--backend", default="auto")
     p.add_argument(
         "--fps",
@@ -82,6 +82,9 @@ def run(args: argparse.Namespace) -> dict:
     scene = FaceScene(ctx, SceneConfig(texture_size=args.texture_size, texture_hz=args.texture_hz))
     target = OffscreenTarget(ctx, view)
     gpu = GpuMonitor()
+    from face3d_live.models.registry import default_model
+
+    args.model = args.model or default_model()
     rec = Reconstructor(args.model, args.backend, tracker=TrackerConfig(max_faces=1))
     canvas: QImage | None = None
     rounds = []

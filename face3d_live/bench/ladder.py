@@ -344,13 +344,14 @@ class _TorchHalfModel:
         self.name = "r50-lite-fp16"
         self.module = module.half().eval()
 
-    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, crops: np.ndarray):
         import torch
+
+        from face3d_live.models.layout import decode
 
         x = torch.from_numpy(crops).permute(0, 3, 1, 2).half() / 255.0
         with torch.inference_mode():
-            out = self.module(x).float().numpy()
-        return out[:, :-1].reshape(-1, 468, 3) * 224.0, 1.0 / (1.0 + np.exp(-out[:, -1]))
+            return decode(self.module(x).float().numpy())
 
     def close(self) -> None:
         pass

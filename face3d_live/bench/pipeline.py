@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--source", default=str(default) if default.exists() else "demo", help="video file (or 'demo')"
     )
-    p.add_argument("--model", default="mediapipe", help="face model (default mediapipe)")
+    p.add_argument("--model", default=None, help="face model (default: r50 on a CUDA GPU, else r50-int8)")
     p.add_argument("--backend", default="auto")
     p.add_argument("--rounds", type=int, default=3, help="repetitions; medians are reported (default 3)")
     p.add_argument("--max-faces", type=int, default=1, help="faces tracked (mediapipe's default is 1)")
@@ -33,6 +33,9 @@ def _ours(args: argparse.Namespace) -> dict:
     from face3d_live.pipeline.offline import run_offline
     from face3d_live.reconstructor import Reconstructor
 
+    from face3d_live.models.registry import default_model
+
+    args.model = args.model or default_model()
     rec = Reconstructor(args.model, args.backend, tracker=TrackerConfig(max_faces=args.max_faces))
     rounds = []
     try:

@@ -45,13 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace):
     from face3d_live.detect.tracker import TrackerConfig
     from face3d_live.geometry.one_euro import OneEuroConfig
-    from face3d_live.models.registry import default_live_model
+    from face3d_live.models.registry import default_model
     from face3d_live.ui.config import AppConfig
     from face3d_live.ui.scene import SceneConfig
 
     return AppConfig(
         source=str(args.source),
-        model=args.model or default_live_model(),
+        model=args.model or default_model(),
         backend=args.backend,
         tracker=TrackerConfig(max_faces=args.max_faces, redetect_every=args.redetect_every),
         smoothing=None if args.no_smooth else OneEuroConfig(min_cutoff=args.min_cutoff, beta=args.beta),

@@ -25,6 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="crop",
         help="given box: the whole crop (first pass sees it ×1.5) or its central 2/3 (first pass = the crop)",
     )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(".cache/teacher"),
+        help="training label caches for the v2 measures (68 points, iris, blendshapes; default .cache/teacher)",
+    )
+    p.add_argument("--no-videos", action="store_true", help="skip the blendshape agreement on the videos")
     p.add_argument("--json", type=Path, default=Path("eval-aflw.json"), help="write the result here")
     p.set_defaults(func=run)
 
@@ -33,14 +40,25 @@ def run(args: argparse.Namespace) -> int:
     from face3d_live.training.evaluate import EvalConfig, evaluate
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    result = evaluate(
-        args.data, EvalConfig(models=models, backend=args.backend, limit=args.limit, box=args.box)
+    cfg = EvalConfig(
+        models=models, backend=args.backend, limit=args.limit, box=args.box, videos=not args.no_videos
     )
+    result = evaluate(args.data, cfg, cache_dir=args.cache)
     keys = ["nme_0_30", "nme_30_60", "nme_60_90", "nme_mean", "failure_rate", "median_ms_per_image"]
     print(f"held-out AFLW crops: {result['n']}")
     print(f"{'model':<12}" + "".join(f"{k:>20}" for k in keys))
     for name, r in result["models"].items():
         print(f"{name:<12}" + "".join(f"{str(r[k]):>20}" for k in keys))
+    for name, r in result["models"].items():
+        if "nme68" in r:
+            print(
+                f"{name}: 68-point NME vs 3D labels {r['nme68']}; iris error (% IOD) {r['iris_error_pct_iod']}"
+            )
+            b = r["blendshapes_crops"]
+            print(f"{name}: blendshapes vs teacher, held-out crops: MAE {b['mae']}, median r {b['median_r']}")
+        if r.get("blendshapes_videos"):
+            b = r["blendshapes_videos"]["all"]
+            print(f"{name}: blendshapes vs teacher, videos: MAE {b['mae']}, median r {b['median_r']}")
     if "r50_vs_teacher_vertex_distance_pct" in result:
         print("r50 ↔ teacher mean vertex distance (% of box):", result["r50_vs_teacher_vertex_distance_pct"])
         print("r50 beats the teacher in every bin and in failures:", result["r50_beats_teacher"])

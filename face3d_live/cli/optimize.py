@@ -32,7 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", type=Path, default=None, help="unpruned r50 weights (default: shipped)")
     p.add_argument("--data", type=Path, default=default_data_dir(), help="face data (default ../shared/data)")
     p.add_argument("--cache", type=Path, default=Path(".cache/teacher"), help="teacher label cache")
-    p.add_argument("--packed", type=Path, default=None, help="train on a data pack (from --pack) instead")
+    p.add_argument(
+        "--packed",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="train on a data pack (from --pack) or `face3d-live train --pack` parts instead",
+    )
     p.add_argument("--pack", type=Path, default=None, help="write a data pack here and stop")
     p.add_argument("--pack-mb", type=float, default=9.0, help="data pack size budget (default 9 MB)")
     LadderConfig.add_arguments(p)
@@ -52,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         from face3d_live.training import pipeline
         from face3d_live.training.distill import pack_data
 
-        data = pipeline.load_all(args.data, args.cache)
+        data = pipeline.load_all_v2(args.data, args.cache)
         print(json.dumps(pack_data(data, args.pack, budget_mb=args.pack_mb)))
         return 0
     if not args.export_only:
@@ -71,14 +77,14 @@ def _train(args: argparse.Namespace) -> None:
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if args.packed is not None:
-        from face3d_live.training.distill import load_packed
+        from face3d_live.training.pack import load_any
 
-        data = load_packed(args.packed)
+        data = load_any(args.packed)
     else:
         from face3d_live.training import pipeline
 
-        pipeline.label_all(args.data, args.cache)
-        data = pipeline.load_all(args.data, args.cache)
+        pipeline.label_all_v2(args.data, args.cache)
+        data = pipeline.load_all_v2(args.data, args.cache)
     cfg = LadderConfig.from_args(args)
     out = args.out or WEIGHTS_DIR
     teacher = load_r50_any(args.teacher)

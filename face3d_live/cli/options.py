@@ -9,14 +9,14 @@ from face3d_live.geometry.one_euro import OneEuroConfig
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    from face3d_live.models.registry import DEFAULT_MODEL, LIVE_CPU_MODEL, MODELS
+    from face3d_live.models.registry import CPU_MODEL, DEFAULT_MODEL, MODELS
 
     g = p.add_argument_group("model")
     g.add_argument(
         "--model",
         default=None,
         choices=sorted(MODELS),
-        help=f"face model (default {DEFAULT_MODEL}; the live app uses {LIVE_CPU_MODEL} on machines without a CUDA GPU)",
+        help=f"face model (default {DEFAULT_MODEL} on a CUDA GPU, else {CPU_MODEL} on onnxruntime)",
     )
     g.add_argument("--backend", default="auto", help="inference backend: auto, torch, onnxruntime, tensorrt")
     g.add_argument("--max-faces", type=int, default=4, help="faces tracked at once (default 4)")
@@ -44,6 +44,6 @@ def reconstructor_from_args(args: argparse.Namespace, still: bool = False):
         None if (still or args.no_smooth) else OneEuroConfig(min_cutoff=args.min_cutoff, beta=args.beta)
     )
     tracker = TrackerConfig(max_faces=args.max_faces, redetect_every=args.redetect_every)
-    from face3d_live.models.registry import DEFAULT_MODEL
+    from face3d_live.models.registry import default_model
 
-    return Reconstructor(args.model or DEFAULT_MODEL, args.backend, tracker=tracker, smoothing=smoothing)
+    return Reconstructor(args.model or default_model(), args.backend, tracker=tracker, smoothing=smoothing)

@@ -60,6 +60,17 @@ def mirror_indices() -> np.ndarray:
     return _canonical()["mirror"]
 
 
+# the 10 iris points after the mesh (MediaPipe's 478 order: 468-472 the subject's right eye, 473-477 the
+# left; each eye: centre, then the rim at image +x, -y, -x, +y, measured on the teacher's output). Under a
+# horizontal flip the centres swap eyes and the ±x rim points swap sides too.
+IRIS_MIRROR = np.array([473, 476, 475, 474, 477, 468, 471, 470, 469, 472], np.int32)
+
+
+def mirror_indices_478() -> np.ndarray:
+    """(478,) int32: mirror partners of the 468 vertices and the 10 iris points."""
+    return np.concatenate([mirror_indices(), IRIS_MIRROR]).astype(np.int32)
+
+
 @functools.lru_cache(maxsize=1)
 def uv_coords() -> np.ndarray:
     """(468, 2) float32 UVs in [0, 1]: a cylindrical unwrap of the canonical mesh.

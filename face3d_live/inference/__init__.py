@@ -2,7 +2,7 @@
 
     from face3d_live.inference import create_backend, InferenceExecutor
     with create_backend("auto", model="r50") as backend:          # activated; logs what it chose and why
-        out = backend.infer_sync(batch)                            # (N, 3, 224, 224) f32 -> (N, 1405) f32
+        out = backend.infer_sync(batch)                            # (N, 3, 224, 224) f32 -> (N, 1639) f32
         with InferenceExecutor(backend, streams=2) as ex:          # double-buffered, results in order
             for out in ex.map(batches): ...
 

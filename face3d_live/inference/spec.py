@@ -69,7 +69,7 @@ class ModelSpec:
     module: torch.nn.Module | Callable[[], torch.nn.Module] | None = None
     onnx_files: Mapping[str, str | Path] = field(default_factory=dict)
     input_shape: tuple[int, int, int] = (3, 224, 224)
-    output_dim: int = 1405
+    output_dim: int = 1639  # models/layout.py OUTPUT_DIM
     calibration: Callable[[], np.ndarray] | None = None
 
     @classmethod

@@ -1,9 +1,17 @@
 """face3d-r50: ResNet50 (written here: no torchvision, and channel pruning needs the layers in our hands)
-with a head that regresses 468×3 vertices in crop space plus a face-presence logit.
+with one linear head for every output.
 
 Input: (N, 3, 224, 224) float RGB in [0, 1] (normalisation is inside the model, so every backend and
-the ONNX export take the same input). Output: (N, 1405): 1404 = 468×3 vertex coordinates in crop
-pixels divided by 224 (x, y in [0, 1]; z relative depth, same scale), then the presence logit.
+the ONNX export take the same input). Output (v2): (N, 1639), all coordinates in crop pixels divided by 224
+(x, y in [0, 1]; z relative depth, same scale):
+
+    [0, 1434)     478 × 3: the 468 face-mesh vertices, then the 10 iris points (MediaPipe's 478 order)
+    [1434, 1638)  68 × 3: iBUG-68 points in the 3D convention (morphable-model vertices: the jaw is the
+                  3D jaw line, seen or hidden)
+    1638          the face-presence logit
+
+v1 files (468 vertices + presence, 1405 outputs) are refused with a clear error: they have no iris or
+68-point head.
 """
 
 from __future__ import annotations
@@ -11,9 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-INPUT_SIZE = 224
-NUM_VERTICES = 468
-OUTPUT_DIM = NUM_VERTICES * 3 + 1
+from face3d_live.models.layout import INPUT_SIZE, OUTPUT_DIM, split_output  # noqa: F401 (re-exported)
+
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
@@ -91,8 +98,3 @@ class FaceR50(nn.Module):
         x = (x - self.mean) / self.std
         x = self.layers(self.stem(x))
         return self.head(torch.flatten(self.pool(x), 1))
-
-
-def split_output(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 1405) → vertices (N, 468, 3) in crop pixels, presence logit (N,)."""
-    return out[:, :-1].reshape(-1, NUM_VERTICES, 3) * INPUT_SIZE, out[:, -1]

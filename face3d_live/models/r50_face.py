@@ -1,8 +1,8 @@
 """model="r50": the FaceModel adapter over the inference backends.
 
 ``predict(crops uint8 (N, 224, 224, 3) RGB)`` -> backend (uint8 NHWC input: the conversion to float
-NCHW in [0, 1] runs inside the backend's graph) -> vertices (N, 468, 3) in crop pixels and presence
-scores (N,) (sigmoid of the logit).
+NCHW in [0, 1] runs inside the backend's graph) -> ``ModelOutput``: vertices (N, 468, 3), iris (N, 10, 3)
+and 68 points (N, 68, 3) in crop pixels, presence scores (N,) (sigmoid of the logit).
 
 Weights: ``face3d_live/models/weights/face3d-r50.safetensors`` (or $FACE3D_R50_WEIGHTS), FP16
 safetensors with a sha256 check (models/weights.py).
@@ -19,6 +19,8 @@ import numpy as np
 
 from face3d_live.errors import ConfigError, ModelError
 from face3d_live.inference.spec import ModelSpec
+from face3d_live.models.layout import check_head, decode
+from face3d_live.models.output import ModelOutput
 from face3d_live.models.weights import TRAIN_HINT, default_r50_weights, load_into, read_metadata
 
 if TYPE_CHECKING:
@@ -40,8 +42,22 @@ def build_r50(weights: str | Path | None = None) -> FaceR50:
         model = FaceR50(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
     except TypeError as exc:
         raise ModelError(f"{path}: architecture arguments {config} do not fit FaceR50 ({exc})") from None
+    check_head(model_head_rows(path), path)  # a v1 file (no iris / 68 heads) gets a clear error
     load_into(model, path, arch=ARCH)  # checks arch, sha256, names and shapes
     return model.eval()
+
+
+def model_head_rows(path: str | Path) -> int:
+    """Output rows of the file's head (``head.weight``), read from the safetensors header only."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        return int(f.get_slice("head.weight").get_shape()[0])
+
+
+def check_crops(crops: np.ndarray, size: int) -> None:
+    if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
+        raise ValueError(f"expected (N, {size}, {size}, 3) uint8 RGB crops, got {crops.shape} {crops.dtype}")
 
 
 def save_r50(model: FaceR50, path: str | Path, **metadata: str) -> str:
@@ -95,10 +111,7 @@ def r50_spec(weights: str | Path | None = None) -> ModelSpec:
 
 
 class R50FaceModel:
-    """FaceModel over any backend: ``predict(crops uint8 (N, 224, 224, 3) RGB) -> (verts, scores)``.
-
-    verts: (N, 468, 3) float32 crop pixels (z: relative depth, same scale); scores: (N,) in [0, 1].
-    """
+    """FaceModel over any backend: ``predict(crops uint8 (N, 224, 224, 3) RGB) -> ModelOutput``."""
 
     name = "r50"
     input_size = 224
@@ -120,14 +133,9 @@ class R50FaceModel:
             backend, model=spec or r50_spec(), precision=precision, device=device, input_format="uint8"
         )
 
-    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        s = self.input_size
-        if crops.ndim != 4 or crops.shape[1:] != (s, s, 3) or crops.dtype != np.uint8:
-            raise ValueError(f"expected (N, {s}, {s}, 3) uint8 RGB crops, got {crops.shape} {crops.dtype}")
-        out = self.backend.infer_sync(crops)
-        verts = out[:, :-1].reshape(-1, 468, 3) * np.float32(s)
-        scores = 1.0 / (1.0 + np.exp(-out[:, -1]))
-        return verts.astype(np.float32), scores.astype(np.float32)
+    def predict(self, crops: np.ndarray) -> ModelOutput:
+        check_crops(crops, self.input_size)
+        return decode(self.backend.infer_sync(crops), self.input_size)
 
     def close(self) -> None:
         self.backend.deactivate()

@@ -1,5 +1,5 @@
 """Face model registry: name → factory. A face model has ``name``, ``input_size`` (square crop side),
-``predict(crops uint8 (N, S, S, 3) RGB) -> (vertices (N, 468, 3) in crop px, scores (N,))`` and ``close()``."""
+``predict(crops uint8 (N, S, S, 3) RGB) -> ModelOutput`` (models/output.py) and ``close()``."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from typing import Protocol
 import numpy as np
 
 from face3d_live.errors import ConfigError
+from face3d_live.models.output import ModelOutput
 
 
 class FaceModel(Protocol):
     name: str
     input_size: int
 
-    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def predict(self, crops: np.ndarray) -> ModelOutput: ...
 
     def close(self) -> None: ...
 
@@ -49,17 +50,24 @@ MODELS: dict[str, Callable[[str], FaceModel]] = {
     **{name: _rung(name) for name in ("r50-lite", "r50-lite-fp16", "r50-int8")},
 }
 
-# face3d-r50 beats its teacher in every AFLW yaw bin (README, "face3d-r50"), so it is the default.
+# face3d-r50 beats its teachers (README, "face3d-r50"), so it is the default of the Python API.
 DEFAULT_MODEL = "r50"
-# On a CPU-only machine r50 runs at a few frames/s; the live app then uses the teacher, which is real-time.
-LIVE_CPU_MODEL = "mediapipe"
+# Without a CUDA GPU r50 FP32 runs at a few frames/s; its INT8 rung on onnxruntime is real-time on two cores
+# at the same accuracy, so `app`, `process` and `record` pick it there.
+CPU_MODEL = "r50-int8"
 
 
-def default_live_model() -> str:
-    """The live app's model: r50 where a CUDA GPU runs it in real time, else the (real-time on CPU) teacher."""
+def default_model() -> str:
+    """The commands' model: r50 where a CUDA GPU runs it, else the INT8 rung (onnxruntime)."""
     from face3d_live.inference.cuda import cuda_status
 
-    return DEFAULT_MODEL if not cuda_status() else LIVE_CPU_MODEL
+    reason = cuda_status()
+    if reason:
+        import logging
+
+        logging.getLogger(__name__).info("no CUDA GPU (%s): default model %s", reason, CPU_MODEL)
+        return CPU_MODEL
+    return DEFAULT_MODEL
 
 
 def create_model(name: str, backend: str = "auto") -> FaceModel:

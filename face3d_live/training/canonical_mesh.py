@@ -28,8 +28,8 @@ def teacher_mesh(model: MediaPipeMeshModel, img: np.ndarray) -> tuple[np.ndarray
     h, w = img.shape[:2]
     ct = CropTransform((w / 2, h / 2), float(max(h, w)), 0.0, model.input_size)
     for _ in range(2):
-        v, s = model.predict(ct.warp(img)[None])
-        verts = ct.to_image(v[0])
+        out = model.predict(ct.warp(img)[None])
+        verts, s = ct.to_image(out.vertices[0]), out.scores
         ct = CropTransform.around_points(
             verts, verts[EYE_OUTER_RIGHT], verts[EYE_OUTER_LEFT], 1.5, model.input_size
         )

@@ -25,13 +25,15 @@ MARGIN = 1.5
 
 @dataclass
 class TrainData:
-    """N samples. images (N, S, S, 3) uint8; verts (N, 468, 3) float32 canvas px (teacher; zeros where
-    it failed); points (N, 21, 2) manual AFLW points (NaN = none); yaw (N,) degrees (NaN = unknown);
-    teacher_ok (N,) bool; mesh_crop / box_crop (N, 4) = cx, cy, side, angle; held_out (N,) bool;
-    shape (N, 2) original h, w; names (N,)."""
+    """N samples. images (N, S, S, 3) uint8; verts (N, 478, 3) float32 canvas px (the mesh teacher's 468
+    vertices + 10 iris points; zeros where it failed); lm68 (N, 68, 3) float32 canvas px, iBUG-68 in the 3D
+    convention (the 3D teacher, manual AFLW points winning; NaN = none; z centred); points (N, 21, 2) manual
+    AFLW points (NaN = none); yaw (N,) degrees (NaN = unknown); teacher_ok (N,) bool; mesh_crop / box_crop
+    (N, 4) = cx, cy, side, angle; held_out (N,) bool; shape (N, 2) original h, w; names (N,)."""
 
     images: np.ndarray
     verts: np.ndarray
+    lm68: np.ndarray
     points: np.ndarray
     yaw: np.ndarray
     teacher_ok: np.ndarray
@@ -85,9 +87,15 @@ def to_canvas(img: np.ndarray, canvas: int) -> tuple[np.ndarray, float]:
 
 
 def load_source(
-    source: Path, labels: TeacherLabels, aflw=None, canvas: int = 128, limit: int = 0
+    source: Path,
+    labels: TeacherLabels,
+    aflw=None,
+    canvas: int = 128,
+    limit: int = 0,
+    lm68: dict[str, np.ndarray] | None = None,
 ) -> TrainData:
-    """Decode a source's images in label order and attach the labels (and AFLW points by file name)."""
+    """Decode a source's images in label order and attach the labels (AFLW points and 68-point labels,
+    source px, by file name)."""
     index = labels.index()
     n = len(labels) if not limit else min(limit, len(labels))
     images = np.zeros((n, canvas, canvas, 3), np.uint8)
@@ -107,6 +115,10 @@ def load_source(
         log.warning("%s: %d labelled images missing from the source", source, (~seen).sum())
     verts = labels.verts[:n].astype(np.float32) * scale[:, None, None]
     ok = ~labels.failed[:n] & seen
+    lm = np.full((n, 68, 3), np.nan, np.float32)
+    for i, nm in enumerate(labels.names[:n]):
+        if lm68 is not None and (row := lm68.get(str(nm))) is not None and seen[i]:
+            lm[i] = row * scale[i]
     points = np.full((n, NUM_POINTS, 2), np.nan, np.float32)
     yaw = np.full(n, np.nan, np.float32)
     if aflw is not None:
@@ -117,10 +129,12 @@ def load_source(
                 h = shape[i, 0]  # AFLW crops are square; points in crop px of the shown size
                 points[i] = aflw.points_in_crop(r, crop_size=int(round(h)) or 120)
                 yaw[i] = aflw.yaw[r]
-    mc = mesh_crops(np.where(ok[:, None, None], verts, 0.0) + (~ok)[:, None, None] * _unit_face())
+    mesh = verts[:, :468]
+    mc = mesh_crops(np.where(ok[:, None, None], mesh, 0.0) + (~ok)[:, None, None] * _unit_face())
     return TrainData(
         images=images,
         verts=np.where(ok[:, None, None], verts, 0.0).astype(np.float32),
+        lm68=lm,
         points=points,
         yaw=yaw,
         teacher_ok=ok,

@@ -4,7 +4,8 @@ The teacher is the trained FaceR50; the student a FaceR50Slim from ``prune.py`` 
 of ``qat.py``). Same data, crops and augmentation as the original training (``train.Trainer``,
 ``augment.make_batch``); the loss per crop, in % of the 224 crop:
 
-- vertices: L1 to the teacher's 468 vertices (x, y, 0.5·z; landmark-68 vertices ×2), positives only;
+- points: L1 to the teacher network's 478 + 68 points (x, y, 0.5·z; landmark-68 vertices, iris and the
+  68-point head weighted up), positives only;
 - presence: BCE to the teacher's presence probability (soft label), all crops;
 - manual points: the original training's AFLW-21 term (weight ``manual_weight``), so the student
   follows the ground truth where the teacher errs.
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from face3d_live.errors import SourceError
+from face3d_live.models.layout import NUM_LM68, NUM_POINTS, NUM_VERTICES, split_output
 from face3d_live.models.r50 import INPUT_SIZE
 from face3d_live.training.dataset import TrainData
 from face3d_live.training.train import TrainConfig, Trainer
@@ -89,6 +91,9 @@ class Distiller(Trainer):
         self.teacher = copy.deepcopy(teacher).to(dev).to(memory_format=torch.channels_last).eval()
         self.teacher.requires_grad_(False)
         self.autocast = autocast and self.device.type == "cuda"
+        # the 68-point head weighs like the mesh's landmark vertices
+        w68 = torch.full((NUM_LM68,), 2.0 / float(self.region_w[:NUM_VERTICES].mean()), device=dev)
+        self.kd_region_w = torch.cat([self.region_w, w68])
 
     def _setup(self) -> None:  # the student keeps its weights; no head/BN re-initialisation
         decay, no_decay = [], []
@@ -113,8 +118,8 @@ class Distiller(Trainer):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         out, ref = out.float(), ref.float()
         s = 100.0  # outputs are coordinates / 224: × 100 → % of the crop
-        d = (out[:, :-1] - ref[:, :-1]).abs().reshape(-1, 468, 3) * s
-        per_v = (d[..., 0] + d[..., 1] + self.cfg.z_weight * d[..., 2]) * self.region_w
+        d = (out[:, :-1] - ref[:, :-1]).abs().reshape(-1, NUM_POINTS + NUM_LM68, 3) * s
+        per_v = (d[..., 0] + d[..., 1] + self.cfg.z_weight * d[..., 2]) * self.kd_region_w
         l_verts = (per_v.mean(1) * positive).sum() / positive.sum().clamp_min(1.0)
         l_pres = F.binary_cross_entropy_with_logits(out[:, -1], torch.sigmoid(ref[:, -1]))
         return l_verts, l_pres
@@ -129,8 +134,8 @@ class Distiller(Trainer):
         l_verts, l_pres = self.kd_loss(out, ref, b.positive)
         # the original objective's manual AFLW-21 term (train.Trainer.loss without the mesh term)
         out_f = out.float()
-        verts = out_f[:, :-1].reshape(-1, 468, 3) * INPUT_SIZE
-        pts = torch.einsum("kj,bjd->bkd", self.W, verts[..., :2])
+        points, _, _ = split_output(out_f)
+        pts = torch.einsum("kj,bjd->bkd", self.W, points[:, :NUM_VERTICES, :2])
         valid = (~torch.isnan(b.points[..., 0])) & (b.positive[:, None] > 0)
         dp = torch.sqrt(((pts - torch.nan_to_num(b.points)) ** 2).sum(-1) + 1e-4) * (100.0 / INPUT_SIZE)
         l_manual = (dp * valid).sum() / valid.sum().clamp_min(1)
@@ -229,7 +234,8 @@ def load_packed(path: Path) -> TrainData:
     fields["points"] = fields["points"].astype(np.float32)
     return TrainData(
         images=images,
-        verts=np.zeros((n, 468, 3), np.float32),
+        verts=np.zeros((n, NUM_POINTS, 3), np.float32),
+        lm68=np.full((n, NUM_LM68, 3), np.nan, np.float32),
         names=np.array([f"packed-{i}" for i in range(n)]),
         **fields,
     )

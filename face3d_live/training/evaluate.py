@@ -8,6 +8,15 @@ sqrt(w·h) of the annotated points' bounding box (the AFLW2000-3D normaliser), p
 [0,30], (30,60], (60,90] and their mean. A crop is a failure when NME > 10 % or the model's presence
 score is below the Reconstructor's threshold (it would report no face). Also: mean distance of the r50
 vertices to the teacher's (x, y; % of the same normaliser) where the teacher is confident.
+
+v2 measures, from the training label caches (``face3d-live train --label-only`` makes them):
+- 68 points: ``Face.landmarks68`` against the 3D labels (3DDFA_V2, manual AFLW points winning) on the same
+  crops, NME = mean 2D error / sqrt(w·h) of the label's box (the AFLW2000-3D protocol), per |yaw| bin;
+- iris: mean distance of the 10 iris points to the 478-point teacher's, in % of the outer-eye-corner
+  distance, where that teacher is confident and |yaw| ≤ 45°;
+- blendshapes: MAE and Pearson r per shape that moves (teacher std > 0.05) against the Face Landmarker
+  teacher, on the held-out crops (still-image protocol) and on the teacher-labelled videos
+  (``Reconstructor.track`` over every frame).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ class EvalConfig:
     box: str = "crop"  # "crop": boxes = the whole 120 px crop (first pass sees it × 1.5, edge-padded);
     # "inner": boxes = the crop's central 2/3, so the first pass sees exactly the 120 px crop
     min_presence: float = 0.5
+    videos: bool = True  # blendshape agreement on the teacher-labelled videos (needs the label caches)
 
 
 def held_out_aflw(
@@ -62,24 +72,157 @@ def held_out_aflw(
     return names, images, np.float32(pts), np.float32(yaw)
 
 
-def run_model(
-    model: str, backend: str, images: list[np.ndarray], box: str = "crop"
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Vertices (N, 468, 3) image px and presence (N,) for each image; median ms per image."""
+@dataclass
+class ModelRun:
+    """One model over the held-out crops: vertices (N, 468, 3), landmarks68 (N, 68, 3), iris (N, 10, 3) image
+    px, blendshapes (N, 52), presence (N,), median ms per image."""
+
+    verts: np.ndarray
+    lm68: np.ndarray
+    iris: np.ndarray
+    blendshapes: np.ndarray
+    score: np.ndarray
+    ms: float
+
+
+def run_model(model: str, backend: str, images: list[np.ndarray], box: str = "crop") -> ModelRun:
     from face3d_live.reconstructor import Reconstructor
 
-    verts = np.zeros((len(images), 468, 3), np.float32)
-    score = np.zeros(len(images), np.float32)
+    n = len(images)
+    run = ModelRun(
+        verts=np.zeros((n, 468, 3), np.float32),
+        lm68=np.zeros((n, 68, 3), np.float32),
+        iris=np.zeros((n, 10, 3), np.float32),
+        blendshapes=np.zeros((n, 52), np.float32),
+        score=np.zeros(n, np.float32),
+        ms=0.0,
+    )
     times = []
     with Reconstructor(model=model, backend=backend if model != "mediapipe" else "auto") as rec:
         for i, img in enumerate(images):
             h, w = img.shape[:2]
             t0 = time.perf_counter()
             b = (0.0, 0.0, float(w), float(h)) if box == "crop" else (w / 6, h / 6, w * 5 / 6, h * 5 / 6)
-            faces = rec.reconstruct(img, boxes=[b])
+            f = rec.reconstruct(img, boxes=[b])[0]
             times.append(time.perf_counter() - t0)
-            verts[i], score[i] = faces[0].vertices, faces[0].score
-    return verts, score, float(np.median(times) * 1e3)
+            run.verts[i], run.lm68[i], run.iris[i] = f.vertices, f.landmarks68, f.iris
+            run.blendshapes[i], run.score[i] = f.blendshapes, f.score
+    run.ms = float(np.median(times) * 1e3)
+    return run
+
+
+def teacher_labels(data_dir: Path, cache_dir: Path, names: list[str]) -> dict[str, np.ndarray] | None:
+    """The label caches' values for ``names`` (held-out AFLW crops): lm68 (N, 68, 3), points478 (N, 478, 3),
+    blendshapes (N, 52), mesh_ok (N,); None when a cache is missing."""
+    from face3d_live.training.data import aflw_shards
+    from face3d_live.training.teacher_3ddfa import cache_path_3ddfa, load_labels_3ddfa
+    from face3d_live.training.teacher_landmarker import cache_path, load_labels
+
+    rows: dict[str, tuple] = {}
+    for shard in aflw_shards(data_dir):
+        p68, pm = cache_path_3ddfa(cache_dir, shard), cache_path(cache_dir, shard)
+        if not (p68.is_file() and pm.is_file()):
+            log.warning("eval: no label caches for %s in %s (v2 measures skipped)", shard.name, cache_dir)
+            return None
+        a, m = load_labels_3ddfa(p68), load_labels(pm)
+        lm = a.lm68_manual if a.lm68_manual is not None else a.lm68
+        mi = m.index() if hasattr(m, "index") else {str(x): i for i, x in enumerate(m.names)}
+        for i, nm in enumerate(a.names):
+            j = mi.get(str(nm))
+            if j is not None:
+                rows[str(nm)] = (lm[i], m.points[j], m.blendshapes[j], not m.failed[j])
+    if any(n not in rows for n in names):
+        return None
+    cols = list(zip(*(rows[n] for n in names)))
+    return {
+        "lm68": np.float32(cols[0]),
+        "points478": np.float32(cols[1]),
+        "blendshapes": np.float32(cols[2]),
+        "mesh_ok": np.array(cols[3], bool),
+    }
+
+
+def by_bin(err: np.ndarray, yaw: np.ndarray) -> dict:
+    """Mean (%) per |yaw| bin and the mean of the bins (AFLW2000-3D's "all")."""
+    out: dict = {}
+    for lo, hi in YAW_BINS:
+        m = (yaw >= lo) & (yaw <= hi) if lo == 0 else (yaw > lo) & (yaw <= hi)
+        out[f"{int(lo)}_{int(hi)}"] = round(100 * float(np.mean(err[m])), 3) if m.any() else None
+    vals = [v for v in out.values() if v is not None]
+    out["all"] = round(float(np.mean(vals)), 3) if vals else None
+    return out
+
+
+def v2_measures(run: ModelRun, labels: dict[str, np.ndarray], yaw: np.ndarray) -> dict:
+    """68-point NME vs the 3D labels, iris error and blendshape agreement vs the Face Landmarker teacher."""
+    from face3d_live.training.blendshapes import evaluate as blend_agreement
+    from face3d_live.training.train import nme68
+
+    out: dict = {"nme68": by_bin(np.minimum(nme68(run.lm68, labels["lm68"]), 1.0), yaw)}
+    t = labels["points478"]
+    sel = labels["mesh_ok"] & (yaw <= 45)
+    iod = np.linalg.norm(t[:, 33, :2] - t[:, 263, :2], axis=-1)
+    d = np.linalg.norm(run.iris[..., :2] - t[:, 468:, :2], axis=-1).mean(1) / np.maximum(iod, 1e-6)
+    dc = np.linalg.norm(run.iris[:, [0, 5], :2] - t[:, [468, 473], :2], axis=-1).mean(1) / np.maximum(
+        iod, 1e-6
+    )
+    out["iris_error_pct_iod"] = {
+        "n": int(sel.sum()),
+        "all_points": round(100 * float(np.mean(d[sel])), 3) if sel.any() else None,
+        "centres": round(100 * float(np.mean(dc[sel])), 3) if sel.any() else None,
+    }
+    ok = labels["mesh_ok"]
+    out["blendshapes_crops"] = _short(blend_agreement(run.blendshapes[ok], labels["blendshapes"][ok]))
+    return out
+
+
+def _short(rep: dict) -> dict:
+    """An agreement report with rounded numbers and the weakest moving shapes named."""
+    per = rep.get("per_shape", {})
+    weakest = sorted(per.items(), key=lambda kv: kv[1]["r"])[:5]
+    return {
+        "n": rep["n"],
+        "mae": round(rep["mae"], 4),
+        "median_r": round(rep["median_r"], 3),
+        "moving_shapes": rep["moving"],
+        "weakest_r": {k: round(v["r"], 3) for k, v in weakest},
+        "r_per_shape": {k: round(v["r"], 3) for k, v in per.items()},
+    }
+
+
+def video_agreement(model: str, backend: str, data_dir: Path, cache_dir: Path) -> dict:
+    """Blendshape agreement with the teacher on every teacher-labelled video: the model tracks each clip
+    (``Reconstructor.track``, smoothing on, as the app runs) and frames are matched by index."""
+    from face3d_live.capture import open_source
+    from face3d_live.reconstructor import Reconstructor
+    from face3d_live.training.blendshapes import evaluate as blend_agreement
+    from face3d_live.training.blendshapes import load_videos
+
+    videos = load_videos(cache_dir)
+    preds, targets, per_video = [], [], {}
+    with Reconstructor(model=model, backend=backend if model != "mediapipe" else "auto") as rec:
+        for name, split in videos.items():
+            path = Path(data_dir) / "videos" / f"{name}.mp4"
+            if not path.is_file():
+                continue
+            rec.reset()
+            want = {int(f): i for i, f in enumerate(split.names)}
+            p, t = [], []
+            with open_source(str(path)) as src:
+                k = 0
+                while (frame := src.read()) is not None:
+                    faces = rec.track(frame.image, frame.timestamp_s)
+                    if faces and k in want:
+                        p.append(faces[0].blendshapes)
+                        t.append(split.targets[want[k]])
+                    k += 1
+            if p:
+                per_video[name] = _short(blend_agreement(np.float32(p), np.float32(t)))
+                preds += p
+                targets += t
+    if not preds:
+        return {}
+    return {"all": _short(blend_agreement(np.float32(preds), np.float32(targets))), "per_video": per_video}
 
 
 def summarize(err: np.ndarray, found: np.ndarray, yaw: np.ndarray) -> dict:
@@ -103,7 +246,7 @@ def summarize(err: np.ndarray, found: np.ndarray, yaw: np.ndarray) -> dict:
     return out
 
 
-def evaluate(data_dir: Path, cfg: EvalConfig = EvalConfig()) -> dict:
+def evaluate(data_dir: Path, cfg: EvalConfig = EvalConfig(), cache_dir: Path | None = None) -> dict:
     from face3d_live.training.points21 import aflw_points, load_mapping
 
     W = load_mapping()
@@ -120,13 +263,20 @@ def evaluate(data_dir: Path, cfg: EvalConfig = EvalConfig()) -> dict:
         "models": {},
     }
     meshes = {}
+    labels = teacher_labels(data_dir, cache_dir, names) if cache_dir is not None else None
     for name in cfg.models:
-        verts, score, ms = run_model(name, cfg.backend, images, cfg.box)
-        err = np.nan_to_num(point_nme(aflw_points(W, verts), pts), nan=1.0)
+        run = run_model(name, cfg.backend, images, cfg.box)
+        err = np.nan_to_num(point_nme(aflw_points(W, run.verts), pts), nan=1.0)
         err = np.minimum(err, 1.0)  # one wild crop must not dominate the mean
-        found = score >= cfg.min_presence
-        result["models"][name] = {**summarize(err, found, yaw), "median_ms_per_image": round(ms, 2)}
-        meshes[name] = (verts, found)
+        found = run.score >= cfg.min_presence
+        result["models"][name] = {**summarize(err, found, yaw), "median_ms_per_image": round(run.ms, 2)}
+        if labels is not None:
+            result["models"][name].update(v2_measures(run, labels, yaw))
+        if cache_dir is not None and cfg.videos:
+            result["models"][name]["blendshapes_videos"] = video_agreement(
+                name, cfg.backend, data_dir, cache_dir
+            )
+        meshes[name] = (run.verts, found)
     if "r50" in meshes and "mediapipe" in meshes:
         (v_r, _), (v_t, ok_t) = meshes["r50"], meshes["mediapipe"]
         d = np.linalg.norm(v_r[..., :2] - v_t[..., :2], axis=-1).mean(1) / norm

@@ -126,6 +126,29 @@ def run_qat(
     return report
 
 
+def load_lite_any(path: Path) -> torch.nn.Module:
+    """An r50-lite rung file; a v1 file (no iris / 68 heads) gets its head widened to v2 with the new rows as
+    blends of its mesh rows (``train.init_from_trained``), ready to be distilled from a v2 teacher."""
+    from face3d_live.errors import ModelError
+    from face3d_live.models.weights import read_metadata
+    from face3d_live.training.pipeline import load_blends
+    from face3d_live.training.slim import FaceR50Slim, load_slim
+    from face3d_live.training.train import head_blend, init_from_trained
+
+    try:
+        return load_slim(path)
+    except ModelError as exc:
+        if "v1 file" not in str(exc):
+            raise
+    from face3d_live.geometry.landmarks68 import blend_matrix
+
+    W68, W_iris = load_blends()
+    model = FaceR50Slim(json.loads(read_metadata(path).get("config") or "{}"))
+    init_from_trained(model, path, head_blend(W68 if W68 is not None else blend_matrix(), W_iris))
+    log.info("%s: v1 rung widened to the v2 head", path)
+    return model
+
+
 def _write(out_dir: Path, report: dict) -> None:
     (Path(out_dir) / "ladder-train.json").write_text(json.dumps(report, indent=1, default=str))
 
@@ -133,7 +156,13 @@ def _write(out_dir: Path, report: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Accelerator-machine entry point: packed data + teacher weights in, rung files + report out."""
     p = argparse.ArgumentParser(prog="python -m face3d_live.training.lightweight")
-    p.add_argument("--data", type=Path, required=True, help="packed .npz from distill.pack_data")
+    p.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="training data parts (`face3d-live train --pack`) or one pack from distill.pack_data",
+    )
     p.add_argument("--teacher", type=Path, default=None, help="r50 weights (default: the shipped file)")
     p.add_argument("--out", type=Path, required=True)
     LadderConfig.add_arguments(p)
@@ -151,12 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from face3d_live.training.distill import load_packed
+    from face3d_live.training.pack import load_any
     from face3d_live.training.points21 import load_mapping
     from face3d_live.training.prune import load_r50_any
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    data = load_packed(args.data)
+    data = load_any(args.data)
     teacher = load_r50_any(args.teacher)
     cfg = LadderConfig.from_args(args)
 
@@ -179,9 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     use_bench = args.gpu_bench and device == "cuda"
     student = None
     if args.continue_lite is not None:
-        from face3d_live.training.slim import load_slim
-
-        student = load_slim(args.continue_lite)
+        student = load_lite_any(args.continue_lite)
     run_ladder(
         cfg, data, load_mapping(), teacher, args.out, device, gpu_bench if use_bench else None, student
     )

@@ -1,15 +1,16 @@
-"""One-command training: teacher-label every source (cached), fit the AFLW point map, train, export.
+"""One-command training: label every source with both teachers (cached), fit the point maps, train, export.
 
 A *data dir* holds sources: ``*.tar`` shards and/or image folders, plus optional AFLW label files
 (``aflw_list.txt``, ``aflw_pts21.npy``, ``aflw_roi_box.npy``, ``aflw_yaw.npy``; as in ../shared/data/faces).
-Teacher labels live in the cache dir (``teacher-<source>.npz``); ``pack()`` writes a compact copy of them
-plus the sources into folders of at most ~60 MB each, to ship to a training machine with no mediapipe.
+Labels live in the cache dir: ``landmarker-<source>.npz`` (478 points + blendshapes, teacher_landmarker.py)
+and ``3ddfa-<source>.npz`` (68 points, teacher_3ddfa.py). ``pack.pack_parts`` writes the assembled data as
+parts of ≤ 58 MB for a training machine that has neither teacher.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,7 +19,6 @@ import numpy as np
 from face3d_live.errors import SourceError
 from face3d_live.training import points21
 from face3d_live.training.dataset import TrainData, load_source
-from face3d_live.training.teacher import cache_path, label_source, load_labels, save_compact
 
 log = logging.getLogger(__name__)
 
@@ -55,32 +55,90 @@ def load_aflw(data_dir: Path):
     return None
 
 
-def label_all(data_dir: Path, cache_dir: Path, workers: int = 2, limit: int = 0) -> list[tuple[Path, Path]]:
-    """Teacher-label every source (skips cached ones) → [(source, cache file)]."""
-    out = []
-    for src in find_sources(data_dir):
-        label_source(src, cache_dir, workers=workers, limit=limit)
-        out.append((src, cache_path(cache_dir, src)))
-    return out
+def label_all_v2(data_dir: Path, cache_dir: Path, limit: int = 0) -> None:
+    """Label every source with both teachers (each cached; labelled sources are skipped)."""
+    from face3d_live.training import teacher_3ddfa, teacher_landmarker
 
-
-def load_all(
-    data_dir: Path, cache_dir: Path, canvas: int = 128, limit: int = 0, threads: int = 8
-) -> TrainData:
-    """Decode every labelled source into one TrainData (sources without a cache are skipped)."""
     aflw = load_aflw(data_dir)
-    jobs = []
     for src in find_sources(data_dir):
-        cp = cache_path(cache_dir, src)
-        if not cp.exists():
-            log.warning("no teacher labels for %s in %s: skipped (run the labelling first)", src, cache_dir)
-            continue
-        jobs.append((src, cp))
-    if not jobs:
-        raise SourceError(f"no teacher-labelled sources in {data_dir} (cache {cache_dir})")
-    with ThreadPoolExecutor(max(1, min(threads, len(jobs)))) as pool:
-        parts = list(pool.map(lambda j: load_source(j[0], load_labels(j[1]), aflw, canvas, limit), jobs))
-    return TrainData.concat(parts)
+        teacher_landmarker.label_source(src, cache_dir, limit=limit)
+        teacher_3ddfa.label_3ddfa(src, cache_dir, aflw=aflw, limit=limit)
+
+
+def _mesh_labels(cache_dir: Path, src: Path):
+    """The 478-point teacher's cache as ``TeacherLabels`` (verts: 478 points)."""
+    from face3d_live.training.teacher import TeacherLabels
+    from face3d_live.training.teacher_landmarker import cache_path as mesh_cache
+    from face3d_live.training.teacher_landmarker import load_labels as load_mesh
+
+    m = load_mesh(mesh_cache(cache_dir, src))
+    return TeacherLabels(m.names, m.points, m.score, m.score1, m.failed, m.held_out, m.source)
+
+
+def _lm68_labels(cache_dir: Path, src: Path) -> dict[str, np.ndarray]:
+    """The 3D teacher's cache: file name → (68, 3) source px (manual AFLW points already winning)."""
+    from face3d_live.training.teacher_3ddfa import cache_path_3ddfa, load_labels_3ddfa
+
+    lab = load_labels_3ddfa(cache_path_3ddfa(cache_dir, src))
+    lm = lab.lm68_manual if lab.lm68_manual is not None else lab.lm68
+    return {str(n): v for n, v in zip(lab.names, lm)}
+
+
+def load_all_v2(
+    data_dir: Path, cache_dir: Path, canvas: int = 128, limit: int = 0, threads: int = 4
+) -> TrainData:
+    """Every source with both teachers' caches → one TrainData: 478 points from the mesh teacher, 68 points
+    from the 3D teacher with the manual AFLW points winning where they exist."""
+    aflw = load_aflw(data_dir)
+    sources = find_sources(data_dir)
+
+    def load(src: Path) -> TrainData:
+        return load_source(
+            src, _mesh_labels(cache_dir, src), aflw, canvas, limit, lm68=_lm68_labels(cache_dir, src)
+        )
+
+    with ThreadPoolExecutor(max(1, min(threads, len(sources)))) as pool:
+        data = TrainData.concat(list(pool.map(load, sources)))
+    with warnings.catch_warnings():  # rows without a label are all NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        data.lm68[..., 2] -= np.nanmean(data.lm68[..., 2], axis=1, keepdims=True)
+    return data
+
+
+BLENDS_PATH = Path(__file__).resolve().with_name("blends_iris.npz")
+
+
+def fit_blends(data: TrainData) -> tuple[np.ndarray, np.ndarray]:
+    """Fit the learned blends of mesh vertices on the training split's confident, not too profile teacher
+    meshes: W68 (68, 468) against the 68-point labels (saved as the shipped ``assets/blend68.npz``) and
+    W_iris (10, 468) against the teacher's iris (``training/blends_iris.npz``: starts the iris head)."""
+    from face3d_live.geometry.landmarks68 import BLEND68_PATH, blend_matrix
+    from face3d_live.training.blend68 import fit_blend68
+
+    yaw = np.abs(np.nan_to_num(data.yaw, nan=0.0))
+    sel = data.teacher_ok & ~data.held_out & (yaw < 45)
+    has68 = sel & ~np.isnan(data.lm68[..., 0]).any(1)
+    if has68.sum() < 100:
+        raise SourceError(f"only {has68.sum()} confident crops with 68-point labels: cannot fit the blends")
+    mesh = data.verts[:, :468]
+    w = np.ones(int(has68.sum()), np.float32)
+    W68 = fit_blend68(mesh[has68], data.lm68[has68], w)
+    W_iris = fit_blend68(mesh[sel], data.verts[sel, 468:], np.ones(int(sel.sum()), np.float32))
+    BLEND68_PATH.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(BLEND68_PATH, W=W68.astype(np.float32))
+    np.savez(BLENDS_PATH, W_iris=W_iris.astype(np.float32))
+    blend_matrix.cache_clear()
+    log.info("blends fitted on %d / %d crops -> %s, %s", has68.sum(), sel.sum(), BLEND68_PATH, BLENDS_PATH)
+    return W68, W_iris
+
+
+def load_blends() -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(W68, W_iris) as fitted by ``fit_blends`` (None where not fitted yet)."""
+    from face3d_live.geometry.landmarks68 import BLEND68_PATH, blend_matrix
+
+    W68 = blend_matrix() if BLEND68_PATH.is_file() else None
+    W_iris = np.load(BLENDS_PATH)["W_iris"] if BLENDS_PATH.is_file() else None
+    return W68, W_iris
 
 
 def fit_map(data: TrainData, out: Path = points21.MAP_PATH) -> np.ndarray:
@@ -89,7 +147,7 @@ def fit_map(data: TrainData, out: Path = points21.MAP_PATH) -> np.ndarray:
     sel = data.teacher_ok & ~data.held_out & (yaw < 50) & ~np.isnan(data.points[..., 0]).all(1)
     if sel.sum() < 50:
         raise SourceError(f"only {sel.sum()} AFLW-annotated confident crops: cannot fit the landmark map")
-    W, nearest, err = points21.fit_mapping(data.verts[sel], data.points[sel])
+    W, nearest, err = points21.fit_mapping(data.verts[sel, :468], data.points[sel])
     points21.save_mapping(W, nearest, err, out)
     log.info(
         "AFLW map from %d crops: nearest %s, fit error %% %s",
@@ -98,44 +156,3 @@ def fit_map(data: TrainData, out: Path = points21.MAP_PATH) -> np.ndarray:
         np.round(100 * err, 2).tolist(),
     )
     return W
-
-
-def pack(data_dir: Path, cache_dir: Path, out_dir: Path, budget_mb: float = 60.0) -> list[Path]:
-    """Group sources + compact labels + AFLW files into folders out_dir/partN of ≤ budget_mb each."""
-    data_dir = Path(data_dir)
-    items: list[tuple[Path, str]] = []  # (file to copy, name there)
-    faces = data_dir / "faces" if (data_dir / "faces").is_dir() else data_dir
-    for f in AFLW_FILES:
-        if (faces / f).exists():
-            items.append((faces / f, f))
-    tmp = Path(out_dir) / "_labels"
-    tmp.mkdir(parents=True, exist_ok=True)
-    for src in find_sources(data_dir):
-        if not src.is_file():
-            raise SourceError(f"pack ships tar shards only; tar the folder {src} first")
-        cp = cache_path(cache_dir, src)
-        compact = save_compact(load_labels(cp), tmp / cp.name)
-        items += [(src, src.name), (compact, compact.name)]
-    items.sort(key=lambda it: -it[0].stat().st_size)
-    parts: list[list[tuple[Path, str]]] = []
-    sizes: list[float] = []
-    for path, name in items:  # first fit, largest first
-        mb = path.stat().st_size / 1e6
-        for i, s in enumerate(sizes):
-            if s + mb <= budget_mb:
-                parts[i].append((path, name))
-                sizes[i] += mb
-                break
-        else:
-            parts.append([(path, name)])
-            sizes.append(mb)
-    dirs = []
-    for i, part in enumerate(parts):
-        d = Path(out_dir) / f"part{i}"
-        d.mkdir(parents=True, exist_ok=True)
-        for path, name in part:
-            shutil.copyfile(path, d / name)
-        dirs.append(d)
-        log.info("%s: %.1f MB: %s", d, sizes[i], [n for _, n in part])
-    shutil.rmtree(tmp)
-    return dirs

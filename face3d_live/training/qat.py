@@ -244,6 +244,10 @@ def load_int8(path: str | Path) -> QuantFaceR50:
 
     config = check_config(json.loads(read_metadata(path).get("config") or "{}"))
     tensors, _ = load_weights(path, arch=ARCH)
+    from face3d_live.models.layout import check_head
+
+    if "head.qweight" in tensors:  # a v1 rung (no iris / 68 heads) gets a clear error
+        check_head(tensors["head.qweight"].shape[0], path)
     model = QuantFaceR50(FaceR50Slim(config))
     expected = set()
     for name, m in model.named_modules():

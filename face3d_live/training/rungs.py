@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from face3d_live.errors import BackendUnavailable, ConfigError, EngineBuildError, ModelError
-from face3d_live.models.r50_face import BACKENDS, R50FaceModel, calibration_crops
+from face3d_live.models.layout import decode
+from face3d_live.models.output import ModelOutput
+from face3d_live.models.r50_face import BACKENDS, R50FaceModel, calibration_crops, check_crops
 from face3d_live.models.weights import WEIGHTS_DIR, read_metadata
 
 log = logging.getLogger(__name__)
@@ -118,15 +120,10 @@ class Int8FaceModel(R50FaceModel):
                 errors.append(f"{name}: {exc}")
         raise BackendUnavailable("r50-int8: no INT8 backend works here: " + "; ".join(errors))
 
-    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        s = self.input_size
-        if crops.ndim != 4 or crops.shape[1:] != (s, s, 3) or crops.dtype != np.uint8:
-            raise ValueError(f"expected (N, {s}, {s}, 3) uint8 RGB crops, got {crops.shape} {crops.dtype}")
+    def predict(self, crops: np.ndarray) -> ModelOutput:
+        check_crops(crops, self.input_size)
         x = crops.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1.0 / 255.0)
-        out = self.backend.infer_sync(x)
-        verts = out[:, :-1].reshape(-1, 468, 3) * np.float32(s)
-        scores = 1.0 / (1.0 + np.exp(-out[:, -1]))
-        return verts.astype(np.float32), scores.astype(np.float32)
+        return decode(self.backend.infer_sync(x), self.input_size)
 
 
 def create_rung(name: str, backend: str = "auto"):

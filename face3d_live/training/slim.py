@@ -9,7 +9,7 @@ config saved beside the weights:
 
 Parameter and buffer names are FaceR50's (``stem.0.weight``, ``layers.2.3.conv2.weight``, ``head.bias``…),
 so the same state-dict tools, exports and backends serve both. Input/output as FaceR50:
-(N, 3, 224, 224) float in [0, 1] → (N, 1405).
+(N, 3, 224, 224) float in [0, 1] → (N, 1639) (models/layout.py).
 """
 
 from __future__ import annotations
@@ -110,9 +110,12 @@ def save_slim(model: nn.Module, path: str | Path, **metadata: str) -> str:
 
 def load_slim(path: str | Path) -> FaceR50Slim:
     """Rebuild a FaceR50Slim from its weights file (widths from the file), eval mode. ModelError if bad."""
+    from face3d_live.models.layout import check_head
+    from face3d_live.models.r50_face import model_head_rows
     from face3d_live.models.weights import load_into, read_metadata
 
     config = json.loads(read_metadata(path).get("config") or "{}")
+    check_head(model_head_rows(path), path)  # a v1 rung (no iris / 68 heads) gets a clear error
     model = FaceR50Slim(config)
     load_into(model, path, arch=ARCH)  # checks arch, sha256, names and shapes
     return model.eval()
