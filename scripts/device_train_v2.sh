@@ -30,7 +30,7 @@ train)
     [[ -s $init ]] || { echo "v1 r50 weights missing from the tree"; exit 3; }
     nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
     python3 -m face3d_live.cli.train --packed "$keep"/data/part*.npz --init "$init" --fresh \
-        --minutes "${MIN:-8.5}" --run-dir "$keep/run" --out "$keep/v2.safetensors" 2>&1 | quiet | tail -n 40
+        --minutes "${MIN:-8.5}" --lr "${LR:-5e-4}" --run-dir "$keep/run" --out "$keep/v2.safetensors" 2>&1 | quiet | tail -n 40
     mkdir -p "$out/v2" && cp "$keep/v2.safetensors" "$keep/run/eval.json" "$out/v2/"
     ;;
 ladder)
