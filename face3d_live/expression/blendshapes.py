@@ -1,11 +1,13 @@
 """The project's own blendshape network: 478 face points (mesh + iris) → 52 ARKit blendshapes.
 
 A small MLP run in numpy (no torch, no mediapipe at run time), distilled from the MediaPipe Face
-Landmarker's blendshape model (training: ``face3d_live/training/blendshapes.py``). The head pose is
-removed before the network sees the points: a similarity (Umeyama) fit of a few rigid points (forehead,
-nose bridge, eye corners, temples) to the reference face maps the points into a frame where only the
-expression is left; the network reads a subset of the aligned points' offsets from the reference, plus
-the fitted rotation (the teacher reads 2D image points, so its scores depend a little on head pose).
+Landmarker's blendshape model (training: ``face3d_live/training/blendshapes.py``), trained on both the
+teacher's own points (what a student distilled from it predicts) and the mediapipe-mesh path's points
+(face_landmark.tflite + ``IrisModel``) of the same faces. The head pose is removed before the network
+sees the points: a similarity (Umeyama) fit of a few rigid points (forehead, nose bridge, eye corners,
+temples) to the reference face maps the points into a frame where only the expression is left; the
+network reads a subset of the aligned points' offsets from the reference, plus the fitted rotation (the
+teacher reads 2D image points, so its scores depend a little on head pose).
 
 Weights: ``face3d_live/models/weights/face3d-blendshapes.safetensors`` (format ``face3d-weights/1``,
 see models/weights.py and models/weights/README.md).

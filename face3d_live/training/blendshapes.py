@@ -3,6 +3,9 @@
 Data: ``<cache>/landmarker-*.npz`` (teacher_landmarker.py): the teacher's own 478 points → its 52
 blendshapes (ARKit order), training split only (``held_out`` False, ``failed`` False); the held-out crops
 and the video caches (``landmarker-video-*.npz``, tracked frames: never trained on) are the evaluation.
+With ``<cache>/blendshape-inputs-mesh468-*.npz`` (``--label-mesh468``: what the ``model="mediapipe"``
+path gives for the same crops, face_landmark.tflite's 468 vertices + IrisModel's iris) each crop is also
+trained from those points with the same targets, so one network serves both kinds of input.
 
 Augmentation: per-point Gaussian noise (σ drawn per face from 0 to ``noise`` × the outer-eye-corner
 distance, on x, y and z) so the network tolerates the ~1-2 px error of the distilled face models that
@@ -49,13 +52,25 @@ def mirror_shapes() -> np.ndarray:
 
 @dataclass
 class Split:
-    points: np.ndarray  # (N, 478, 3) float32 image px
+    points: np.ndarray  # (N, 478, 3) float32 image px: the landmarker teacher's own points
     targets: np.ndarray  # (N, 52) float32 ARKit order
     names: np.ndarray
+    mesh468: np.ndarray | None = None  # (N, 478, 3) the mediapipe-mesh path's points of the same faces
+
+
+def _mesh468(cache: Path, stem: str) -> np.ndarray | None:
+    """The mediapipe-mesh path's points of a cache's rows (NaN where that mesh lost the face), or None."""
+    f = Path(cache) / f"{MESH468_PREFIX}{stem}.npz"
+    if not f.exists():
+        return None
+    with np.load(f) as z:
+        pts = z["points"].copy()
+        pts[z["score"] < 0.5] = np.nan
+        return pts
 
 
 def load_crops(cache: Path) -> tuple[Split, Split]:
-    """(train, held-out) of every crop cache, failed crops dropped."""
+    """(train, held-out) of every crop cache, failed crops dropped (also where the 468 mesh lost the face)."""
     tr, ho = [], []
     files = sorted(
         p for p in Path(cache).glob("landmarker-*.npz") if not p.name.startswith("landmarker-video-")
@@ -64,12 +79,18 @@ def load_crops(cache: Path) -> tuple[Split, Split]:
         raise FileNotFoundError(
             f"no landmarker-*.npz in {cache}: run python -m face3d_live.training.teacher_landmarker"
         )
+    have_mesh = all(_mesh468(cache, f.stem.removeprefix("landmarker-")) is not None for f in files)
     for f in files:
+        m468 = _mesh468(cache, f.stem.removeprefix("landmarker-")) if have_mesh else None
         with np.load(f) as z:
             ok = ~z["failed"]
             for keep, dst in ((ok & ~z["held_out"], tr), (ok & z["held_out"], ho)):
-                dst.append((z["points"][keep], z["blendshapes"][keep], z["names"][keep]))
-    cat = lambda parts: Split(*(np.concatenate([p[i] for p in parts]) for i in range(3)))  # noqa: E731
+                dst.append((z["points"][keep], z["blendshapes"][keep], z["names"][keep],
+                            None if m468 is None else m468[keep]))  # fmt: skip
+    cat = lambda parts: Split(  # noqa: E731
+        *(np.concatenate([p[i] for p in parts]) for i in range(3)),
+        None if parts[0][3] is None else np.concatenate([p[3] for p in parts]),
+    )
     return cat(tr), cat(ho)
 
 
@@ -77,8 +98,81 @@ def load_videos(cache: Path) -> dict[str, Split]:
     out = {}
     for f in sorted(Path(cache).glob("landmarker-video-*.npz")):
         with np.load(f) as z:
-            out[f.stem.removeprefix("landmarker-video-")] = Split(z["points"], z["blendshapes"], z["frame"])
+            out[f.stem.removeprefix("landmarker-video-")] = Split(
+                z["points"], z["blendshapes"], z["frame"], _mesh468(cache, f.stem.removeprefix("landmarker-"))
+            )
     return out
+
+
+MESH468_PREFIX = "blendshape-inputs-mesh468-"
+
+
+def label_mesh468_inputs(cache: Path, data: Path | None = None, progress: bool = True) -> None:
+    """The run-time input of the ``model="mediapipe"`` path for every labelled crop and video frame:
+    face_landmark.tflite's 468 vertices (teacher.py's two-pass protocol) + ``IrisModel``'s 10 iris points
+    (on the second pass's crop), image px → ``<cache>/blendshape-inputs-mesh468-<stem>.npz`` (``names`` /
+    ``frame``, ``points`` (N, 478, 3), ``score``), rows in the landmarker cache's order. Videos: each frame
+    cropped around this mesh's previous frame (the first around the landmarker teacher's points)."""
+    import cv2
+    from tqdm import tqdm
+
+    from face3d_live.geometry.crop import CropTransform
+    from face3d_live.models.iris import IrisModel
+    from face3d_live.models.tflite import TFLiteModel, mediapipe_model_path
+    from face3d_live.training.data import default_data_dir
+    from face3d_live.training.teacher import iter_source
+
+    mesh = TFLiteModel(mediapipe_model_path("face_landmark/face_landmark.tflite"), 1)
+    iris = IrisModel(1)
+
+    def run(img: np.ndarray, ct: CropTransform) -> tuple[np.ndarray, float]:
+        crop = ct.warp(img)
+        lm, flag = mesh.run(crop[None].astype(np.float32) * (1.0 / 255.0))
+        v = lm.reshape(468, 3)
+        pts = np.concatenate([v, iris.predict(crop, v)])
+        return ct.to_image(pts), float(1.0 / (1.0 + np.exp(-float(flag.ravel()[0]))))
+
+    around = lambda p: CropTransform.around_points(p, p[33], p[263], 1.5, 192)  # noqa: E731
+    data = Path(data or default_data_dir())
+    for f in sorted(Path(cache).glob("landmarker-*.npz")):
+        stem = f.stem.removeprefix("landmarker-")
+        out = Path(cache) / f"{MESH468_PREFIX}{stem}.npz"
+        if out.exists():
+            continue
+        with np.load(f) as z:
+            source = str(z["source"])
+            keys = z["frame"] if "frame" in z.files else z["names"]
+            teacher_pts = z["points"]
+        pts = np.zeros((len(keys), 478, 3), np.float32)
+        score = np.zeros(len(keys), np.float32)
+        if stem.startswith("video-"):
+            cap = cv2.VideoCapture(source)
+            row, prev, idx = {int(k): i for i, k in enumerate(keys)}, None, -1
+            for _ in tqdm(range(int(keys.max()) + 1), desc=f"mesh468 {stem}", disable=not progress):
+                ok, bgr = cap.read()
+                idx += 1
+                if not ok:
+                    break
+                if idx not in row:
+                    prev = None
+                    continue
+                i = row[idx]
+                img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                p, sc = run(img, around(prev if prev is not None else teacher_pts[i]))
+                pts[i], score[i], prev = p, sc, (p if sc >= 0.5 else None)
+            cap.release()
+        else:
+            row = {str(n): i for i, n in enumerate(keys)}
+            for name, img in tqdm(
+                iter_source(Path(source)), total=len(keys), desc=f"mesh468 {stem}", disable=not progress
+            ):
+                h, w = img.shape[:2]
+                p, _ = run(img, CropTransform((w / 2, h / 2), float(max(h, w)), 0.0, 192))
+                p, sc = run(img, around(p))
+                pts[row[name]], score[row[name]] = p, sc
+        key = "frame" if stem.startswith("video-") else "names"
+        np.savez(out, **{key: keys}, points=pts, score=score, source=source)
+        log.info("mesh468 inputs: %s (%d rows)", out, len(keys))
 
 
 def reference_shape(points: np.ndarray, iters: int = 3) -> np.ndarray:
@@ -184,6 +278,7 @@ def train(
     noise: float = 0.06,
     mirror: bool = False,
     pose_features: bool = True,
+    mesh468: bool = True,
     seed: int = 0,
 ) -> dict:
     import torch
@@ -207,8 +302,18 @@ def train(
 
     mir_pts = torch.from_numpy(mirror_indices_478().astype(np.int64))
     mir_bs = torch.from_numpy(mirror_shapes())
-    pts = torch.from_numpy(tr.points.astype(np.float32))
-    tgt = torch.from_numpy(tr.targets.astype(np.float32))
+    points, targets = tr.points, tr.targets
+    if (
+        mesh468 and tr.mesh468 is not None
+    ):  # the same faces as the mediapipe-mesh path sees them, same targets
+        ok = ~np.isnan(tr.mesh468).any((1, 2))
+        points = np.concatenate([points, tr.mesh468[ok]])
+        targets = np.concatenate([targets, tr.targets[ok]])
+        log.info("blendshapes: + %d mediapipe-mesh inputs of the same crops", ok.sum())
+    elif mesh468:
+        log.warning("no %s* caches: training on the landmarker's points only", MESH468_PREFIX)
+    pts = torch.from_numpy(points.astype(np.float32))
+    tgt = torch.from_numpy(targets.astype(np.float32))
     iod = (pts[:, 33, :2] - pts[:, 263, :2]).norm(dim=1)
 
     with torch.no_grad():  # feature normalisation from the clean training set
@@ -271,6 +376,7 @@ def train(
                 "noise": noise,
                 "mirror": mirror,
                 "pose_features": pose_features,
+                "mesh468": mesh468,
                 "seed": seed,
             }
         ),  # fmt: skip
@@ -300,7 +406,14 @@ def evaluate_file(
             np.concatenate([v.points for v in videos.values()]),
             np.concatenate([v.targets for v in videos.values()]),
             np.concatenate([v.names for v in videos.values()]),
+            None
+            if any(v.mesh468 is None for v in videos.values())
+            else np.concatenate([v.mesh468 for v in videos.values()]),
         )
+    for name, s in list(sets.items()):
+        if s.mesh468 is not None:
+            ok = ~np.isnan(s.mesh468).any((1, 2))
+            sets[f"{name}[mesh468]"] = Split(s.mesh468[ok], s.targets[ok], s.names[ok])
     for name, s in sets.items():
         for nz in noise_levels:
             pts = add_noise(s.points.astype(np.float64), nz, rng) if nz else s.points
@@ -375,17 +488,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--noise", type=float, default=0.06, help="max point-noise σ / outer-eye-corner distance")
     ap.add_argument("--mirror", action="store_true", help="add horizontally mirrored faces (measured worse)")
     ap.add_argument("--no-pose", action="store_true", help="do not feed the fitted rotation to the network")
+    ap.add_argument("--no-mesh468", action="store_true", help="train on the landmarker's points only")
+    ap.add_argument("--label-mesh468", action="store_true", help="make the mediapipe-mesh input caches first")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-only", action="store_true", help="only evaluate --out")
     ap.add_argument("--report", type=Path, default=None, help="write the metrics as JSON here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.label_mesh468:
+        label_mesh468_inputs(args.cache)
     if args.eval_only:
         report = evaluate_file(args.out, args.cache)
     else:
         report = train(
             args.cache, args.out, inputs=args.inputs, hidden=args.hidden, layers=args.layers, epochs=args.epochs,
-            noise=args.noise, mirror=args.mirror, pose_features=not args.no_pose, seed=args.seed,
+            noise=args.noise, mirror=args.mirror, pose_features=not args.no_pose,
+            mesh468=not args.no_mesh468, seed=args.seed,
         )  # fmt: skip
     for line in summary_lines(report):
         log.info("%s", line)
