@@ -6,6 +6,8 @@
 #           /tmp/keep/data; one call per part
 #   train   the v1 r50 file in the tree (move the lite and INT8 files out of it): train every head at once
 #           for MIN minutes (default 8.5) from the v1 network → /tmp/keep/v2.safetensors, $OUT/v2 (split)
+#   qat     (parts staged; .devcarry/q/lite-v2.safetensors carried with a part) the v2 r50 file in the tree:
+#           INT8 QAT of that lite rung for QAT_MIN (default 3) at QAT_LR (default 1e-4) → $OUT/qat
 #   ladder  the v1 lite file in the tree (INT8 and r50 out), torch-pruning wheel in .devcarry/tp: widen the
 #           lite rung's head and distil it from v2 (DISTILL_MIN, default 5), QAT (QAT_MIN, default 1.5)
 #           → $OUT/ladder; then `bench backends` of v2 → $OUT/backends.json
@@ -23,6 +25,7 @@ quiet() { grep -v -i -E 'warn|^\s*$'; }
 case $step in
 stage)
     cp -v .devcarry/v2/part*.npz "$keep/data/" || exit 3
+    [[ -d .devcarry/q ]] && cp -v .devcarry/q/* "$keep/"
     ls -la "$keep/data"
     ;;
 train)
@@ -44,6 +47,15 @@ ladder)
         --distill-lr 5e-4 2>&1 | quiet | tail -n 12
     python3 -m face3d_live.bench.backends --weights "$keep/v2.safetensors" --batches 1,8,32,128,256 \
         --concurrent 256x2 --no-executor --json "$out/backends.json" 2>&1 | quiet | tail -n 30
+    ;;
+qat)
+    v2=face3d_live/models/weights/face3d-r50.safetensors
+    [[ -s $v2 && -s $keep/lite-v2.safetensors ]] || { echo "v2 r50 in the tree and a staged lite rung needed"; exit 3; }
+    wheel=$(ls .devcarry/tp/*.whl "$keep"/*.whl 2>/dev/null | head -1)
+    python3 -m pip install -q --no-deps "$wheel" 2>&1 | tail -2
+    python3 -m face3d_live.training.lightweight --data "$keep"/data/part*.npz --teacher "$v2" --out "$out/qat" \
+        --from-lite "$keep/lite-v2.safetensors" --qat-minutes "${QAT_MIN:-3}" --qat-lr "${QAT_LR:-1e-4}" \
+        --manual-weight 0.1 2>&1 | quiet | tail -n 8
     ;;
 *)
     echo "unknown step $step (stage|train|ladder)"

@@ -54,6 +54,7 @@ class LadderConfig:
             default=cls.distill_lr,
             help=f"distillation learning rate ({cls.distill_lr})",
         )
+        p.add_argument("--qat-lr", type=float, default=cls.qat_lr, help=f"QAT learning rate ({cls.qat_lr})")
         p.add_argument(
             "--from-lite", type=Path, default=None, help="skip pruning + distillation: QAT this r50-lite file"
         )
@@ -70,4 +71,5 @@ class LadderConfig:
             qat_steps=args.qat_steps,
             manual_weight=args.manual_weight,
             distill_lr=args.distill_lr,
+            qat_lr=args.qat_lr,
         )
