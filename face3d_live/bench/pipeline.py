@@ -30,10 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _ours(args: argparse.Namespace) -> dict:
     from face3d_live.capture import open_source
     from face3d_live.detect.tracker import TrackerConfig
+    from face3d_live.models.registry import default_model
     from face3d_live.pipeline.offline import run_offline
     from face3d_live.reconstructor import Reconstructor
-
-    from face3d_live.models.registry import default_model
 
     args.model = args.model or default_model()
     rec = Reconstructor(args.model, args.backend, tracker=TrackerConfig(max_faces=args.max_faces))

@@ -219,17 +219,11 @@ def pack_data(
 
 
 def load_packed(path: Path) -> TrainData:
-    import cv2
+    from face3d_live.training.pack import decode_images
 
     with np.load(path) as z:
-        blob, offsets, canvas = z["blob"], z["offsets"], int(z["canvas"])
-        n = len(offsets) - 1
-        images = np.zeros((n, canvas, canvas, 3), np.uint8)
-        for i in range(n):
-            img = cv2.imdecode(blob[offsets[i] : offsets[i + 1]], cv2.IMREAD_COLOR)
-            if img is None:
-                raise SourceError(f"{path}: image {i} does not decode")
-            images[i] = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        images = decode_images(z, path)
+        n = len(images)
         fields = {f: z[f] for f in PACK_FIELDS}
     fields["points"] = fields["points"].astype(np.float32)
     return TrainData(

@@ -78,20 +78,25 @@ def pack_parts(
     return paths
 
 
+def decode_images(z, path: Path) -> np.ndarray:
+    """The (N, canvas, canvas, 3) RGB images of a pack (``blob`` of encoded images cut at ``offsets``)."""
+    blob, offsets, canvas = z["blob"], z["offsets"], int(z["canvas"])
+    images = np.zeros((len(offsets) - 1, canvas, canvas, 3), np.uint8)
+    for i in range(len(images)):
+        img = cv2.imdecode(blob[offsets[i] : offsets[i + 1]], cv2.IMREAD_COLOR)
+        if img is None:
+            raise SourceError(f"{path}: image {i} does not decode")
+        images[i] = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return images
+
+
 def load_part(path: Path) -> TrainData:
     try:
         z = np.load(path)
     except (OSError, ValueError) as exc:
         raise SourceError(f"{path}: not a training data part ({exc})") from None
     with z:
-        blob, offsets, canvas = z["blob"], z["offsets"], int(z["canvas"])
-        n = len(offsets) - 1
-        images = np.zeros((n, canvas, canvas, 3), np.uint8)
-        for i in range(n):
-            img = cv2.imdecode(blob[offsets[i] : offsets[i + 1]], cv2.IMREAD_COLOR)
-            if img is None:
-                raise SourceError(f"{path}: image {i} does not decode")
-            images[i] = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        images = decode_images(z, path)
         verts = z["lo"][:, None] + z["q"].astype(np.float32) * z["step"][:, None]
         return TrainData(
             images=images,
