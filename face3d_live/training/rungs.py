@@ -74,7 +74,7 @@ def int8_onnx(
         export_qdq(load_int8(path), trt_path)
     if flavour == "trt":
         return trt_path
-    ort_path = folder / f"r50-int8-{digest}-ort.onnx"
+    ort_path = folder / f"r50-int8-{digest}-ort2.onnx"  # ort2: post-ReLU range kept (qat.ort_flavour)
     if not ort_path.is_file():
         tmp = ort_path.with_suffix(".partial.onnx")
         ort_flavour(trt_path, tmp)
