@@ -259,7 +259,11 @@ def test_reconstructor_r50_onnxruntime_astronaut(astronaut, r50_weights, engines
         assert f.landmarks68.shape == (68, 3)
         assert f.triangles.shape[1] == 3 and f.uv.shape == (468, 2)
         assert 0.0 <= f.score <= 1.0 and np.isfinite(f.vertices).all()
-        verts, scores = rec.model.predict(np.zeros((3, 224, 224, 3), np.uint8))
-        assert verts.shape == (3, 468, 3) and scores.shape == (3,)
+        assert f.iris.shape == (10, 3) and f.gaze.shape == (2, 2) and f.blendshapes.shape == (52,)
+        out = rec.model.predict(np.zeros((3, 224, 224, 3), np.uint8))
+        assert out.vertices.shape == (3, 468, 3) and out.iris.shape == (3, 10, 3)
+        assert out.landmarks68.shape == (3, 68, 3) and out.scores.shape == (3,) and len(out) == 3
+        assert all(a.dtype == np.float32 for a in (out.vertices, out.iris, out.landmarks68, out.scores))
+        assert ((out.scores >= 0) & (out.scores <= 1)).all()
         with pytest.raises(ValueError, match="uint8"):
             rec.model.predict(np.zeros((1, 224, 224, 3), np.float32))

@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from face3d_live.models.layout import NUM_LM68, NUM_POINTS, OUTPUT_DIM
 from face3d_live.models.r50 import FaceR50
 from face3d_live.training.prune import PruneConfig, macs, prune_in_place, prune_r50
 from face3d_live.training.slim import count_params, load_slim, save_slim, widths_of
@@ -94,7 +95,7 @@ def test_pruning_removes_whole_channels(models):
     with torch.no_grad():
         out = slim(x)
         in_place = prune_in_place(copy.deepcopy(r50), PruneConfig(ratio=0.5, round_to=8))(x)
-    assert out.shape == (2, 1405)
+    assert out.shape == (2, OUTPUT_DIM) == (2, 1639)  # v2 layout: 478 + 68 points and presence
     torch.testing.assert_close(out, in_place, rtol=0, atol=1e-6)  # the slim class runs the pruned graph
 
 
@@ -244,7 +245,8 @@ def _noise_data(held_out: np.ndarray, teacher_ok: bool, seed: int):
     rng = np.random.default_rng(seed)
     return TrainData(
         images=rng.integers(0, 255, (n, 128, 128, 3), dtype=np.uint8),
-        verts=np.zeros((n, 468, 3), np.float32),
+        verts=np.zeros((n, NUM_POINTS, 3), np.float32),
+        lm68=np.full((n, NUM_LM68, 3), np.nan, np.float32),
         points=np.full((n, 21, 2), np.nan, np.float32),
         yaw=np.zeros(n, np.float32),
         teacher_ok=np.full(n, teacher_ok),
@@ -289,7 +291,8 @@ def test_data_pack_round_trip(tmp_path):
     img[:, 32:96, 32:96] = rng.integers(0, 255, (n, 1, 1, 3), dtype=np.uint8)
     data = TrainData(
         images=img,
-        verts=np.zeros((n, 468, 3), np.float32),
+        verts=np.zeros((n, NUM_POINTS, 3), np.float32),
+        lm68=np.full((n, NUM_LM68, 3), np.nan, np.float32),
         points=rng.random((n, 21, 2)).astype(np.float32),
         yaw=np.float32([0, 10, 20, 30]),
         teacher_ok=np.ones(n, bool),
@@ -302,6 +305,8 @@ def test_data_pack_round_trip(tmp_path):
     info = pack_data(data, tmp_path / "p.npz", budget_mb=1.0, held_out=1, quality=95)
     back = load_packed(tmp_path / "p.npz")
     assert info["images"] == n and len(back) == n and back.held_out.sum() == 1
+    assert back.verts.shape == (n, NUM_POINTS, 3) and back.lm68.shape == (n, NUM_LM68, 3)  # no labels packed
+    assert np.isnan(back.lm68).all()
     order = np.argsort(back.yaw)  # held-out first, then shuffled training crops
     assert np.abs(back.images[order].astype(int) - img.astype(int)).mean() < 3
     np.testing.assert_allclose(back.mesh_crop[order], data.mesh_crop)

@@ -89,3 +89,82 @@ def test_smoothing_lowers_jitter_on_a_still_sequence(reconstructor, astronaut: n
     )
     assert jitter(raw) > 0.3  # the noise is real
     assert jitter(smooth) < 0.4 * jitter(raw)
+
+
+# ---- v2 outputs: iris, gaze, blendshapes ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def r50_reconstructor():
+    """The shipped face3d-r50 (FP32) on onnxruntime: the CPU path of the Python API's default model."""
+    from face3d_live import Reconstructor
+    from face3d_live.models.weights import R50_WEIGHTS
+
+    pytest.importorskip("torch")  # the ONNX export
+    if not R50_WEIGHTS.is_file():
+        pytest.skip("face3d-r50 weights not in this checkout")
+    with Reconstructor("r50", backend="onnxruntime") as rec:
+        yield rec
+
+
+@pytest.mark.parametrize("model", ["mediapipe", "r50"])
+def test_iris_gaze_blendshapes_on_a_real_face(model: str, request, astronaut: np.ndarray) -> None:
+    from face3d_live.expression.arkit import ARKIT_INDEX
+
+    rec = request.getfixturevalue("reconstructor" if model == "mediapipe" else "r50_reconstructor")
+    (f,) = rec.reconstruct(astronaut)
+    assert f.iris.shape == (10, 3) and f.iris.dtype == np.float32 and np.isfinite(f.iris).all()
+    # each iris centre between its eye's corners (33/133: the subject's right eye, first five points)
+    for centre, (a, b) in ((0, (33, 133)), (5, (362, 263))):
+        lo, hi = sorted((f.vertices[a, 0], f.vertices[b, 0]))
+        assert lo < f.iris[centre, 0] < hi
+        assert abs(f.iris[centre, 1] - (f.vertices[a, 1] + f.vertices[b, 1]) / 2) < 0.3 * (hi - lo)
+    # she looks into the camera: both eyes within 15° of straight ahead (measured: under 7°)
+    assert f.gaze.shape == (2, 2) and f.gaze.dtype == np.float32
+    assert np.isfinite(f.gaze).all() and np.abs(f.gaze).max() < 15.0
+    bs = f.blendshapes
+    assert bs.shape == (52,) and bs.dtype == np.float32 and bs.min() >= 0.0 and bs.max() <= 1.0
+    # a broad closed-mouth smile
+    assert bs[ARKIT_INDEX["mouthSmileLeft"]] > 0.6 and bs[ARKIT_INDEX["mouthSmileRight"]] > 0.6
+    assert bs[ARKIT_INDEX["jawOpen"]] < 0.3 and bs[ARKIT_INDEX["tongueOut"]] == 0.0
+
+
+def test_track_smooths_blendshapes_and_neutral_capture_zeroes_the_resting_face(astronaut: np.ndarray) -> None:
+    """A still photo with sensor noise each frame: tracked blendshapes stay steady (steadier than with
+    smoothing off); capture_neutral(3) then makes that resting face read ≈ 0 everywhere."""
+    from face3d_live import Reconstructor
+
+    def steps(rec: Reconstructor, n: int = 24) -> np.ndarray:
+        rng = np.random.default_rng(0)  # the same noisy frames for both runs
+        rec.reset()
+        seq = []
+        for i in range(n):
+            noisy = np.clip(astronaut + rng.normal(0, 6, astronaut.shape), 0, 255).astype(np.uint8)
+            (f,) = rec.track(noisy, i / 30.0)
+            assert f.blendshapes.shape == (52,) and 0.0 <= f.blendshapes.min() <= f.blendshapes.max() <= 1.0
+            seq.append(f.blendshapes)
+        return np.abs(np.diff(np.array(seq[8:]), axis=0))  # frame-to-frame changes once settled
+
+    with Reconstructor("mediapipe") as rec:
+        still = rec.reconstruct(astronaut)[0].blendshapes
+        smooth = steps(rec)
+        saved, rec.smoothing = rec.smoothing, None
+        raw = steps(rec)
+        rec.smoothing = saved
+        assert smooth.max() < 0.05 and smooth.mean() < 0.6 * raw.mean()
+
+        rec.reset()
+        for i in range(6):  # tracking settles on the mesh crop (the first frame's crop is the detector's)
+            (f,) = rec.track(astronaut, i / 30.0)
+        assert not rec.calibration.captured and np.abs(f.blendshapes - still).max() < 0.05
+        rec.capture_neutral(frames=3)
+        assert rec.capturing_neutral
+        for i in range(6, 9):
+            (f,) = rec.track(astronaut, i / 30.0)
+        assert rec.calibration.captured and not rec.capturing_neutral
+        # the resting face (here: the smile) is the neutral now
+        assert np.abs(rec.calibration.neutral - still).max() < 0.05
+        for i in range(9, 14):
+            (f,) = rec.track(astronaut, i / 30.0)
+            assert f.blendshapes.max() < 0.05
+        rec.calibration.reset()
+        (f,) = rec.track(astronaut, 14 / 30.0)
+        assert np.abs(f.blendshapes - still).max() < 0.05

@@ -44,13 +44,30 @@ def crops() -> np.ndarray:
 
 
 def test_weights_find_faces(model, crops: np.ndarray) -> None:
+    from face3d_live.models.layout import OUTPUT_DIM, decode
+
     with torch.no_grad():
-        out = model(torch.from_numpy(crops)).numpy()
-    presence = 1 / (1 + np.exp(-out[:, -1]))
-    verts = out[:, :-1].reshape(-1, 468, 3) * 224
-    assert (presence > 0.5).all()
+        raw = model(torch.from_numpy(crops)).numpy()
+    assert raw.shape == (4, OUTPUT_DIM) == (4, 1639)  # v2: 478 + 68 points and presence
+    out = decode(raw)  # crop pixels of 224, sigmoid presence
+    assert (out.scores > 0.5).all()
+    verts = out.vertices
+    assert verts.shape == (4, 468, 3) and out.iris.shape == (4, 10, 3) and out.landmarks68.shape == (4, 68, 3)
     span = verts[..., :2].max(1) - verts[..., :2].min(1)
     assert ((span > 50) & (span < 224)).all()  # a face-sized mesh inside the crop
+    # each iris centre at its own eye (corners 33/133: the subject's right eye, first five points;
+    # 362/263: left): nearer it than the other eye, within 8 % of the face's size (AFLW has profiles)
+    eyes = np.stack([verts[:, [33, 133], :2].mean(1), verts[:, [362, 263], :2].mean(1)], 1)
+    for e, centre in enumerate((0, 5)):
+        dist = np.linalg.norm(out.iris[:, centre, None, :2] - eyes, axis=-1)  # (4, 2): to each eye
+        assert (dist[:, e] < dist[:, 1 - e]).all() and (dist[:, e] < 0.08 * span.max(1)).all(), dist
+    # the 68-point head lands on the mesh's face: every point inside the mesh's box (grown by 10 %),
+    # and its own box a good part of it (not collapsed)
+    lm = out.landmarks68[..., :2]
+    lo, hi = verts[..., :2].min(1)[:, None], verts[..., :2].max(1)[:, None]
+    grow = 0.1 * span[:, None]
+    assert ((lm > lo - grow) & (lm < hi + grow)).all()
+    assert (lm.max(1) - lm.min(1) > 0.5 * span).all()
 
 
 def test_onnx_export_equals_torch(model, crops: np.ndarray, tmp_path: Path) -> None:

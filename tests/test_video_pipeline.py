@@ -77,8 +77,11 @@ def test_process_records_frames_without_a_face_as_empty(tmp_path: Path, astronau
     assert main(["process", str(folder), "--out", str(out), "--no-progress"]) == 0
     with np.load(out / "frames" / "frame_000001.npz") as d:
         assert d["vertices"].shape == (0, 468, 3)
+    from face3d_live.models.registry import default_model
+
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["frames_without_face"] == 1 and summary["model"] == "r50"  # the default model
+    # the default model: r50 on a CUDA GPU, else its INT8 rung
+    assert summary["frames_without_face"] == 1 and summary["model"] == default_model()
 
 
 def test_process_bad_inputs_exit_nonzero_with_one_line(tmp_path: Path, capsys) -> None:
