@@ -68,7 +68,7 @@ class Reconstructor:
     both off).
 
     Blendshape calibration: ``capture_neutral(frames)`` takes the resting face from the next ``frames``
-    faces (largest face, raw values) and subtracts it from then on; ``calibration.set_gain(name, g)``
+    faces (largest face, uncalibrated values) and subtracts it from then on; ``calibration.set_gain(name, g)``
     scales one shape; ``calibration.reset()`` undoes both.
     """
 
@@ -153,8 +153,9 @@ class Reconstructor:
         return self._timed("expression", self._expression, faces, timestamp_s, raw)
 
     def capture_neutral(self, frames: int = 15) -> None:
-        """Take the resting face (median of the next ``frames`` faces' raw blendshapes, largest face) as
-        the calibration's neutral. Ask the user to relax their face while it runs."""
+        """Take the resting face (median of the next ``frames`` faces' uncalibrated blendshapes, after the
+        tracking filter; largest face) as the calibration's neutral. Ask the user to relax their face while
+        it runs; right after a reset the first 3-4 tracked frames still settle, so start it a moment later."""
         if frames < 1:
             raise ValueError("capture_neutral needs at least one frame")
         self._neutral_wanted, self._neutral_samples = frames, []

@@ -186,15 +186,40 @@ def test_one_training_step_lowers_the_loss(data, tmp_path: Path) -> None:
     assert trainer.checkpoint_path().is_file()
 
 
-def test_eval_writes_json_fields(faces_dir: Path, tmp_path: Path) -> None:
-    from face3d_live.cli import main
+def test_eval_writes_json_fields(faces_dir: Path, labelled, tmp_path: Path) -> None:
+    """End to end on a small data folder: 3 held-out AFLW crops, labelled by both teachers, evaluated with the
+    v2 measures (68 points, iris, blendshapes)."""
+    import tarfile
 
+    from face3d_live.cli import main
+    from face3d_live.training import teacher_3ddfa, teacher_landmarker
+    from face3d_live.training.data import load_aflw_labels
+    from face3d_live.training.teacher import is_held_out
+
+    data = tmp_path / "data"
+    (data / "faces").mkdir(parents=True)
+    for f in ("aflw_list.txt", "aflw_pts21.npy", "aflw_roi_box.npy", "aflw_yaw.npy"):
+        (data / "faces" / f).symlink_to(faces_dir / f)
+    shard = data / "faces" / "aflw_crops-00.tar"
+    with tarfile.open(faces_dir / "aflw_crops-00.tar") as src, tarfile.open(shard, "w") as dst:
+        kept = 0
+        for m in src:
+            if m.isfile() and is_held_out(Path(m.name).name) and kept < 3:
+                dst.addfile(m, src.extractfile(m))
+                kept += 1
+    cache = tmp_path / "cache"
+    teacher_landmarker.label_source(shard, cache, progress=False)
+    teacher_3ddfa.label_3ddfa(shard, cache, aflw=load_aflw_labels(faces_dir.parent), progress=False)
     out = tmp_path / "eval.json"
-    assert main(["eval", "--data", str(faces_dir.parent), "--limit", "3", "--json", str(out)]) == 0
+    args = ["eval", "--data", str(data), "--cache", str(cache), "--no-videos", "--json", str(out)]
+    assert main(args) == 0
     result = json.loads(out.read_text())
     assert result["n"] == 3 and set(result["models"]) == {"r50", "mediapipe"}
     for r in result["models"].values():
         for key in ("nme_0_30", "nme_30_60", "nme_60_90", "nme_mean", "failure_rate", "median_ms_per_image"):
             assert key in r
+        assert 0 < r["nme68"]["all"] < 20  # 68 points against the 3D labels, % of the label box
+        assert r["iris_error_pct_iod"]["n"] == 0 or 0 < r["iris_error_pct_iod"]["centres"] < 30
+        assert 0 <= r["blendshapes_crops"]["mae"] < 0.2
     assert "all_teacher_found" in result["r50_vs_teacher_vertex_distance_pct"]
     assert isinstance(result["r50_beats_teacher"], bool)
