@@ -213,7 +213,11 @@ class Reconstructor:
         t1 = time.perf_counter_ns()
         out = self.model.predict(crops)
         t2 = time.perf_counter_ns()
-        lm68 = out.landmarks68 if out.landmarks68 is not None else blend68(out.vertices)
+        lm68 = blend68(out.vertices)
+        if out.landmarks68 is not None:  # the head's z is centred per face: put it in the mesh's depth frame
+            z_shift = lm68[..., 2].mean(-1, keepdims=True) - out.landmarks68[..., 2].mean(-1, keepdims=True)
+            lm68 = out.landmarks68.copy()
+            lm68[..., 2] += z_shift
         points = [
             _Points.unstack(r.to_image(np.concatenate([v, i, k])).astype(np.float32))
             for r, v, i, k in zip(rois, out.vertices, out.iris, lm68)
