@@ -5,7 +5,10 @@ blendshapes (ARKit order), training split only (``held_out`` False, ``failed`` F
 and the video caches (``landmarker-video-*.npz``, tracked frames: never trained on) are the evaluation.
 With ``<cache>/blendshape-inputs-mesh468-*.npz`` (``--label-mesh468``: what the ``model="mediapipe"``
 path gives for the same crops, face_landmark.tflite's 468 vertices + IrisModel's iris) each crop is also
-trained from those points with the same targets, so one network serves both kinds of input.
+trained from those points with the same targets, so one network serves both kinds of input. Likewise
+``<cache>/blendshape-inputs-rung-<model>-*.npz`` (``--label-rung r50-int8 --rung-limit 8000``: what
+``Reconstructor(model)`` gives for a random subset of the training crops, still-image protocol) add that
+face3d model's points, so the network also sees the systematic errors of the rung that feeds it at run time.
 
 Augmentation: per-point Gaussian noise (σ drawn per face from 0 to ``noise`` × the outer-eye-corner
 distance, on x, y and z) so the network tolerates the ~1-2 px error of the distilled face models that
@@ -14,7 +17,7 @@ A horizontal mirror (``--mirror``: points re-indexed with ``mirror_indices_478``
 swapped) is off by default: it measured worse (held-out crops MAE 0.0177 vs 0.0151 at 40 epochs), the
 teacher is not left/right symmetric.
 
-``python -m face3d_live.training.blendshapes --cache .cache/teacher --out face3d_live/models/weights/face3d-blendshapes.safetensors``
+``python -m face3d_live.training.blendshapes --cache .cache/teacher --label-rung r50-int8 --rung-limit 8000``
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +59,7 @@ class Split:
     targets: np.ndarray  # (N, 52) float32 ARKit order
     names: np.ndarray
     mesh468: np.ndarray | None = None  # (N, 478, 3) the mediapipe-mesh path's points of the same faces
+    rungs: dict[str, np.ndarray] = field(default_factory=dict)  # model → (N, 478, 3), NaN where not labelled
 
 
 def _mesh468(cache: Path, stem: str) -> np.ndarray | None:
@@ -69,6 +73,18 @@ def _mesh468(cache: Path, stem: str) -> np.ndarray | None:
         return pts
 
 
+def _rungs(cache: Path, stem: str) -> dict[str, np.ndarray]:
+    """model → that face3d model's points of a cache's rows (``--label-rung``), NaN where not labelled or
+    where the model's presence score is below 0.5."""
+    out = {}
+    for f in sorted(Path(cache).glob(f"{RUNG_PREFIX}*-{stem}.npz")):
+        with np.load(f) as z:
+            pts = z["points"].copy()
+            pts[~(z["score"] >= 0.5)] = np.nan
+            out[str(z["model"])] = pts
+    return out
+
+
 def load_crops(cache: Path) -> tuple[Split, Split]:
     """(train, held-out) of every crop cache, failed crops dropped (also where the 468 mesh lost the face)."""
     tr, ho = [], []
@@ -80,16 +96,22 @@ def load_crops(cache: Path) -> tuple[Split, Split]:
             f"no landmarker-*.npz in {cache}: run python -m face3d_live.training.teacher_landmarker"
         )
     have_mesh = all(_mesh468(cache, f.stem.removeprefix("landmarker-")) is not None for f in files)
+    rung_models = sorted({str(m) for f in files for m in _rungs(cache, f.stem.removeprefix("landmarker-"))})
     for f in files:
-        m468 = _mesh468(cache, f.stem.removeprefix("landmarker-")) if have_mesh else None
+        stem = f.stem.removeprefix("landmarker-")
+        m468 = _mesh468(cache, stem) if have_mesh else None
+        rungs = _rungs(cache, stem)
         with np.load(f) as z:
+            n = len(z["points"])
+            rungs = {m: rungs.get(m, np.full((n, 478, 3), np.nan, np.float32)) for m in rung_models}
             ok = ~z["failed"]
             for keep, dst in ((ok & ~z["held_out"], tr), (ok & z["held_out"], ho)):
                 dst.append((z["points"][keep], z["blendshapes"][keep], z["names"][keep],
-                            None if m468 is None else m468[keep]))  # fmt: skip
+                            None if m468 is None else m468[keep], {m: r[keep] for m, r in rungs.items()}))  # fmt: skip
     cat = lambda parts: Split(  # noqa: E731
         *(np.concatenate([p[i] for p in parts]) for i in range(3)),
         None if parts[0][3] is None else np.concatenate([p[3] for p in parts]),
+        {m: np.concatenate([p[4][m] for p in parts]) for m in rung_models},
     )
     return cat(tr), cat(ho)
 
@@ -105,6 +127,61 @@ def load_videos(cache: Path) -> dict[str, Split]:
 
 
 MESH468_PREFIX = "blendshape-inputs-mesh468-"
+RUNG_PREFIX = "blendshape-inputs-rung-"
+
+
+def label_rung_inputs(
+    cache: Path, model: str = "r50-int8", limit: int = 8000, seed: int = 0, progress: bool = True
+) -> None:
+    """The run-time input of a face3d model (``Reconstructor(model, backend="onnxruntime", smoothing=None)``,
+    the still-image two-pass protocol from the whole crop) for a random subset of ``limit`` training-split
+    crops (``held_out`` False, ``failed`` False; the same subset for a given seed, the first ``limit`` of one
+    permutation) → ``<cache>/blendshape-inputs-rung-<model>-<stem>.npz`` (``names``, ``points`` (N, 478, 3)
+    vertices + iris in image px, NaN on rows not labelled, ``score``, ``model``), rows in the landmarker
+    cache's order. Existing files are kept."""
+    from tqdm import tqdm
+
+    from face3d_live.reconstructor import Reconstructor
+    from face3d_live.training.teacher import iter_source
+
+    files = sorted(
+        p for p in Path(cache).glob("landmarker-*.npz") if not p.name.startswith("landmarker-video-")
+    )
+    rows = []  # (file index, row) of every training-split crop
+    for k, f in enumerate(files):
+        with np.load(f) as z:
+            rows += [(k, int(i)) for i in np.flatnonzero(~z["failed"] & ~z["held_out"])]
+    pick = np.random.default_rng(seed).permutation(len(rows))[: limit or len(rows)]
+    chosen: dict[int, set[int]] = {}
+    for j in pick:
+        chosen.setdefault(rows[j][0], set()).add(rows[j][1])
+    rec = Reconstructor(model, backend="onnxruntime", smoothing=None)
+    for k, f in enumerate(files):
+        stem = f.stem.removeprefix("landmarker-")
+        out = Path(cache) / f"{RUNG_PREFIX}{model}-{stem}.npz"
+        want = chosen.get(k, set())
+        if out.exists() or not want:
+            continue
+        with np.load(f) as z:
+            source, keys = str(z["source"]), z["names"]
+        row = {str(n): i for i, n in enumerate(keys)}
+        pts = np.full((len(keys), 478, 3), np.nan, np.float32)
+        score = np.full(len(keys), np.nan, np.float32)
+        bar = tqdm(total=len(want), desc=f"{model} {stem}", disable=not progress)
+        t0 = time.perf_counter()
+        for name, img in iter_source(Path(source)):
+            i = row.get(name)
+            if i is None or i not in want:
+                continue
+            h, w = img.shape[:2]
+            face = rec.reconstruct(img, boxes=[(0, 0, w, h)])[0]
+            pts[i] = np.concatenate([face.vertices, face.iris])
+            score[i] = face.score
+            bar.update()
+        bar.close()
+        np.savez(out, names=keys, points=pts, score=score, source=source, model=model)
+        log.info("%s inputs: %s (%d of %d rows, %.1f ms each)", model, out, len(want), len(keys),
+                 1e3 * (time.perf_counter() - t0) / len(want))  # fmt: skip
 
 
 def label_mesh468_inputs(cache: Path, data: Path | None = None, progress: bool = True) -> None:
@@ -279,6 +356,8 @@ def train(
     mirror: bool = False,
     pose_features: bool = True,
     mesh468: bool = True,
+    rungs: bool = True,
+    rung_repeat: int = 1,
     seed: int = 0,
 ) -> dict:
     import torch
@@ -312,6 +391,13 @@ def train(
         log.info("blendshapes: + %d mediapipe-mesh inputs of the same crops", ok.sum())
     elif mesh468:
         log.warning("no %s* caches: training on the landmarker's points only", MESH468_PREFIX)
+    n_rung = {}
+    for m, rp in tr.rungs.items() if rungs else ():  # face3d models' points of a subset, same targets
+        ok = ~np.isnan(rp).any((1, 2))
+        points = np.concatenate([points, *[rp[ok]] * rung_repeat])
+        targets = np.concatenate([targets, *[tr.targets[ok]] * rung_repeat])
+        n_rung[m] = int(ok.sum())
+        log.info("blendshapes: + %d %s inputs of the same crops", ok.sum(), m)
     pts = torch.from_numpy(points.astype(np.float32))
     tgt = torch.from_numpy(targets.astype(np.float32))
     iod = (pts[:, 33, :2] - pts[:, 263, :2]).norm(dim=1)
@@ -377,6 +463,8 @@ def train(
                 "mirror": mirror,
                 "pose_features": pose_features,
                 "mesh468": mesh468,
+                "rungs": n_rung,
+                "rung_repeat": rung_repeat,
                 "seed": seed,
             }
         ),  # fmt: skip
@@ -490,6 +578,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-pose", action="store_true", help="do not feed the fitted rotation to the network")
     ap.add_argument("--no-mesh468", action="store_true", help="train on the landmarker's points only")
     ap.add_argument("--label-mesh468", action="store_true", help="make the mediapipe-mesh input caches first")
+    ap.add_argument(
+        "--label-rung",
+        nargs="*",
+        default=[],
+        metavar="MODEL",
+        help="make face3d-model input caches first (e.g. r50-int8 r50) for --rung-limit training crops",
+    )
+    ap.add_argument(
+        "--rung-limit",
+        type=int,
+        nargs="*",
+        default=[8000],
+        help="training crops to label per --label-rung model (one value, or one per model)",
+    )
+    ap.add_argument("--no-rungs", action="store_true", help="do not train on the face3d-model input caches")
+    ap.add_argument(
+        "--rung-repeat", type=int, default=1, help="times each face3d-model input is seen per epoch"
+    )
+    ap.add_argument("--label-only", action="store_true", help="make the input caches, do not train")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-only", action="store_true", help="only evaluate --out")
     ap.add_argument("--report", type=Path, default=None, help="write the metrics as JSON here")
@@ -497,13 +604,17 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.label_mesh468:
         label_mesh468_inputs(args.cache)
+    for i, m in enumerate(args.label_rung):
+        label_rung_inputs(args.cache, m, args.rung_limit[min(i, len(args.rung_limit) - 1)], seed=args.seed)
+    if args.label_only:
+        return
     if args.eval_only:
         report = evaluate_file(args.out, args.cache)
     else:
         report = train(
             args.cache, args.out, inputs=args.inputs, hidden=args.hidden, layers=args.layers, epochs=args.epochs,
             noise=args.noise, mirror=args.mirror, pose_features=not args.no_pose,
-            mesh468=not args.no_mesh468, seed=args.seed,
+            mesh468=not args.no_mesh468, rungs=not args.no_rungs, rung_repeat=args.rung_repeat, seed=args.seed,
         )  # fmt: skip
     for line in summary_lines(report):
         log.info("%s", line)
