@@ -29,7 +29,11 @@ def test_layout_splits_points_68_and_presence() -> None:
     dec = decode(out, 224)
     assert dec.vertices.shape == (2, 468, 3) and dec.iris.shape == (2, 10, 3)
     assert dec.landmarks68.shape == (2, 68, 3) and dec.scores.shape == (2,)
-    assert np.allclose(dec.vertices, 112.0) and np.allclose(dec.iris, 112.0) and np.allclose(dec.landmarks68, 56.0)
+    assert (
+        np.allclose(dec.vertices, 112.0)
+        and np.allclose(dec.iris, 112.0)
+        and np.allclose(dec.landmarks68, 56.0)
+    )
     assert dec.scores[0] == pytest.approx(0.5) and dec.scores[1] > 0.99
     with pytest.raises(ValueError, match="1639"):
         decode(np.zeros((1, 1405), np.float32))

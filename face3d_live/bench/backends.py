@@ -383,7 +383,11 @@ def run(args: argparse.Namespace) -> dict:
     monitor = GpuMonitor() if gpu else None
     if monitor is not None and not monitor.available:
         monitor = None
-    result: dict = {"model": "r50 (ResNet50 224², 1639 outputs: 478 points, 68 points, presence)", "weights": weights, "variants": {}}
+    result: dict = {
+        "model": "r50 (ResNet50 224², 1639 outputs: 478 points, 68 points, presence)",
+        "weights": weights,
+        "variants": {},
+    }
     if gpu:
         result["device"] = f"{cuda.device_name()} (sm{''.join(map(str, cuda.compute_capability()))})"
     if monitor is not None:

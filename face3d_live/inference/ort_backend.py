@@ -39,7 +39,9 @@ class OnnxRuntimeBackend(InferenceBackend):
         # explicit thread count (OpenSeeFace lesson): the default can oversubscribe small machines
         opts.intra_op_num_threads = self.threads or min(4, os.cpu_count() or 1)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3  # errors only: the Q/DQ fusion logs one "unused initializer" line per layer
+        opts.log_severity_level = (
+            3  # errors only: the Q/DQ fusion logs one "unused initializer" line per layer
+        )
         self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.detail = f"onnx={path} threads={opts.intra_op_num_threads}"
 

@@ -131,7 +131,9 @@ def init_from_trained(model: torch.nn.Module, path: Path, blend: np.ndarray) -> 
         raise ValueError(f"{path} does not fit FaceR50: missing {sorted(missing)[:3]}")
     nv = rows // 3
     if nv != NUM_VERTICES:
-        raise ValueError(f"{path}: head has {rows} outputs; expected a v1 ({NUM_VERTICES * 3 + 1}) or v2 file")
+        raise ValueError(
+            f"{path}: head has {rows} outputs; expected a v1 ({NUM_VERTICES * 3 + 1}) or v2 file"
+        )
     B = torch.from_numpy(blend.astype(np.float32))  # (546, 468)
     wv, bv = w[:-1].reshape(nv, 3, -1), b[:-1].reshape(nv, 3)
     with torch.no_grad():
