@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from face3d_live.geometry.crop import CropTransform
 from face3d_live.geometry.pose import apply_pose, umeyama
 from face3d_live.models.mediapipe_mesh import MediaPipeMeshModel
 from face3d_live.training.data import aflw_shards, default_data_dir, iter_tar_images, load_aflw_labels
@@ -24,16 +23,15 @@ OUT = Path(__file__).resolve().parents[1] / "assets" / "canonical_mesh.npz"
 
 
 def teacher_mesh(model: MediaPipeMeshModel, img: np.ndarray) -> tuple[np.ndarray, float]:
-    """Two passes: whole crop, then a crop re-centred on the first mesh (as the tracker does)."""
-    h, w = img.shape[:2]
-    ct = CropTransform((w / 2, h / 2), float(max(h, w)), 0.0, model.input_size)
-    for _ in range(2):
-        out = model.predict(ct.warp(img)[None])
-        verts, s = ct.to_image(out.vertices[0]), out.scores
-        ct = CropTransform.around_points(
-            verts, verts[EYE_OUTER_RIGHT], verts[EYE_OUTER_LEFT], 1.5, model.input_size
-        )
-    return verts, float(s[0])
+    """The teachers' two-pass protocol (training/teacher.py) → (vertices (468, 3) image px, score)."""
+    from face3d_live.training.teacher import teacher_two_pass
+
+    def predict(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = model.predict(crops)
+        return out.vertices, out.scores
+
+    verts, _, score = teacher_two_pass(predict, model.input_size, img)
+    return verts, score
 
 
 def face_frame(verts: np.ndarray) -> np.ndarray:

@@ -58,20 +58,21 @@ def degenerate(verts: np.ndarray, shape: tuple[int, int]) -> bool:
     return size < 0.15 * max(h, w) or inside.mean() < 0.8
 
 
-def teacher_two_pass(model, img: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """The teacher as canonical_mesh.teacher_mesh runs it (whole crop, then a crop re-centred on the first
-    mesh, as the tracker does) → (vertices (468, 3) image px, first-pass score, second-pass score)."""
+def teacher_two_pass(predict, input_size: int, img: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The teachers' labelling protocol: the whole image, then a crop re-centred on the first mesh (as the
+    tracker does). ``predict(crops (1, S, S, 3) uint8) -> (points (1, P, 3) crop px, scores (1,))`` with
+    P ≥ 468 (mesh first) → (points (P, 3) image px, first-pass score, second-pass score)."""
     from face3d_live.geometry.crop import CropTransform
 
     h, w = img.shape[:2]
-    ct = CropTransform((w / 2, h / 2), float(max(h, w)), 0.0, model.input_size)
+    ct = CropTransform((w / 2, h / 2), float(max(h, w)), 0.0, input_size)
     scores = []
     for _ in range(2):
-        out = model.predict(ct.warp(img)[None])
-        verts = ct.to_image(out.vertices[0])
-        scores.append(float(out.scores[0]))
-        ct = CropTransform.around_points(verts, verts[33], verts[263], 1.5, model.input_size)
-    return verts, scores[0], scores[1]
+        points, s = predict(ct.warp(img)[None])
+        pts = ct.to_image(points[0])
+        scores.append(float(s[0]))
+        ct = CropTransform.around_points(pts, pts[33], pts[263], 1.5, input_size)
+    return pts, scores[0], scores[1]
 
 
 @dataclass(frozen=True)

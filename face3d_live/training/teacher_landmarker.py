@@ -44,7 +44,13 @@ import numpy as np
 from face3d_live.errors import ModelError, SourceError
 from face3d_live.expression.arkit import mediapipe_to_arkit
 from face3d_live.geometry.crop import CropTransform
-from face3d_live.training.teacher import MIN_TEACHER_SCORE, degenerate, is_held_out, iter_source
+from face3d_live.training.teacher import (
+    MIN_TEACHER_SCORE,
+    degenerate,
+    is_held_out,
+    iter_source,
+    teacher_two_pass,
+)
 
 log = logging.getLogger(__name__)
 
@@ -156,17 +162,9 @@ class LandmarkerTeacher:
 
 
 def two_pass(model: LandmarkerTeacher, img: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """teacher.teacher_two_pass's protocol for 478 points (whole image, then a crop re-centred on the first
-    mesh) → (points (478, 3) image px, first-pass score, second-pass score)."""
-    h, w = img.shape[:2]
-    ct = CropTransform((w / 2, h / 2), float(max(h, w)), 0.0, model.input_size)
-    scores = []
-    for _ in range(2):
-        v, s = model.predict(ct.warp(img)[None])
-        pts = ct.to_image(v[0])
-        scores.append(float(s[0]))
-        ct = CropTransform.around_points(pts, pts[33], pts[263], 1.5, model.input_size)
-    return pts, scores[0], scores[1]
+    """teacher.teacher_two_pass's protocol for 478 points → (points (478, 3) image px, first-pass score,
+    second-pass score)."""
+    return teacher_two_pass(model.predict, model.input_size, img)
 
 
 _COUNTER = None
