@@ -126,7 +126,7 @@ def teacher_labels(data_dir: Path, cache_dir: Path, names: list[str]) -> dict[st
             return None
         a, m = load_labels_3ddfa(p68), load_labels(pm)
         lm = a.lm68_manual if a.lm68_manual is not None else a.lm68
-        mi = m.index() if hasattr(m, "index") else {str(x): i for i, x in enumerate(m.names)}
+        mi = m.index()
         for i, nm in enumerate(a.names):
             j = mi.get(str(nm))
             if j is not None:

@@ -66,13 +66,10 @@ def label_all_v2(data_dir: Path, cache_dir: Path, limit: int = 0) -> None:
 
 
 def _mesh_labels(cache_dir: Path, src: Path):
-    """The 478-point teacher's cache as ``TeacherLabels`` (verts: 478 points)."""
-    from face3d_live.training.teacher import TeacherLabels
-    from face3d_live.training.teacher_landmarker import cache_path as mesh_cache
-    from face3d_live.training.teacher_landmarker import load_labels as load_mesh
+    """The 478-point teacher's cache (a ``TeacherLabels`` whose verts are the 478 points)."""
+    from face3d_live.training.teacher_landmarker import cache_path, load_labels
 
-    m = load_mesh(mesh_cache(cache_dir, src))
-    return TeacherLabels(m.names, m.points, m.score, m.score1, m.failed, m.held_out, m.source)
+    return load_labels(cache_path(cache_dir, src))
 
 
 def _lm68_labels(cache_dir: Path, src: Path) -> dict[str, np.ndarray]:

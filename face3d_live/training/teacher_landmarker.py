@@ -46,6 +46,7 @@ from face3d_live.expression.arkit import mediapipe_to_arkit
 from face3d_live.geometry.crop import CropTransform
 from face3d_live.training.teacher import (
     MIN_TEACHER_SCORE,
+    TeacherLabels,
     degenerate,
     is_held_out,
     iter_source,
@@ -222,20 +223,15 @@ def _label_worker(
 
 
 @dataclass(frozen=True)
-class LandmarkerLabels:
-    """Cached landmarker labels of one image source (see module docstring); blendshapes in ARKit order."""
+class LandmarkerLabels(TeacherLabels):
+    """Cached landmarker labels of one image source (see module docstring): ``TeacherLabels`` with 478-point
+    ``verts`` (also ``points``) and ``blendshapes`` (N, 52) in ARKit order."""
 
-    names: np.ndarray
-    points: np.ndarray
     blendshapes: np.ndarray
-    score: np.ndarray
-    score1: np.ndarray
-    failed: np.ndarray
-    held_out: np.ndarray
-    source: str
 
-    def __len__(self) -> int:
-        return len(self.names)
+    @property
+    def points(self) -> np.ndarray:
+        return self.verts
 
 
 def cache_path(cache_dir: Path, source: Path) -> Path:
@@ -258,7 +254,7 @@ def load_labels(path: Path) -> LandmarkerLabels:
             else:
                 points, blend = z["points"], z["blendshapes"]
             return LandmarkerLabels(
-                names=z["names"], points=points, blendshapes=blend, score=z["score"],
+                names=z["names"], verts=points, blendshapes=blend, score=z["score"],
                 score1=z["score1"], failed=z["failed"], held_out=z["held_out"], source=str(z["source"]),
             )  # fmt: skip
     except (OSError, KeyError, ValueError) as exc:
