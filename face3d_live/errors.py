@@ -33,3 +33,24 @@ class ConfigError(Face3DError):
 
 class RecordError(Face3DError):
     """A recording cannot be written or recovered (disk full, unwritable path, damaged journal)."""
+
+
+# optional extras (pyproject.toml) by the top-level module they provide
+EXTRAS = {
+    "torch": ("torch", "training, exports and the torch backend"),
+    "torch_pruning": ("torch", "channel pruning"),
+    "mediapipe": ("teacher", "the MediaPipe teacher (Python 3.10-3.12 only)"),
+    "tensorrt_rtx": ("trt", "the TensorRT backend"),
+    "cuda": ("trt", "the CUDA runtime path"),
+    "ray": ("ray", "Ray scale-out"),
+    "pyvirtualcam": ("vcam", "the virtual camera"),
+}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """One line saying which extra provides a missing optional module, or None if it is not one of ours."""
+    top = (exc.name or "").split(".")[0]
+    if top not in EXTRAS:
+        return None
+    extra, what = EXTRAS[top]
+    return f"{top} is not installed (needed for {what}): pip install 'face3d-live[{extra}]'"

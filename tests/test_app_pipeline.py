@@ -215,9 +215,9 @@ def test_hud_lines_show_rates_stages_model_and_gpu():
     assert text.index("capture") < text.index("infer") < text.index("render") < text.index("injected")
     assert "r50 · torch (cuda, fp16)" in text and "source clip.mp4" in text
     assert "GPU NVIDIA H100: 57%  1234/80000 MB  210 W  48 °C" in text
-    idle = hud_lines(None, {}, None, "no GPU (NVMLError_LibraryNotFound)", status="loading model…")
+    idle = hud_lines(None, {}, None, "no NVIDIA GPU", status="loading model…")
     assert idle == [
         "FPS   --      waiting for frames",
         "loading model…",
-        "GPU: no GPU (NVMLError_LibraryNotFound)",
+        "GPU: no NVIDIA GPU",
     ]

@@ -256,9 +256,10 @@ def _compile_rows(spec, batches: list[int], seconds: float, mode: str) -> dict:
 def _frame_720p() -> np.ndarray:
     """A 1280×720 RGB frame: the astronaut photo scaled into it, plus sensor-like noise."""
     import cv2
-    from skimage.data import astronaut
 
-    frame = cv2.resize(astronaut(), (1280, 720), interpolation=cv2.INTER_LINEAR)
+    from face3d_live.capture.demo import demo_photo
+
+    frame = cv2.resize(demo_photo(), (1280, 720), interpolation=cv2.INTER_LINEAR)
     noise = np.random.default_rng(1).integers(0, 8, frame.shape, dtype=np.uint8)
     return cv2.add(frame, noise)
 

@@ -4,6 +4,7 @@ against MediaPipe's own `solutions.face_mesh` video mode on the same file in the
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
 
 import numpy as np
@@ -97,7 +98,13 @@ def run(args: argparse.Namespace) -> dict:
     line = f"face3d_live ({args.model}): {ours['fps_median']:.1f} frames/s (median of {args.rounds})"
     print(line)
     print("  stage medians (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in ours["stage_median_ms"].items()))
-    if not args.no_mediapipe:
+    if not args.no_mediapipe and importlib.util.find_spec("mediapipe") is None:
+        print(
+            "mediapipe reference skipped: mediapipe is not installed; "
+            "pip install 'face3d-live[teacher]' (Python 3.10-3.12), or pass --no-mediapipe"
+        )
+        result["mediapipe_face_mesh"] = None
+    elif not args.no_mediapipe:
         ref = _mediapipe(args)
         result["mediapipe_face_mesh"] = ref
         result["speed_ratio"] = ours["fps_median"] / ref["fps_median"]

@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gl-device", type=int, default=None, help="EGL device index (default: the first hardware device)"
     )
-    parser.add_argument("--image", type=Path, default=None, help="photo to bake (default: skimage astronaut)")
+    parser.add_argument(
+        "--image", type=Path, default=None, help="photo to bake (default: the demo astronaut)"
+    )
     parser.add_argument(
         "--compute",
         choices=["auto", "on", "off"],
@@ -86,9 +88,9 @@ def _passes(ctx, acc, image, face, repeats: int) -> dict[str, float]:
 
 def _load_image(path: Path | None) -> np.ndarray:
     if path is None:
-        import skimage.data
+        from face3d_live.capture.demo import demo_photo
 
-        return skimage.data.astronaut()
+        return demo_photo().copy()
     import cv2
 
     from face3d_live.errors import SourceError

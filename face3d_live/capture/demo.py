@@ -1,17 +1,34 @@
-"""Built-in demo source: scikit-image's astronaut photo moved along a smooth head-motion path.
+"""Built-in demo source: NASA's astronaut portrait (assets/astronaut.jpg) moved along a smooth head-motion path.
 
 Needs no download or camera. ``realtime=True`` paces frames at ``fps`` like a camera would.
 """
 
 from __future__ import annotations
 
+import functools
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from face3d_live.capture.base import FrameSource
+from face3d_live.errors import SourceError
 from face3d_live.types import Frame
+
+DEMO_PHOTO = Path(__file__).resolve().parents[1] / "assets" / "astronaut.jpg"
+
+
+@functools.cache
+def demo_photo() -> np.ndarray:
+    """The demo face: NASA's portrait of Eileen Collins (public domain; the photo scikit-image ships as
+    ``data.astronaut()``), 512x512 RGB, kept in the package so the demo needs no scikit-image."""
+    image = cv2.imread(str(DEMO_PHOTO), cv2.IMREAD_COLOR)
+    if image is None:
+        raise SourceError(f"demo photo {DEMO_PHOTO} unreadable; reinstall face3d-live")
+    image = np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    image.setflags(write=False)  # shared by every caller
+    return image
 
 
 class DemoSource(FrameSource):
@@ -26,9 +43,7 @@ class DemoSource(FrameSource):
         realtime: bool = False,
     ) -> None:
         super().__init__()
-        from skimage import data
-
-        self._photo = np.ascontiguousarray(data.astronaut())  # 512x512 RGB, face near (225, 125)
+        self._photo = demo_photo()  # 512x512 RGB, face near (225, 125)
         self.size = (width, height)
         self._fps = fps
         self._count = num_frames

@@ -13,7 +13,7 @@ import pkgutil
 import sys
 
 from face3d_live import __version__
-from face3d_live.errors import Face3DError
+from face3d_live.errors import Face3DError, missing_extra
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except Face3DError as exc:
         print(f"face3d-live: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # an optional extra (torch, mediapipe, ...) that is not installed
+        hint = missing_extra(exc)
+        if hint is None:
+            raise
+        print(f"face3d-live: error: {hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("face3d-live: interrupted", file=sys.stderr)

@@ -12,8 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "process",
         help="reconstruct a video, image or folder of images; writes one NPZ per frame",
-        description="Writes OUT/frames/frame_NNNNNN.npz (vertices, landmarks68, pose, bbox, score, timestamps, "
-        "frame index), OUT/mesh.npz (triangles, uv), OUT/summary.json, and with --obj one OBJ per face.",
+        description="Writes OUT/frames/frame_NNNNNN.npz (vertices, landmarks68, iris, gaze, ARKit-52 blendshapes, pose, "
+        "bbox, score, timestamps, frame index), OUT/mesh.npz (triangles, uv), OUT/summary.json, and with --obj one OBJ per face.",
     )
     p.add_argument("input", help="video file, image file, folder of images, camera index, or 'demo'")
     p.add_argument("--out", type=Path, required=True, help="output folder (created)")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from face3d_live.models.tflite import TFLiteModel, mediapipe_model_path
+from face3d_live.models.tflite import TFLiteModel, bundled_model_path
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,8 @@ class _ModelSpec:
     anchors_per_layer: int  # 2 with the interpolated scale, else 1
 
 
-SHORT_RANGE = _ModelSpec("face_detection/face_detection_short_range.tflite", 128, (8, 16, 16, 16), 2)
-FULL_RANGE = _ModelSpec("face_detection/face_detection_full_range_sparse.tflite", 192, (4,), 1)
+SHORT_RANGE = _ModelSpec("face_detection_short_range.tflite", 128, (8, 16, 16, 16), 2)
+FULL_RANGE = _ModelSpec("face_detection_full_range_sparse.tflite", 192, (4,), 1)
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class BlazeFaceDetector:
         num_threads: int | None = None,
     ) -> None:
         spec = FULL_RANGE if full_range else SHORT_RANGE
-        self.model = TFLiteModel(mediapipe_model_path(spec.file), num_threads)
+        self.model = TFLiteModel(bundled_model_path(spec.file), num_threads)
         self.size = spec.input_size
         self.anchors = _anchors(spec)
         self.min_score = min_score

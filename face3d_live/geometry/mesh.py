@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ast
 import functools
-import inspect
 from pathlib import Path
 
 import numpy as np
@@ -23,25 +21,11 @@ LANDMARKS68 = np.array(
 )  # fmt: skip
 
 
-@functools.lru_cache(maxsize=1)
 def triangles() -> np.ndarray:
-    """(852, 3) int32 triangles of MediaPipe's face-mesh tessellation.
-
-    mediapipe publishes the tessellation as a frozenset of edges, which loses the triangles; its
-    source lists the edges three at a time, one triangle each, so we read the literal in order.
-    """
-    from mediapipe.python.solutions import face_mesh_connections
-
-    tree = ast.parse(inspect.getsource(face_mesh_connections))
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "FACEMESH_TESSELATION":
-            pairs = [ast.literal_eval(e) for e in node.value.args[0].elts]
-            break
-    else:  # pragma: no cover - only if mediapipe changes its source layout
-        raise RuntimeError("FACEMESH_TESSELATION not found in mediapipe; install mediapipe==0.10.21")
-    # mediapipe's winding is consistent over the whole mesh: (b - a) x (c - a) points towards the
-    # camera (-z) for every triangle that faces it, so it is kept as is.
-    return np.array([(pairs[i][0], pairs[i][1], pairs[i + 1][1]) for i in range(0, len(pairs), 3)], np.int32)
+    """(852, 3) int32 triangles of MediaPipe's face-mesh tessellation (kept in assets/canonical_mesh.npz,
+    read from mediapipe's source by training/canonical_mesh.py). The winding is consistent over the whole
+    mesh: (b - a) x (c - a) points towards the camera (-z) for every triangle that faces it."""
+    return _canonical()["triangles"]
 
 
 @functools.lru_cache(maxsize=1)

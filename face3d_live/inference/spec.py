@@ -63,6 +63,8 @@ class ModelSpec:
     input_shape:  (C, H, W) of one sample; the batch axis is dynamic.
     output_dim:   D of the (N, D) float32 output.
     calibration:  zero-argument callable giving (N, C, H, W) float32 crops for INT8 calibration.
+    weights:      the model's weights file (r50 family): its FP32 ONNX is then written straight from the
+                  file (models/onnx_build.py), so onnxruntime and TensorRT need no torch.
     """
 
     name: str
@@ -71,6 +73,7 @@ class ModelSpec:
     input_shape: tuple[int, int, int] = (3, 224, 224)
     output_dim: int = 1639  # models/layout.py OUTPUT_DIM
     calibration: Callable[[], np.ndarray] | None = None
+    weights: str | Path | None = None
 
     @classmethod
     def from_module(cls, module: torch.nn.Module, name: str | None = None, **kwargs) -> ModelSpec:
@@ -120,6 +123,8 @@ class ModelSpec:
                 raise ModelError(f"ONNX file {path} for model {self.name!r} ({precision}) not found")
             return path
         if precision == "fp32":
+            if self.weights is not None:
+                return self._from_weights("float32", cache_dir)
             key = self.module_sha256
 
             def make(dst: Path) -> Path:
@@ -137,6 +142,8 @@ class ModelSpec:
         from face3d_live.models import export
 
         if precision == "fp32":
+            if self.weights is not None:
+                return self._from_weights("uint8", cache_dir)
             key = hashlib.sha256(f"{self.module_sha256}|uint8".encode()).hexdigest()
 
             def make(dst: Path) -> Path:
@@ -154,6 +161,18 @@ class ModelSpec:
 
         return self._converted(
             self._onnx_uint8("fp32", cache_dir), precision, cache_dir, "-u8", to_uint8_nhwc
+        )
+
+    def _from_weights(self, input_format: str, cache_dir: str | Path | None) -> Path:
+        """FP32 ONNX written from the weights file without torch, keyed by the file's content sha256."""
+        from face3d_live.models.onnx_build import write_onnx
+        from face3d_live.models.weights import read_metadata
+
+        digest = read_metadata(self.weights)["sha256"]
+        key = hashlib.sha256(f"{digest}|{input_format}|onnx_build".encode()).hexdigest()
+        suffix = "-u8" if input_format == "uint8" else ""
+        return self._cached(
+            f"{key[:16]}-fp32{suffix}", cache_dir, lambda dst: write_onnx(self.weights, dst, input_format)
         )
 
     def _converted(

@@ -1,4 +1,4 @@
-"""Iris points from MediaPipe's iris_landmark.tflite (shipped in the mediapipe 0.10.21 wheel), run on eye
+"""Iris points from MediaPipe's iris_landmark.tflite (a copy ships in assets/mediapipe/), run on eye
 crops cut from a 468-point face mesh the way MediaPipe's iris graph cuts them.
 
 Per eye (``iris_landmark_landmarks_to_roi.pbtxt`` / ``iris_landmark_cpu.pbtxt``): the ROI is centred
@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from face3d_live.geometry.crop import CropTransform
-from face3d_live.models.tflite import TFLiteModel, mediapipe_model_path
+from face3d_live.models.tflite import TFLiteModel, bundled_model_path
 
 INPUT_SIZE = 64
 ROI_SCALE = 2.3
@@ -54,7 +54,7 @@ class IrisModel:
     input_size = INPUT_SIZE
 
     def __init__(self, num_threads: int | None = None) -> None:
-        self.model = TFLiteModel(mediapipe_model_path("iris_landmark/iris_landmark.tflite"), num_threads)
+        self.model = TFLiteModel(bundled_model_path("iris_landmark.tflite"), num_threads)
         shapes = [int(np.prod(o["shape"])) for o in self.model._interp.get_output_details()]
         self._iris_out = shapes.index(15)  # outputs told apart by size: 213 = 71 contour points, 15 = iris
         self._contour_out = shapes.index(213)

@@ -7,6 +7,9 @@ MediaPipe's order), 68 × 3 iBUG-68 points in the 3D convention, then the presen
 from __future__ import annotations
 
 INPUT_SIZE = 224
+# ImageNet normalisation, inside every r50-family graph (the QAT rung uses these exact float32 values)
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
 NUM_VERTICES = 468
 NUM_IRIS = 10
 NUM_POINTS = NUM_VERTICES + NUM_IRIS  # 478

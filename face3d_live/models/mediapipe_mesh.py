@@ -1,12 +1,12 @@
 """The teacher: MediaPipe's face_landmark.tflite (468 points) run on our aligned crop, plus the iris from
-iris_landmark.tflite on eye crops cut from that mesh (both ship in the mediapipe 0.10.21 wheel)."""
+iris_landmark.tflite on eye crops cut from that mesh (copies ship in assets/mediapipe/)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from face3d_live.models.output import ModelOutput
-from face3d_live.models.tflite import TFLiteModel, mediapipe_model_path
+from face3d_live.models.tflite import TFLiteModel, bundled_model_path
 
 
 class MediaPipeMeshModel:
@@ -18,7 +18,7 @@ class MediaPipeMeshModel:
     input_size = 192
 
     def __init__(self, num_threads: int | None = None, with_iris: bool = True) -> None:
-        self.model = TFLiteModel(mediapipe_model_path("face_landmark/face_landmark.tflite"), num_threads)
+        self.model = TFLiteModel(bundled_model_path("face_landmark.tflite"), num_threads)
         self.iris_model = None
         if with_iris:
             from face3d_live.models.iris import IrisModel

@@ -19,10 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from face3d_live.models.layout import INPUT_SIZE, OUTPUT_DIM, split_output  # noqa: F401 (re-exported)
-
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+from face3d_live.models.layout import INPUT_SIZE, MEAN, OUTPUT_DIM, STD, split_output  # noqa: F401 (re-exported)
 
 
 def make_stem(width: int) -> nn.Sequential:

@@ -72,7 +72,7 @@ def calibration_crops(n: int = 64, size: int = 224, seed: int = 0) -> np.ndarray
     """(n, 3, size, size) float32 face crops in [0, 1] for INT8 calibration.
 
     Real AFLW crops from the shared data when present (varied pose and lighting), else jittered crops
-    of scikit-image's astronaut face (enough for shapes, a poor range estimate: logged).
+    of the demo astronaut face (enough for shapes, a poor range estimate: logged).
     """
     import cv2
 
@@ -88,14 +88,13 @@ def calibration_crops(n: int = 64, size: int = 224, seed: int = 0) -> np.ndarray
             if len(crops) == n:
                 break
     if len(crops) < n:
-        from skimage.data import astronaut
-
+        from face3d_live.capture.demo import demo_photo
         from face3d_live.geometry.crop import CropTransform
 
         log.warning(
             "INT8 calibration on astronaut crops (shared face data not found): ranges are approximate"
         )
-        img = astronaut()
+        img = demo_photo()
         while len(crops) < n:
             c = (215 + rng.normal(0, 8), 120 + rng.normal(0, 8))
             crops.append(CropTransform(c, 190 * rng.uniform(0.85, 1.2), rng.normal(0, 0.2), size).warp(img))
@@ -107,7 +106,7 @@ def r50_spec(weights: str | Path | None = None) -> ModelSpec:
     path = Path(weights) if weights else default_r50_weights()
     if not path.is_file():
         raise ModelError(f"r50 weights {path} not found; {TRAIN_HINT}")
-    return ModelSpec(name="r50", module=lambda: build_r50(path), calibration=calibration_crops)
+    return ModelSpec(name="r50", module=lambda: build_r50(path), calibration=calibration_crops, weights=path)
 
 
 class R50FaceModel:

@@ -1,26 +1,37 @@
-"""Run the .tflite models shipped inside the mediapipe 0.10.21 wheel with ai-edge-litert (CPU)."""
+"""Run MediaPipe's .tflite models (the project's own copies, assets/mediapipe/) with ai-edge-litert (CPU)."""
 
 from __future__ import annotations
 
-import importlib.util
+import functools
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from face3d_live.errors import ModelError
 
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "assets" / "mediapipe"
+# name -> sha256 (assets/mediapipe/README.md: provenance and license)
+BUNDLED = {
+    "face_detection_short_range.tflite": "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+    "face_detection_full_range_sparse.tflite": "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
+    "face_landmark.tflite": "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+    "iris_landmark.tflite": "d1744d2a09c25f501d39eba4faff47e53ecca8852c5ce19bce8eeac39357521f",
+}
 
-def mediapipe_model_path(relative: str) -> Path:
-    """Path of a model file inside the installed mediapipe package, e.g. 'face_landmark/face_landmark.tflite'."""
-    spec = importlib.util.find_spec("mediapipe")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError("mediapipe is not installed: pip install 'mediapipe==0.10.21'")
-    path = Path(list(spec.submodule_search_locations)[0]) / "modules" / relative
-    if not path.is_file():
-        raise ModelError(
-            f"{relative} not found in mediapipe ({path.parent}); only mediapipe 0.10.21 ships the .tflite "
-            "models: pip install 'mediapipe==0.10.21'"
-        )
+
+@functools.cache
+def bundled_model_path(name: str) -> Path:
+    """Path of one of the MediaPipe models shipped in the package, checked against its sha256."""
+    if name not in BUNDLED:
+        raise ModelError(f"no bundled model {name!r}; known: {', '.join(sorted(BUNDLED))}")
+    path = BUNDLED_DIR / name
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ModelError(f"bundled model {path} unreadable ({exc}); reinstall face3d-live") from None
+    if digest != BUNDLED[name]:
+        raise ModelError(f"bundled model {path} is corrupt (sha256 mismatch); reinstall face3d-live")
     return path
 
 

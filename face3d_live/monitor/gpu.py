@@ -7,6 +7,7 @@ import logging
 from dataclasses import asdict, dataclass
 
 log = logging.getLogger(__name__)
+NO_GPU = "no NVIDIA GPU"
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,9 @@ class GpuMonitor:
             self._nvml = pynvml
             self.available = True
         except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ImportError: all mean "no GPU"
-            self.reason = f"no GPU ({type(exc).__name__})"
+            # users read "no NVIDIA GPU"; the NVML detail (library not found, driver not loaded) goes to the log
+            self.reason = NO_GPU
+            log.info("GPU monitor off: %s: %s", type(exc).__name__, exc)
 
     def read(self) -> GpuState | None:
         if not self.available:
@@ -107,7 +110,7 @@ class GpuMonitor:
 
 
 def gpu_summary() -> dict | str:
-    """One-shot GPU description for benchmark JSON: a dict, or the string 'no GPU (...)'."""
+    """One-shot GPU description for benchmark JSON: a dict, or the string 'no NVIDIA GPU'."""
     mon = GpuMonitor()
     try:
         state = mon.read()

@@ -24,7 +24,19 @@ def faces_to_arrays(faces: list[Face]) -> dict[str, np.ndarray]:
         "bbox": np.array([f.bbox for f in faces], np.float32).reshape(n, 4),
         "score": np.array([f.score for f in faces], np.float32).reshape(n),
         "track_id": np.array([f.track_id for f in faces], np.int32).reshape(n),
+        # NaN where a face has none (a model without iris), so the arrays stay rectangular
+        "iris": _stack([f.iris for f in faces], (10, 3)),
+        "gaze": _stack([f.gaze for f in faces], (2, 2)),
+        "blendshapes": _stack([f.blendshapes for f in faces], (52,)),
     }
+
+
+def _stack(values: list[np.ndarray | None], shape: tuple[int, ...]) -> np.ndarray:
+    out = np.full((len(values), *shape), np.nan, np.float32)
+    for i, v in enumerate(values):
+        if v is not None:
+            out[i] = v
+    return out
 
 
 def write_obj(path: Path, face: Face) -> None:

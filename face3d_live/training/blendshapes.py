@@ -195,11 +195,11 @@ def label_mesh468_inputs(cache: Path, data: Path | None = None, progress: bool =
 
     from face3d_live.geometry.crop import CropTransform
     from face3d_live.models.iris import IrisModel
-    from face3d_live.models.tflite import TFLiteModel, mediapipe_model_path
+    from face3d_live.models.tflite import TFLiteModel, bundled_model_path
     from face3d_live.training.data import default_data_dir
     from face3d_live.training.teacher import iter_source
 
-    mesh = TFLiteModel(mediapipe_model_path("face_landmark/face_landmark.tflite"), 1)
+    mesh = TFLiteModel(bundled_model_path("face_landmark.tflite"), 1)
     iris = IrisModel(1)
 
     def run(img: np.ndarray, ct: CropTransform) -> tuple[np.ndarray, float]:

@@ -92,7 +92,33 @@ def build(data_dir: Path, max_faces: int = 800) -> dict:
     sym = 0.5 * (sym + sym[mirror] * flip)
     sym -= sym.mean(0)
     sym *= 9.0 / np.linalg.norm(sym[EYE_OUTER_RIGHT] - sym[EYE_OUTER_LEFT])
-    return {"vertices": sym.astype(np.float32), "mirror": mirror, "num_faces": np.int32(len(meshes))}
+    return {
+        "vertices": sym.astype(np.float32),
+        "mirror": mirror,
+        "num_faces": np.int32(len(meshes)),
+        "triangles": mediapipe_triangles(),  # the topology ships with the mesh: no mediapipe at run time
+    }
+
+
+def mediapipe_triangles() -> np.ndarray:
+    """(852, 3) int32 triangles of MediaPipe's face-mesh tessellation, read from mediapipe's source.
+
+    mediapipe publishes the tessellation as a frozenset of edges, which loses the triangles; its
+    source lists the edges three at a time, one triangle each, so we read the literal in order.
+    """
+    import ast
+    import inspect
+
+    from mediapipe.python.solutions import face_mesh_connections
+
+    tree = ast.parse(inspect.getsource(face_mesh_connections))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "FACEMESH_TESSELATION":
+            pairs = [ast.literal_eval(e) for e in node.value.args[0].elts]
+            break
+    else:  # pragma: no cover - only if mediapipe changes its source layout
+        raise RuntimeError("FACEMESH_TESSELATION not found in mediapipe; install mediapipe==0.10.21")
+    return np.array([(pairs[i][0], pairs[i][1], pairs[i + 1][1]) for i in range(0, len(pairs), 3)], np.int32)
 
 
 def main() -> None:

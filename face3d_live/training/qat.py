@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from face3d_live.errors import ModelError
+from face3d_live.models.onnx_build import const_values, ort_flavour  # noqa: F401 (ort_flavour re-exported)
 from face3d_live.models.r50 import MEAN, STD
 from face3d_live.training.slim import FaceR50Slim, check_config, widths_of
 
@@ -309,24 +310,12 @@ def export_qdq(model: QuantFaceR50, path: str | Path) -> Path:
     return path
 
 
-def _const_values(model) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
-    vals = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    for n in model.graph.node:
-        if n.op_type == "Constant":
-            for a in n.attribute:
-                if a.name == "value":
-                    vals[n.output[0]] = numpy_helper.to_array(a.t)
-    return vals
-
-
 def _int8_weight_initializers(model):
     """Replace QuantizeLinear(float constant weight) by the INT8 constant it yields (what quantize_static
     writes too): the file holds 1 byte per weight and the builders see plain weight DQ nodes."""
     from onnx import numpy_helper
 
-    vals = _const_values(model)
+    vals = const_values(model)
     keep, new_inits = [], []
     for n in model.graph.node:
         if n.op_type == "QuantizeLinear" and n.input[0] in vals and n.input[1] in vals:
@@ -357,60 +346,3 @@ def _int8_weight_initializers(model):
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     return model
-
-
-def ort_flavour(src: str | Path, dst: str | Path) -> Path:
-    """The same Q/DQ graph with UINT8 activations on the same grid, for onnxruntime's fused CPU kernels.
-
-    Every activation QuantizeLinear (zero point 0, INT8) and its DequantizeLinear consumers become UINT8:
-    with zero point 0 and scale × 127/255 when a ReLU produces the tensor (the same [0, amax] range;
-    onnxruntime then drops the ReLU), else zero point 128 on the same scale. Weight DQ nodes (INT8
-    initializers) stay as they are.
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(src))
-    vals = _const_values(model)
-    producer = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    zp_names: dict[int, str] = {}
-
-    def zp_init(value: int) -> str:
-        if value not in zp_names:
-            name = f"ort_flavour_zp_u8_{value}"
-            model.graph.initializer.append(numpy_helper.from_array(np.array(value, np.uint8), name))
-            zp_names[value] = name
-        return zp_names[value]
-
-    changed = 0
-    for k, n in enumerate(list(model.graph.node)):
-        if n.op_type != "QuantizeLinear" or n.input[0] in vals:
-            continue
-        zp = vals.get(n.input[2]) if len(n.input) > 2 else None
-        if zp is None or zp.dtype != np.int8 or np.any(zp != 0):
-            raise ModelError(f"{src}: activation quantiser {n.name} is not symmetric INT8")
-        src_node = producer.get(n.input[0])
-        after_relu = src_node is not None and src_node.op_type == "Relu"
-        name = zp_init(0 if after_relu else 128)
-        scale = n.input[1]
-        if after_relu:  # [0, amax] on 255 steps: the symmetric graph's clipping, a finer grid
-            scale = f"ort_flavour_scale_u8_{k}"
-            value = np.asarray(vals[n.input[1]], np.float32) * np.float32(127.0 / 255.0)
-            model.graph.initializer.append(numpy_helper.from_array(value, scale))
-        n.input[1], n.input[2] = scale, name
-        for c in consumers.get(n.output[0], []):
-            if c.op_type != "DequantizeLinear":
-                raise ModelError(
-                    f"{src}: quantised tensor {n.output[0]} feeds {c.op_type}, not a DequantizeLinear"
-                )
-            c.input[1], c.input[2] = scale, name
-        changed += 1
-    onnx.checker.check_model(model)
-    dst = Path(dst)
-    onnx.save(model, str(dst))
-    log.debug("ort flavour: %d activation quantisers re-typed to uint8", changed)
-    return dst

@@ -6,8 +6,8 @@
 | r50-lite-fp16   | (same file)                     | the same, forced FP16 (torch CUDA / TensorRT)            |
 | r50-int8        | face3d-r50-int8.safetensors     | QAT INT8 Q/DQ ONNX: onnxruntime CPU or TensorRT          |
 
-The INT8 ONNX files are made from the rung file on first use and cached (``engines/onnx``), keyed
-by the file's sha256: ``trt`` (symmetric INT8) for TensorRT, ``ort`` (same grid, UINT8 activations)
+The ONNX files are written from the rung files on first use without torch (models/onnx_build.py) and
+cached (``engines/onnx``), keyed by the file's sha256: ``trt`` (symmetric INT8) for TensorRT, ``ort`` (same grid, UINT8 activations)
 for onnxruntime.
 """
 
@@ -50,10 +50,14 @@ def _check(path: Path, env: str) -> Path:
 
 def lite_spec(path: str | Path | None = None, name: str = "r50-lite"):
     from face3d_live.inference.spec import ModelSpec
-    from face3d_live.training.slim import load_slim
+
+    def module():
+        from face3d_live.training.slim import load_slim  # torch: only for the torch backend
+
+        return load_slim(path)
 
     path = _check(Path(path) if path else lite_weights(), LITE_ENV)
-    return ModelSpec(name=name, module=lambda: load_slim(path), calibration=calibration_crops)
+    return ModelSpec(name=name, module=module, calibration=calibration_crops, weights=path)
 
 
 def int8_onnx(
@@ -61,7 +65,7 @@ def int8_onnx(
 ) -> Path:
     """The INT8 Q/DQ ONNX of a rung file: ``flavour`` "trt" (symmetric) or "ort" (UINT8 activations)."""
     from face3d_live.inference.spec import default_cache_dir
-    from face3d_live.training.qat import export_qdq, load_int8, ort_flavour
+    from face3d_live.models.onnx_build import ort_flavour, write_onnx
 
     if flavour not in ("trt", "ort"):
         raise ConfigError(f"INT8 ONNX flavour must be 'trt' or 'ort', got {flavour!r}")
@@ -71,7 +75,7 @@ def int8_onnx(
     trt_path = folder / f"r50-int8-{digest}-trt.onnx"
     if not trt_path.is_file():
         log.info("exporting %s to INT8 Q/DQ ONNX -> %s", path.name, trt_path)
-        export_qdq(load_int8(path), trt_path)
+        write_onnx(path, trt_path)  # torch-free: the same graph as qat.export_qdq (tests/test_onnx_build.py)
     if flavour == "trt":
         return trt_path
     ort_path = folder / f"r50-int8-{digest}-ort2.onnx"  # ort2: post-ReLU range kept (qat.ort_flavour)

@@ -24,7 +24,7 @@ def hud_lines(
     stats: StatsSnapshot | None,
     description: dict[str, str],
     gpu: GpuState | None,
-    gpu_reason: str = "no GPU",
+    gpu_reason: str = "no NVIDIA GPU",
     source: str = "",
     status: str = "loading model…",
 ) -> list[str]:
