@@ -11,8 +11,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 # glibc 2.17 ... 2.39: Debian 12/13, Ubuntu 22.04-25.04, Fedora 41+

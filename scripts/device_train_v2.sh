@@ -8,9 +8,13 @@
 #           for MIN minutes (default 8.5) from the v1 network → /tmp/keep/v2.safetensors, $OUT/v2 (split)
 #   qat     (parts staged; .devcarry/q/lite-v2.safetensors carried with a part) the v2 r50 file in the tree:
 #           INT8 QAT of that lite rung for QAT_MIN (default 3) at QAT_LR (default 1e-4) → $OUT/qat
-#   ladder  the v1 lite file in the tree (INT8 and r50 out), torch-pruning wheel in .devcarry/tp: widen the
-#           lite rung's head and distil it from v2 (DISTILL_MIN, default 5), QAT (QAT_MIN, default 1.5)
-#           → $OUT/ladder; then `bench backends` of v2 → $OUT/backends.json
+#   ladder  the lite file in the tree (INT8 and r50 out), torch-pruning wheel in .devcarry/tp: widen the
+#           lite rung's head if v1 and distil it from v2 (DISTILL_MIN, default 5), QAT (QAT_MIN, default 1.5)
+#           → $OUT/ladder (the lite rung also kept as /tmp/keep/lite-v2 for qat); then, unless BENCH=0,
+#           `bench backends` of v2 → $OUT/backends.json
+#
+# The weights files together pass the upload limit: keep them in .devcarry/weights/ with relative symlinks in
+# face3d_live/models/weights/ (links travel as links) and carry the one file a call needs.
 #
 # Files over 15 MiB come back split (`cat f.part-* > f`).
 set -uo pipefail
@@ -24,9 +28,11 @@ quiet() { grep -v -i -E 'warn|^\s*$'; }
 
 case $step in
 stage)
-    cp -v .devcarry/v2/part*.npz "$keep/data/" || exit 3
+    ls .devcarry/v2/part*.npz >/dev/null 2>&1 && cp -v .devcarry/v2/part*.npz "$keep/data/"
     [[ -d .devcarry/q ]] && cp -v .devcarry/q/* "$keep/"
-    ls -la "$keep/data"
+    # the trained v2 r50, carried as .devcarry/weights/face3d-r50.safetensors: the teacher of ladder / qat
+    [[ -s .devcarry/weights/face3d-r50.safetensors ]] && cp -v .devcarry/weights/face3d-r50.safetensors "$keep/v2.safetensors"
+    ls -la "$keep" "$keep/data"
     ;;
 train)
     init=face3d_live/models/weights/face3d-r50.safetensors
@@ -45,11 +51,14 @@ ladder)
         --out "$out/ladder" --continue-lite face3d_live/models/weights/face3d-r50-lite.safetensors \
         --distill-minutes "${DISTILL_MIN:-5}" --qat-minutes "${QAT_MIN:-1.5}" --manual-weight 0.1 \
         --distill-lr 5e-4 2>&1 | quiet | tail -n 12
+    cp -v "$out"/ladder/*lite*.safetensors "$keep/lite-v2.safetensors"  # for a following qat step
+    [[ ${BENCH:-1} = 1 ]] || { split_big; ls -la "$out"/*; exit 0; }
     python3 -m face3d_live.bench.backends --weights "$keep/v2.safetensors" --batches 1,8,32,128,256 \
         --concurrent 256x2 --no-executor --json "$out/backends.json" 2>&1 | quiet | tail -n 30
     ;;
 qat)
-    v2=face3d_live/models/weights/face3d-r50.safetensors
+    v2=$keep/v2.safetensors
+    [[ -s $v2 ]] || v2=face3d_live/models/weights/face3d-r50.safetensors
     [[ -s $v2 && -s $keep/lite-v2.safetensors ]] || { echo "v2 r50 in the tree and a staged lite rung needed"; exit 3; }
     wheel=$(ls .devcarry/tp/*.whl "$keep"/*.whl 2>/dev/null | head -1)
     python3 -m pip install -q --no-deps "$wheel" 2>&1 | tail -2

@@ -10,8 +10,10 @@ import ctypes
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -237,4 +239,180 @@ def test_no_camera_opens_on_demo_and_says_why(qapp, tmp_path):
         shot.save(str(SHOTS / "face3d_app_demo_fallback.png"))
     finally:
         elapsed = close_timed(window)
+    assert elapsed < 1.0
+
+
+@contextlib.contextmanager
+def osc_server():
+    """A real OSC/UDP server (python-osc) on a free loopback port; yields (port, received addresses)."""
+    from pythonosc.dispatcher import Dispatcher
+    from pythonosc.osc_server import ThreadingOSCUDPServer
+
+    received: list[tuple[str, tuple]] = []
+    dispatcher = Dispatcher()
+    dispatcher.set_default_handler(lambda address, *args: received.append((address, args)))
+    server = ThreadingOSCUDPServer(("127.0.0.1", 0), dispatcher)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.skipif(not VIDEO.exists(), reason="shared test video not found")
+def test_avatar_view_bars_neutral_streaming_and_virtual_camera(qapp, tmp_path):
+    pytest.importorskip("pythonosc")
+    from PyQt6.QtTest import QTest
+
+    from face3d_live.expression.arkit import ARKIT_INDEX
+    from face3d_live.ui.config import OutputConfig
+
+    livelink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a Live Link receiver (plain UDP)
+    livelink.bind(("127.0.0.1", 0))
+    livelink.setblocking(False)
+    ll_port = livelink.getsockname()[1]
+    window = make_window(
+        source=str(VIDEO),
+        snapshot_dir=tmp_path,
+        view="avatar",
+        output=OutputConfig(livelink=f"127.0.0.1:{ll_port}"),
+    )
+    outputs = window.outputs
+    try:
+        assert window.view == "avatar"
+        assert wait_until(lambda: window.stats.frames_total >= 30, 60), window.messages
+        assert window.avatar_view.failed is None and window.avatar_view.renderer is not None
+        assert not window.banner.isVisible()
+
+        # the avatar view shows a head: skin and dark eye/mouth pixels on the background, and its time is in the HUD
+        wait_until(lambda: False, 0.5)
+        shot = window.grab().toImage()
+        assert shot.save(str(SHOTS / "face3d_app_avatar.png"))
+        assert (SHOTS / "face3d_app_avatar.png").stat().st_size > 20_000
+        av = region(shot, window.avatar_view, window).astype(np.int32)
+        background = np.abs(av - np.array([18, 18, 23])).max(-1) <= 8
+        skin = (av[..., 0] > 120) & (av[..., 0] > av[..., 2] + 25)
+        assert background.mean() > 0.2 and skin.mean() > 0.08, (background.mean(), skin.mean())
+        assert "avatar" in window.stats.snapshot(time.perf_counter_ns()).stages
+        snap = window.snapshot()
+        assert snap is not None and snap.stat().st_size > 20_000
+
+        # the bars show the last face's calibrated blendshapes, repainted at most 30 times a second
+        face = window.avatar_view.face
+        assert face is not None and np.allclose(window.bars.values, np.clip(face.blendshapes, 0, 1))
+        paints = window.bars.paints
+        wait_until(lambda: False, 1.0)
+        assert 5 <= window.bars.paints - paints <= 32
+        row = int(np.argmax(window.bars.values))
+        value = float(window.bars.values[row])
+        bars_img = window.bars.grab().toImage()
+        track = window.bars.bar_rect(row)
+        pixels = region(bars_img, window.bars, window.bars)[int(track.center().y())]
+        filled = np.abs(pixels.astype(int) - [45, 47, 54]).max(-1) > 30  # not the empty track colour
+        x0, x1 = int(track.left()), int(track.right())
+        assert abs(filled[x0:x1].mean() - value) < 0.2, (filled[x0:x1].mean(), value)
+
+        # Neutral: a message while the resting face is captured on the pipeline's reconstructor, then calibrated
+        rec = window.pipeline.reconstructor
+        assert not rec.calibration.captured
+        QTest.mouseClick(outputs.neutral_button, Qt.MouseButton.LeftButton)
+        assert window.banner.isVisible() and "neutral face" in window.banner.text()
+        assert wait_until(lambda: rec.calibration.captured, 20)
+        assert rec.calibration.neutral.max() > 0.05
+        assert wait_until(lambda: not window.banner.isVisible(), 5)
+        assert outputs.calibration_label.text() == "neutral captured"
+        outputs.set_gain("jawOpen", 2.0)
+        assert wait_until(lambda: window.bars.gains[ARKIT_INDEX["jawOpen"]] == 2.0, 5)
+        assert rec.calibration.gain("jawOpen") == 2.0
+        QTest.mouseClick(outputs.reset_button, Qt.MouseButton.LeftButton)
+        assert wait_until(lambda: not rec.calibration.captured and rec.calibration.gain("jawOpen") == 1.0, 5)
+
+        # Live Link from the configuration (--livelink): ticked at start, packets arrive
+        assert outputs.livelink_check.isChecked() and not outputs.vmc_check.isChecked()
+        packets = []
+
+        def drain() -> int:
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    packets.append(livelink.recv(65536))
+            return len(packets)
+
+        assert wait_until(lambda: drain() >= 5, 10)
+        assert b"face3d" in packets[-1]  # the subject name travels in each packet
+
+        # VMC: real OSC packets on loopback while ticked, none after unticking
+        with osc_server() as (port, received):
+            outputs.vmc_addr.setText(f"127.0.0.1:{port}")
+            outputs.vmc_check.setChecked(True)
+            assert wait_until(lambda: sum(a == "/VMC/Ext/Blend/Apply" for a, _ in received) >= 5, 10)
+            blend = {args[0]: args[1] for a, args in received if a == "/VMC/Ext/Blend/Val"}
+            assert "jawOpen" in blend and len(blend) == 52
+            wait_until(lambda: False, 0.5)
+            assert f"VMC → 127.0.0.1:{port}" in outputs.status.text()
+            assert f"Live Link → 127.0.0.1:{ll_port}" in outputs.status.text()  # both targets, one streamer
+            outputs.vmc_check.setChecked(False)
+            wait_until(lambda: False, 0.3)
+            n = len(received)
+            wait_until(lambda: False, 0.5)
+            assert len(received) == n
+        outputs.livelink_check.setChecked(False)
+        assert window.worker_side.streamer is None and outputs.status.text() == "not streaming"
+        # a bad address: a visible message, the box unticked, the app goes on
+        outputs.vmc_addr.setText("no-port-here")
+        outputs.vmc_check.setChecked(True)
+        assert not outputs.vmc_check.isChecked()
+        assert window.banner.isVisible() and "Cannot stream" in window.banner.text()
+
+        # the virtual camera path: the shown (avatar) view's painted image, upright, from the sender thread
+        sent: list[np.ndarray] = []
+
+        class Device:  # stands in for the v4l2loopback / OBS device this machine lacks
+            device = "test-device"
+            send = staticmethod(lambda frame: sent.append(frame.copy()))
+            close = staticmethod(lambda: None)
+
+        assert outputs.start_virtual_camera(lambda w, h, fps: Device())
+        assert outputs.vcam_check.isChecked() and window.avatar_view.sink is outputs.vcam
+        assert wait_until(lambda: len(sent) >= 10 and sent[-1].any(), 10)
+        avatar_frame = sent[-1]
+        window.set_view("3d")  # the camera follows the view on screen: now the textured 3D face
+        assert wait_until(lambda: window.gl_view.scene is not None, 10)
+        n = len(sent)
+        assert wait_until(lambda: len(sent) > n + 10, 10)
+        face3d = sent[-1].astype(np.int32)
+        assert face3d.shape == (720, 1280, 3) and np.abs(face3d - avatar_frame).mean() > 5
+        assert ((face3d[..., 0] > 90) & (face3d[..., 0] > face3d[..., 2] + 25)).mean() > 0.05
+        window.set_view("avatar")
+        outputs.vcam_check.setChecked(False)
+        assert outputs.vcam is None and window.avatar_view.sink is None
+        import cv2
+
+        cv2.imwrite(str(SHOTS / "face3d_app_vcam_frame.png"), avatar_frame[..., ::-1])
+        cv2.imwrite(str(SHOTS / "face3d_app_vcam_frame_3d.png"), face3d[..., ::-1].astype(np.uint8))
+        frame = avatar_frame.astype(np.int32)
+        assert frame.shape == (720, 1280, 3)
+        cols = frame[:, 640 - 150 : 640 + 150]  # the avatar rendered at the camera's size: head, neck below
+        skin = (cols[..., 0] > 120) & (cols[..., 0] > cols[..., 2] + 25)
+        assert skin.mean() > 0.1 and skin[-40:].mean() > skin[:40].mean() + 0.1, "not upright"
+        assert frame[:, :100].min() > 0, "letterboxed: not rendered at the camera's size"
+        wait_until(lambda: False, 0.3)  # the on-screen view is unharmed by the second render
+        av = region(window.grab().toImage(), window.avatar_view, window).astype(np.int32)
+        assert ((av[..., 0] > 120) & (av[..., 0] > av[..., 2] + 25)).mean() > 0.08
+
+        # the virtual camera with no backend here: one clear message, unticked, frames keep coming
+        frames = window.stats.frames_total
+        outputs.vcam_check.setChecked(True)
+        if outputs.vcam is not None:  # a machine with v4l2loopback: it runs; switch it off again
+            outputs.vcam_check.setChecked(False)
+        else:
+            assert not outputs.vcam_check.isChecked()
+            assert window.banner.text().startswith("virtual camera unavailable: ")
+            assert "v4l2loopback" in window.banner.text()
+        assert wait_until(lambda: window.stats.frames_total > frames + 10, 10)
+        assert window.pipeline.state == "running"
+    finally:
+        elapsed = close_timed(window)
+        livelink.close()
     assert elapsed < 1.0

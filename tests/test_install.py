@@ -1,6 +1,7 @@
 """Install anywhere: the runtime dependencies resolve to wheels on CPython 3.13 and 3.14, and a plain
 `pip install face3d-live` (no extras) on Python 3.13, where this machine has one, runs `process` on a real
-clip with the default CPU model while `import torch` and `import mediapipe` fail.
+clip and the app (offscreen Qt window, screenshot) with the default CPU model while `import torch` and
+`import mediapipe` fail.
 
 Both reach PyPI (as the setup does); they skip, saying so, where the index cannot be reached.
 """
@@ -101,6 +102,17 @@ def test_plain_install_on_python_313_runs_without_torch(tmp_path, video_path):
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"] == "r50-int8" and summary["frames_with_face"] >= 28, summary
+    shot = tmp_path / "app.png"  # the app too, in a real (offscreen) Qt window, with the default CPU model
+    app = subprocess.run(
+        [str(bin_ / "face3d-live"), "app", "--source", str(clip), "--frames", "15", "--screenshot", str(shot)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={**env, "QT_QPA_PLATFORM": "offscreen"},
+    )
+    assert app.returncode == 0, app.stderr[-3000:]
+    assert shot.is_file() and shot.stat().st_size > 10_000
     version = subprocess.run(
         [str(bin_ / "python"), "-c", "import numpy; print(numpy.__version__)"], capture_output=True, text=True
     )

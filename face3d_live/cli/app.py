@@ -9,7 +9,10 @@ from face3d_live.cli.options import add_model_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("app", help="the live app: camera/video → tracked mesh, textured 3D face, HUD, alerts")
+    p = sub.add_parser(
+        "app",
+        help="the live app: camera/video → tracked mesh, textured 3D face or avatar, HUD, alerts, streaming",
+    )
     p.add_argument(
         "--source",
         default="0",
@@ -39,6 +42,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--screenshot", type=Path, default=None, help="with --frames: save both views to this PNG first"
     )
+    p.add_argument(
+        "--view",
+        default="3d",
+        choices=("3d", "avatar"),
+        help="right-hand pane at start: the textured 3D face or the avatar with the blendshape bars",
+    )
+    p.add_argument(
+        "--vmc", metavar="HOST:PORT", default=None, help="stream to a VMC receiver (e.g. 127.0.0.1:39539)"
+    )
+    p.add_argument(
+        "--livelink",
+        metavar="HOST:PORT",
+        default=None,
+        help="stream to Live Link Face (e.g. 127.0.0.1:11111)",
+    )
+    p.add_argument(
+        "--virtual-camera",
+        action="store_true",
+        help="send the shown view to a virtual camera (pip install 'face3d-live[vcam]'; v4l2loopback or OBS)",
+    )
     p.set_defaults(func=run)
 
 
@@ -46,7 +69,7 @@ def config_from_args(args: argparse.Namespace):
     from face3d_live.detect.tracker import TrackerConfig
     from face3d_live.geometry.one_euro import OneEuroConfig
     from face3d_live.models.registry import default_model
-    from face3d_live.ui.config import AppConfig
+    from face3d_live.ui.config import AppConfig, OutputConfig
     from face3d_live.ui.scene import SceneConfig
 
     return AppConfig(
@@ -62,6 +85,8 @@ def config_from_args(args: argparse.Namespace):
         snapshot_dir=args.snapshot_dir,
         quit_after_frames=args.frames,
         screenshot=args.screenshot,
+        view=args.view,
+        output=OutputConfig(vmc=args.vmc, livelink=args.livelink, virtual_camera=args.virtual_camera),
     )
 
 

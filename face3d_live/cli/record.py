@@ -1,5 +1,7 @@
 """`face3d-live record INPUT --out FILE.glb`: record a performance as a game/VR asset.
 
+`--rig arkit` writes every tracked face as a personal ARKit rig (52 named morph targets animated by the
+blendshapes, head pose on the node); `--format livelink-csv` writes Live Link Face CSV takes.
 `face3d-live record --recover DIR [--out FILE]` rebuilds the asset from the journal a killed
 recording left behind.
 """
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from face3d_live.cli.options import add_model_options, reconstructor_from_args
 
-SUFFIX_FORMAT = {".glb": "glb", ".npz": "npz"}
+SUFFIX_FORMAT = {".glb": "glb", ".npz": "npz", ".csv": "livelink-csv"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +27,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", nargs="?", help="video file, image, folder of images, camera index or 'demo'")
     p.add_argument("--out", type=Path, help="output: FILE.glb, FILE.npz or a folder for --format obj")
     p.add_argument("--recover", type=Path, metavar="DIR", help="build the asset from a left-over journal DIR")
-    p.add_argument("--format", choices=("glb", "obj", "npz"), help="default: from --out's suffix (glb)")
+    p.add_argument(
+        "--format",
+        choices=("glb", "obj", "npz", "livelink-csv"),
+        help="default: from --out's suffix (.glb, .npz, .csv = livelink-csv, none = obj)",
+    )
+    p.add_argument(
+        "--rig",
+        choices=("none", "arkit"),
+        default=None,
+        help="arkit: GLB with every face as its own node: 52 ARKit-named morph targets (the learned rig on "
+        "the person's neutral face) animated by the blendshapes (default none: a morph target per frame)",
+    )
     p.add_argument(
         "--texture-size", type=int, default=None, help="texture side in px, ≤ 4096; 0 = none (2048)"
     )
@@ -67,8 +80,11 @@ def _config(args: argparse.Namespace, base: dict | None = None):
         "keyframe_tolerance_mm": args.keyframe_tolerance,
         "quantize": args.quantize,
         "interpolation": args.interpolation,
+        "rig": args.rig,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
+    if args.rig is None and values.get("format", "glb") != "glb":
+        values["rig"] = "none"  # e.g. --recover of a rig take as livelink-csv: the rig applies to GLB only
     return RecordConfig.from_dict(values)
 
 
@@ -143,10 +159,18 @@ def _record(args: argparse.Namespace, config) -> int:
 
 def _describe(summary: dict, config) -> str:
     parts = [f"{summary['frames']} frames ({summary.get('duration_s', 0):.2f} s) → {summary['path']}"]
-    if "targets" in summary:
+    if "paths" in summary and len(summary["paths"]) > 1:
+        parts[0] += " … " + ", ".join(str(p) for p in summary["paths"][1:])
+    if summary.get("rig"):
+        n = summary["tracks"]
+        parts.append(f"{n} face{'s' if n != 1 else ''} × 52 ARKit shapes")
+    elif "rows" in summary:
+        parts.append(f"{summary['tracks']} Live Link take(s), {sum(summary['rows'])} rows")
+    elif "targets" in summary:
         parts.append(f"{summary['targets']} morph targets")
-    parts.append(f"{summary['bytes'] / 1e6:.1f} MB")
-    if config.texture_size:
+    size = summary["bytes"]
+    parts.append(f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.0f} kB")
+    if config.texture_size and config.format != "livelink-csv":
         parts.append(f"texture {config.texture_size}²")
     if config.quantize and config.format == "glb":
         parts.append("quantised")

@@ -1,4 +1,6 @@
-"""Recording reconstructed sequences: GLB (morph-target animation + head pose + texture), OBJ, NPZ.
+"""Recording reconstructed sequences: GLB (morph-target animation + head pose + texture), OBJ, NPZ, and
+avatar output: ``RecordConfig(rig="arkit")`` (every face as a personal ARKit rig, ``rig.py``) and
+``format="livelink-csv"`` (Live Link Face CSV takes, ``livelink.py``).
 
     from face3d_live.record import RecordConfig, SequenceWriter
     with SequenceWriter("take.glb", RecordConfig(quantize=True), fps=30) as w:

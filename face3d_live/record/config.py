@@ -6,7 +6,8 @@ from dataclasses import dataclass, replace
 
 from face3d_live.errors import ConfigError
 
-FORMATS = ("glb", "obj", "npz")
+FORMATS = ("glb", "obj", "npz", "livelink-csv")
+RIGS = ("none", "arkit")
 TEXTURE_FORMATS = ("auto", "jpeg", "png")
 INTERPOLATIONS = ("linear", "step")
 TEXTURE_BAKERS = ("auto", "gl", "cpu")
@@ -17,7 +18,8 @@ MAX_TEXTURE_SIZE = 4096
 class RecordConfig:
     """How a recorded sequence is written.
 
-    format:              glb (one animated asset), obj (OBJ+MTL per frame, one PNG), npz (arrays).
+    format:              glb (one animated asset), obj (OBJ+MTL per frame, one PNG), npz (arrays),
+                         livelink-csv (the Live Link Face app's CSV take: 61 curves a frame, one file per face).
     texture_size:        side of the square texture in pixels (16 … 4096); 0 writes no texture.
     texture_format:      jpeg (small), png (lossless) or auto (JPEG in a GLB, PNG beside OBJ files).
     jpeg_quality:        1 … 100.
@@ -33,6 +35,9 @@ class RecordConfig:
     texture_baker:       gl (the render package's TextureAccumulator on an EGL context: occlusion-aware,
                          mirror fill), cpu (record/texture.py, no GL needed) or auto (gl, else cpu).
     snapshot_every_s:    how often (wall seconds) the texture is saved beside the journal for --recover.
+    rig:                 none (GLB: one morph target per frame of the followed face) or arkit (GLB: every
+                         tracked face as its own node with 52 ARKit-named morph targets, the learned rig on
+                         that person's neutral face, animated by the per-frame blendshapes; record/rig.py).
     """
 
     format: str = "glb"
@@ -46,6 +51,7 @@ class RecordConfig:
     texture_views_per_pose: int = 6
     texture_baker: str = "auto"
     snapshot_every_s: float = 5.0
+    rig: str = "none"
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -76,6 +82,12 @@ class RecordConfig:
             raise ConfigError(f"texture_every must be ≥ 1, got {self.texture_every}")
         if self.snapshot_every_s <= 0:
             raise ConfigError(f"snapshot_every_s must be > 0, got {self.snapshot_every_s}")
+        if self.rig not in RIGS:
+            raise ConfigError(f"unknown rig {self.rig!r}; choose one of: {', '.join(RIGS)}")
+        if self.rig != "none" and self.format != "glb":
+            raise ConfigError(
+                f"--rig {self.rig} writes a GLB; it cannot be combined with format {self.format}"
+            )
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

@@ -1,4 +1,5 @@
-"""Turn a read-back journal (``Recording``) into GLB, an OBJ+MTL sequence or NPZ."""
+"""Turn a read-back journal (``Recording``) into GLB (per-frame morph targets, or ``rig.py``'s ARKit rig),
+an OBJ+MTL sequence, NPZ, or Live Link Face CSV takes (``livelink.py``)."""
 
 from __future__ import annotations
 
@@ -46,10 +47,18 @@ def encode_texture(texture: np.ndarray, config: RecordConfig) -> tuple[bytes, st
 def export(rec: Recording, texture: np.ndarray | None, out: Path, config: RecordConfig) -> dict:
     """Write ``rec`` to ``out`` in ``config.format``; returns a summary dict (frames, bytes, …)."""
     out = Path(out)
+    if config.format == "livelink-csv":  # curves only: no mesh, no texture
+        from face3d_live.record.livelink import export_livelink_csv
+
+        return export_livelink_csv(rec, out)
     if config.texture_size == 0:
         texture = None
     elif texture is None:
         log.warning("no texture was captured; the asset gets a flat skin colour")
+    if config.format == "glb" and config.rig == "arkit":
+        from face3d_live.record.rig import export_rig_glb
+
+        return export_rig_glb(rec, texture, out, config)
     if config.format == "glb":
         return export_glb(rec, texture, out, config)
     if config.format == "obj":

@@ -254,34 +254,11 @@ def build_glb(
         "materials": [material],
         "animations": [{"name": f"{name}_performance", "channels": channels, "samplers": samplers}],
     }
-    if texture is not None:
-        img_view = pk.view(texture)
-        gltf["images"] = [{"name": f"{name}_albedo", "bufferView": img_view, "mimeType": texture_mime}]
-        gltf["samplers"] = [{"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}]
-        gltf["textures"] = [{"sampler": 0, "source": 0}]
-        material["pbrMetallicRoughness"]["baseColorTexture"] = {"index": 0}
-    else:
-        material["pbrMetallicRoughness"]["baseColorFactor"] = [0.8, 0.62, 0.52, 1.0]
+    add_texture(gltf, pk, material, texture, texture_mime, f"{name}_albedo")
     if q:
         gltf["extensionsUsed"] = [QUANT_EXT]
         gltf["extensionsRequired"] = [QUANT_EXT]
-    gltf["bufferViews"] = pk.views
-    gltf["accessors"] = pk.accessors
-    binary = pk.binary()
-    gltf["buffers"] = [{"byteLength": len(binary)}]
-
-    js = json.dumps(gltf, separators=(",", ":")).encode()
-    js += b" " * ((-len(js)) % 4)
-    total = 12 + 8 + len(js) + 8 + len(binary)
-    out = b"".join(
-        [
-            struct.pack("<III", GLB_MAGIC, GLB_VERSION, total),
-            struct.pack("<II", len(js), CHUNK_JSON),
-            js,
-            struct.pack("<II", len(binary), CHUNK_BIN),
-            binary,
-        ]
-    )
+    out = assemble(gltf, pk)
     summary = {
         "frames": len(frames.times),
         "targets": n_targets,
@@ -291,6 +268,41 @@ def build_glb(
         "quantized": bool(q),
     }
     return out, summary
+
+
+def add_texture(gltf: dict, pk: _Packer, material: dict, texture: bytes | None, mime: str, name: str) -> None:
+    """Embed an encoded texture as the material's base colour (a flat skin colour without one)."""
+    pbr = material["pbrMetallicRoughness"]
+    if texture is None:
+        pbr["baseColorFactor"] = [0.8, 0.62, 0.52, 1.0]
+        return
+    images = gltf.setdefault("images", [])
+    images.append({"name": name, "bufferView": pk.view(texture), "mimeType": mime})
+    if "samplers" not in gltf:
+        gltf["samplers"] = [{"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}]
+    textures = gltf.setdefault("textures", [])
+    textures.append({"sampler": 0, "source": len(images) - 1})
+    pbr["baseColorTexture"] = {"index": len(textures) - 1}
+
+
+def assemble(gltf: dict, pk: _Packer) -> bytes:
+    """The GLB container: the JSON (with the packer's bufferViews, accessors and buffer) and the BIN chunk."""
+    gltf["bufferViews"] = pk.views
+    gltf["accessors"] = pk.accessors
+    binary = pk.binary()
+    gltf["buffers"] = [{"byteLength": len(binary)}]
+    js = json.dumps(gltf, separators=(",", ":")).encode()
+    js += b" " * ((-len(js)) % 4)
+    total = 12 + 8 + len(js) + 8 + len(binary)
+    return b"".join(
+        [
+            struct.pack("<III", GLB_MAGIC, GLB_VERSION, total),
+            struct.pack("<II", len(js), CHUNK_JSON),
+            js,
+            struct.pack("<II", len(binary), CHUNK_BIN),
+            binary,
+        ]
+    )
 
 
 def write_glb(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from face3d_live.errors import RecordError
+from face3d_live.errors import Face3DError, RecordError
 from face3d_live.record.config import RecordConfig
 from face3d_live.record.exporters import export
 from face3d_live.record.journal import FrameJournal, read_journal
@@ -37,7 +37,6 @@ def make_texture_accumulator(size: int, baker: str = "auto"):
     auto: gl when an EGL context can be made, else cpu. Baked at ≤ 1024² (``MAX_BAKE_SIZE``) and scaled
     to the output size on export: finer bakes of a video face only cost time.
     """
-    from face3d_live.errors import Face3DError
     from face3d_live.record.texture import CpuTextureBaker
 
     size = min(size, MAX_BAKE_SIZE)
@@ -84,11 +83,13 @@ class GlTextureAccumulator:
 
 
 class SequenceWriter:
-    """Records one face's performance to ``out`` in ``config.format`` (glb, obj, npz).
+    """Records a performance to ``out`` in ``config.format`` (glb, obj, npz, livelink-csv).
 
-    ``write`` takes the frame's faces (largest first, as ``Reconstructor.track`` returns them) and
-    follows one track: the first face's, switching to the largest face when that track is lost.
-    Pass the RGB ``image`` to bake a texture, or hand a finished texture to ``set_texture``.
+    ``write`` takes the frame's faces (largest first, as ``Reconstructor.track`` returns them) and journals
+    all of them. The single-face formats follow one track: the first face's, switching to the largest face
+    when that track is lost; ``rig="arkit"`` and livelink-csv write every track (faces without a track id,
+    as from still images, are told apart by their place in the frame). Pass the RGB ``image`` to bake a
+    texture (one per track with the rig), or hand a finished texture to ``set_texture``.
     Used as a context manager, an exception inside the block leaves the journal for ``--recover``.
     """
 
@@ -114,9 +115,9 @@ class SequenceWriter:
         )
         self._track = -2  # no track chosen yet
         self._texture: np.ndarray | None = None
-        self._baker = None
-        self._pose_views: dict[tuple[int, int], int] = {}
-        self._texture_dirty = False
+        self._bakers: dict[int | None, object] = {}  # None: the followed face; else one per track (rig)
+        self._pose_views: dict[tuple[int | None, int, int], int] = {}
+        self._dirty: set[int | None] = set()
         self._last_snapshot = 0.0
         self._state = "new"
 
@@ -129,6 +130,10 @@ class SequenceWriter:
             parent = self.out.resolve().parent
             if not parent.is_dir():
                 raise RecordError(f"cannot write {self.out}: folder {parent} does not exist")
+            if self.config.rig == "arkit":  # a missing or damaged rig asset fails now, not after the take
+                from face3d_live.avatar.rig import ArkitRig
+
+                ArkitRig.load()
             self._journal.open()
             self._last_snapshot = time.monotonic()
             self._state = "open"
@@ -140,24 +145,22 @@ class SequenceWriter:
         """Stream one frame to disk now; a frame without faces still counts for the timing."""
         if self._state != "open":
             raise RecordError("the recording is not open (call open() first or use it in a with block)")
-        face = self._pick(faces)
-        if face is None:
-            self._journal.append(frame_index, timestamp_s, None)
+        keys = [f.track_id if f.track_id >= 0 else -1 - i for i, f in enumerate(faces)]
+        primary = self._pick(faces, keys)
+        self._journal.append(frame_index, timestamp_s, faces, keys, primary)
+        if (
+            image is None
+            or not self.config.texture_size
+            or primary is None
+            or self.config.format == "livelink-csv"
+        ):
             return
-        p = face.pose
-        self._journal.append(
-            frame_index,
-            timestamp_s,
-            face.vertices,
-            face.landmarks68,
-            p.rotation,
-            p.translation,
-            p.scale,
-            face.score,
-            face.track_id,
-        )
-        if image is not None and self.config.texture_size and self._texture is None:
-            self._bake(image, face, frame_index)
+        if self.config.rig != "none":
+            for face, key in zip(faces, keys):
+                self._bake(image, face, key)
+        elif self._texture is None:
+            self._bake(image, faces[primary], None)
+        self._snapshot()
 
     def process(self, frame: Frame) -> Frame:
         """Pipeline stage form of ``write``: records ``frame.faces`` (and bakes from ``frame.image``)."""
@@ -189,11 +192,12 @@ class SequenceWriter:
         self._state = "closed"
         try:
             texture = self._current_texture()
-            if texture is not None and self._texture is None:
-                try:  # so that a failed export below can still be recovered with the final texture
-                    self._journal.save_texture(texture)
-                except RecordError as exc:
-                    log.warning("%s", exc)
+            try:  # so that a failed export below can still be recovered with the final textures
+                for key, baker in self._bakers.items():
+                    if baker.updates and (key is not None or self._texture is None):
+                        self._journal.save_texture(baker.texture(), key)
+            except RecordError as exc:
+                log.warning("%s", exc)
         finally:
             self._close_baker()
             self._journal.close()
@@ -204,7 +208,7 @@ class SequenceWriter:
             raise RecordError(f"no face found in any of the {len(rec)} frames; nothing written to {self.out}")
         try:
             self.summary = export(rec, texture, self.out, self.config)
-        except RecordError as exc:  # the frames are safe in the journal: say how to get them back
+        except Face3DError as exc:  # the frames are safe in the journal: say how to get them back
             raise RecordError(
                 f"{exc}; the {len(rec)} recorded frames are kept in {self.journal_dir} "
                 f"(face3d-live record --recover {self.journal_dir} --out FILE)"
@@ -234,51 +238,58 @@ class SequenceWriter:
             self.abort()
 
     # ---- internals --------------------------------------------------------------------------------
-    def _pick(self, faces: Sequence[Face]) -> Face | None:
+    def _pick(self, faces: Sequence[Face], keys: Sequence[int]) -> int | None:
+        """Index of the face the single-face formats follow (None without faces)."""
         if not faces:
             return None
-        for f in faces:
-            if f.track_id == self._track:
-                return f
-        self._track = faces[0].track_id
-        return faces[0]
+        if self._track in keys:
+            return keys.index(self._track)
+        self._track = keys[0]
+        return 0
 
-    def _bake(self, image: np.ndarray, face: Face, frame_index: int) -> None:
+    def _bake(self, image: np.ndarray, face: Face, key: int | None) -> None:
+        """Bake this frame into ``key``'s texture (None: the followed face's) when it adds a view."""
         cfg = self.config
-        if self._baker is None:
-            self._baker = make_texture_accumulator(cfg.texture_size, cfg.texture_baker)
-        if (self._journal.frames - 1) % cfg.texture_every == 0 and self._new_view(face):
-            self._baker.update(image, face)
-            self._texture_dirty = True
-        now = time.monotonic()
-        if self._texture_dirty and now - self._last_snapshot >= cfg.snapshot_every_s:
-            self._journal.save_texture(self._baker.texture())
-            self._last_snapshot, self._texture_dirty = now, False
+        if (self._journal.frames - 1) % cfg.texture_every or not self._new_view(face, key):
+            return
+        baker = self._bakers.get(key)
+        if baker is None:
+            baker = self._bakers[key] = make_texture_accumulator(cfg.texture_size, cfg.texture_baker)
+        baker.update(image, face)
+        self._dirty.add(key)
 
-    def _new_view(self, face: Face) -> bool:
+    def _snapshot(self) -> None:
+        now = time.monotonic()
+        if self._dirty and now - self._last_snapshot >= self.config.snapshot_every_s:
+            for key in self._dirty:
+                self._journal.save_texture(self._bakers[key].texture(), key)
+            self._last_snapshot = now
+            self._dirty.clear()
+
+    def _new_view(self, face: Face, key: int | None) -> bool:
         """Bake at most ``texture_views_per_pose`` frames per head-pose bin: more views of one pose
         only cost time (and blur the average), new poses fill in what earlier ones could not see."""
         limit = self.config.texture_views_per_pose
         if not limit:
             return True
         yaw, pitch, _ = face.pose.euler_degrees()
-        key = (round(yaw / POSE_BIN_DEG), round(pitch / POSE_BIN_DEG))
-        seen = self._pose_views.get(key, 0)
+        bin_key = (key, round(yaw / POSE_BIN_DEG), round(pitch / POSE_BIN_DEG))
+        seen = self._pose_views.get(bin_key, 0)
         if seen >= limit:
             return False
-        self._pose_views[key] = seen + 1
+        self._pose_views[bin_key] = seen + 1
         return True
 
     def _close_baker(self) -> None:
-        if self._baker is not None:
-            self._baker.close()
+        for baker in self._bakers.values():
+            baker.close()
 
     def _current_texture(self) -> np.ndarray | None:
+        """The followed face's texture: given, or baked (with the rig: the first track's)."""
         if self._texture is not None:
             return self._texture
-        if self._baker is not None and self._baker.updates:
-            return self._baker.texture()
-        return None
+        baked = [b for b in self._bakers.values() if b.updates]
+        return baked[0].texture() if baked else None
 
 
 def open_writer(out: Path | str, config: RecordConfig = RecordConfig(), **kwargs) -> SequenceWriter:

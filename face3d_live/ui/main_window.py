@@ -1,9 +1,12 @@
-"""The main window: camera view + HUD, live 3D face, controls, alerts panel.
+"""The main window: camera view + HUD, the live 3D face or the avatar (tabs), controls, avatar output,
+alerts panel.
 
 The pipeline runs on its own threads (pipeline/live.py); its worker signals "result ready" through a
-queued Qt signal, the window takes the newest result, paints both views and, when the frame has been
-composited (``FaceGLView.shown``), records its end-to-end latency in the monitor. A 4 Hz timer
-refreshes the HUD, evaluates the alerts and reads the GPU state. Closing stops everything within ~1 s.
+queued Qt signal, the window takes the newest result, paints the views and, when the frame has been
+composited (``shown`` of the 3D or avatar view, whichever is on screen), records its end-to-end latency
+in the monitor. The worker also runs ``WorkerSide`` after each frame: queued calibration changes, the
+stream sends, the mesh overlay. A 4 Hz timer refreshes the HUD, evaluates the alerts, reads the GPU
+state and the output status. Closing stops everything within ~1 s.
 """
 
 from __future__ import annotations
@@ -23,27 +26,33 @@ from PyQt6.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QListWidget,
     QListWidgetItem,
     QMainWindow,
     QPushButton,
     QSplitter,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from face3d_live.errors import CaptureError, Face3DError
+from face3d_live.expression.arkit import ARKIT_INDEX
 from face3d_live.monitor.alerts import CRITICAL, Alert, AlertEngine
 from face3d_live.monitor.gpu import GpuMonitor
 from face3d_live.monitor.stats import FrameRecord, RollingStats
 from face3d_live.pipeline.channels import Closed
 from face3d_live.pipeline.live import LiveConfig, LivePipeline, LiveResult, PipelineEvent
+from face3d_live.ui.avatar_view import AvatarGLView
+from face3d_live.ui.bars import BlendshapeBars, scrollable
 from face3d_live.ui.config import BACKEND_CHOICES, AppConfig
 from face3d_live.ui.hud import hud_lines
-from face3d_live.ui.overlay import annotate
+from face3d_live.ui.output_panel import OutputPanel
 from face3d_live.ui.scene import TEXTURE_SIZES
 from face3d_live.ui.views import CameraView, FaceGLView
+from face3d_live.ui.worker_side import WorkerDisplay, WorkerSide
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +108,13 @@ class MainWindow(QMainWindow):
         self._record_t0_ns = 0
         self._alert_items: dict[int, QListWidgetItem] = {}
         self._closing = False
+        self.worker_side = WorkerSide(lambda: self.camera_view.options)
         self._build()
         self._timer = QTimer(self)
         self._timer.timeout.connect(self._tick)
         self._timer.start(TICK_MS)
         self.start_source(config.source, initial=True)
+        self.outputs.start()
 
     # ---- layout -------------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -112,11 +123,26 @@ class MainWindow(QMainWindow):
         self.banner.setVisible(False)
         self.camera_view = CameraView()
         self.gl_view = FaceGLView(self.config.scene)
+        self.avatar_view = AvatarGLView()
+        self.bars = BlendshapeBars()
+        self.bars.gain_requested.connect(self._ask_gain)
         self.camera_view.painted.connect(self._on_camera_painted)
         self.gl_view.shown.connect(self._on_shown)
+        self.avatar_view.shown.connect(self._on_shown)
+        avatar_page = QWidget()
+        avatar_row = QHBoxLayout(avatar_page)
+        avatar_row.setContentsMargins(0, 0, 0, 0)
+        avatar_row.setSpacing(4)
+        avatar_row.addWidget(self.avatar_view, 1)
+        self.bars_area = scrollable(self.bars)
+        avatar_row.addWidget(self.bars_area)
+        self.view_tabs = QTabWidget()
+        self.view_tabs.addTab(self.gl_view, "3D face")
+        self.view_tabs.addTab(avatar_page, "Avatar")
+        self.view_tabs.setCurrentIndex(1 if self.config.view == "avatar" else 0)
         views = QSplitter(Qt.Orientation.Horizontal)
         views.addWidget(self.camera_view)
-        views.addWidget(self.gl_view)
+        views.addWidget(self.view_tabs)
         views.setStretchFactor(0, 3)
         views.setStretchFactor(1, 2)
 
@@ -125,6 +151,14 @@ class MainWindow(QMainWindow):
         col = QVBoxLayout(side)
         col.setContentsMargins(6, 0, 0, 0)
         col.addWidget(self._build_controls())
+        self.outputs = OutputPanel(
+            self.worker_side, self.config.output, lambda: self.pipeline.source_fps if self.pipeline else 30.0
+        )
+        self.outputs.message.connect(
+            lambda text, error: self.show_message(text, error) if text else self.clear_message()
+        )
+        self.outputs.vcam_changed.connect(self._vcam_changed)
+        col.addWidget(self.outputs)
         alerts_box = QGroupBox("Alerts")
         alerts_layout = QVBoxLayout(alerts_box)
         self.alert_list = QListWidget()
@@ -148,6 +182,9 @@ class MainWindow(QMainWindow):
             ("Ctrl+R", self.record_button.toggle),
             ("Ctrl+Q", self.close),
             ("Home", self._reset_view),
+            ("Ctrl+1", lambda: self.set_view("3d")),
+            ("Ctrl+2", lambda: self.set_view("avatar")),
+            ("Ctrl+N", lambda: self.outputs.capture_neutral()),
         ):
             QShortcut(QKeySequence(keys), self, activated=slot)
 
@@ -238,7 +275,7 @@ class MainWindow(QMainWindow):
             LiveConfig(pace_fps=self.config.pace_fps),
             on_result=lambda: self._bridge.result.emit(pipeline),
             on_event=lambda e: self._bridge.event.emit(pipeline, e),
-            prepare=lambda frame: annotate(frame.image, frame.faces, self.camera_view.options),
+            prepare=lambda frame: self.worker_side.process(frame, pipeline.reconstructor),
         )
         try:
             pipeline.start()
@@ -311,6 +348,32 @@ class MainWindow(QMainWindow):
         self.gl_view.reset_view()
         self.gl_view.reset_texture()
 
+    # ---- avatar -------------------------------------------------------------------------------------
+    @property
+    def view(self) -> str:
+        """The right-hand pane: "3d" or "avatar"."""
+        return "avatar" if self.view_tabs.currentIndex() == 1 else "3d"
+
+    def set_view(self, view: str) -> None:
+        self.view_tabs.setCurrentIndex(1 if view == "avatar" else 0)
+
+    def _display_view(self):
+        """The GL view on screen when it can draw, else None (the camera view then marks frames shown)."""
+        view = self.avatar_view if self.view == "avatar" else self.gl_view
+        ready = view.renderer is not None if view is self.avatar_view else view.scene is not None
+        return view if ready and not view.failed else None
+
+    def _ask_gain(self, name: str) -> None:
+        cal = self.outputs.calibration
+        current = float(cal.gains[ARKIT_INDEX[name]]) if cal is not None else 1.0
+        gain, ok = QInputDialog.getDouble(self, "Blendshape gain", f"gain for {name}", current, 0.0, 5.0, 2)
+        if ok:
+            self.outputs.set_gain(name, gain)
+
+    def _vcam_changed(self, sink) -> None:
+        """The shown view also renders each frame for the virtual camera (both get it: only one paints)."""
+        self.gl_view.sink = self.avatar_view.sink = sink
+
     # ---- frames -------------------------------------------------------------------------------------
     def _on_result(self, pipeline: LivePipeline) -> None:
         if pipeline is not self.pipeline or self._closing:
@@ -325,13 +388,20 @@ class MainWindow(QMainWindow):
         seq = self._seq
         self._inflight = {s: r for s, r in self._inflight.items() if s > seq - 8}
         self._inflight[seq] = result
-        self.gl_view.show_frame(result.frame, seq)  # first: its GL work overlaps the camera view's painting
-        self.camera_view.set_frame(result.frame, seq, result.display)
+        frame = result.frame
+        display = result.display if isinstance(result.display, WorkerDisplay) else None
+        self.gl_view.show_frame(frame, seq)  # first: its GL work overlaps the camera view's painting
+        self.avatar_view.show_frame(frame, seq)
+        self.camera_view.set_frame(frame, seq, display.image if display is not None else None)
+        self.bars.set_values(frame.faces[0].blendshapes if frame.faces else None)
+        if display is not None and display.calibration is not None:
+            self.outputs.on_calibration(display.calibration)
+            self.bars.set_gains(display.calibration.gains)
         if self._writer is not None:
             self._record(result)
 
     def _on_camera_painted(self, seq: int) -> None:
-        if self.gl_view.failed or self.gl_view.scene is None:  # no GL: the camera view is the display
+        if self._display_view() is None:  # no GL: the camera view is the display
             self._on_shown(seq)
 
     def _on_shown(self, seq: int) -> None:
@@ -341,7 +411,10 @@ class MainWindow(QMainWindow):
         now = time.perf_counter_ns()
         frame = result.frame
         stages = dict(frame.timings_ns)
-        stages.update(self.gl_view.scene.timings_ns if self.gl_view.scene else {})
+        if self.view == "avatar":
+            stages.update(self.avatar_view.timings_ns)
+        else:
+            stages.update(self.gl_view.scene.timings_ns if self.gl_view.scene else {})
         stages["overlay"] = self.camera_view.annotate_ns + self.camera_view.paint_ns
         stages["display"] = now - result.t_ready_ns
         e2e = now - frame.t_capture_ns
@@ -393,6 +466,7 @@ class MainWindow(QMainWindow):
         if self._writer is not None:
             lines.append(f"● recording {self._writer.frames} frames")
         self.camera_view.set_hud(lines, warn=bool(self.alerts.active()))
+        self.outputs.refresh()
 
     def hud_text(self) -> str:
         """The HUD as shown now, one line per row."""
@@ -494,14 +568,21 @@ class MainWindow(QMainWindow):
             self.show_message(message, error=True)
 
     def snapshot(self, path: Path | str | None = None) -> Path | None:
-        """Save both views side by side as one PNG; returns the path (None on failure, with a message)."""
-        cam = self.camera_view.grab().toImage()
-        gl = self.gl_view.grabFramebuffer()
-        out = QImage(cam.width() + gl.width(), max(cam.height(), gl.height()), QImage.Format.Format_RGB32)
+        """Save the camera view and the shown 3D / avatar view (with its bars) side by side as one PNG;
+        returns the path (None on failure, with a message)."""
+        parts = [self.camera_view.grab().toImage()]
+        if self.view == "avatar":
+            parts += [self.avatar_view.grabFramebuffer(), self.bars_area.grab().toImage()]
+        else:
+            parts.append(self.gl_view.grabFramebuffer())
+        width, height = sum(p.width() for p in parts), max(p.height() for p in parts)
+        out = QImage(width, height, QImage.Format.Format_RGB32)
         out.fill(QColor(16, 16, 20))
         painter = QPainter(out)
-        painter.drawImage(0, 0, cam)
-        painter.drawImage(cam.width(), 0, gl)
+        x = 0
+        for part in parts:
+            painter.drawImage(x, 0, part)
+            x += part.width()
         painter.end()
         if path is None:
             path = self.config.snapshot_dir / f"snapshot_{time.strftime('%Y%m%d_%H%M%S')}.png"
@@ -522,10 +603,12 @@ class MainWindow(QMainWindow):
         t0 = time.perf_counter()
         self._closing = True
         self._timer.stop()
+        self.outputs.close_outputs()
         if self.pipeline is not None:
             self.pipeline.stop()
         self._stop_recording()
         self.gl_view.release_gl()
+        self.avatar_view.release_gl()
         self.gpu.close()
         self.shutdown_s = time.perf_counter() - t0
         log.info("closed in %.2f s", self.shutdown_s)

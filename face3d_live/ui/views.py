@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
+from typing import Protocol
 
 import numpy as np
 from PyQt6.QtCore import QPointF, QRectF, Qt, pyqtSignal
@@ -18,6 +19,39 @@ from face3d_live.ui.overlay import OverlayOptions, annotate, frame_qimage, paint
 from face3d_live.ui.scene import DEFAULT_DISTANCE, FaceScene, SceneConfig
 
 log = logging.getLogger(__name__)
+
+
+class FrameSink(Protocol):
+    """Where a GL view sends an extra render of each painted frame (the virtual camera)."""
+
+    size: tuple[int, int]
+
+    def process(self, rgb: np.ndarray) -> None: ...
+
+
+class SinkTarget:
+    """An offscreen target of the sink's size, made and freed on the GL thread with the context current:
+    a view renders its frame a second time into it, so the sink gets its own size and aspect (not the
+    widget's) and the on-screen framebuffer is never read back."""
+
+    def __init__(self) -> None:
+        self._target = None
+
+    def fbo(self, ctx, size: tuple[int, int]):
+        from face3d_live.render import OffscreenTarget
+
+        if self._target is None or self._target.size != tuple(size):
+            self.close()
+            self._target = OffscreenTarget(ctx, size)
+        return self._target.fbo
+
+    def read_rgb(self) -> np.ndarray:
+        return np.ascontiguousarray(self._target.read()[..., :3])
+
+    def close(self) -> None:
+        if self._target is not None:
+            self._target.close()
+            self._target = None
 
 
 class CameraView(QWidget):
@@ -91,6 +125,7 @@ class FaceGLView(QOpenGLWidget):
     Drag: orbit; wheel: zoom; double-click: front view. ``shown(seq)`` is emitted once the frame
     painted for result ``seq`` has been composited to the window (``frameSwapped``). ``failed`` holds
     the reason when no OpenGL 3.3 context could be made (the view then says so and stays empty).
+    ``sink``: while set, each painted frame is also rendered at ``sink.size`` and handed to it.
     """
 
     shown = pyqtSignal(int)
@@ -103,6 +138,8 @@ class FaceGLView(QOpenGLWidget):
         self.scene: FaceScene | None = None
         self.ctx = None
         self.failed: str | None = None
+        self.sink: FrameSink | None = None
+        self._sink_target = SinkTarget()
         self._pending_seq = -1
         self._painted_seq = -1
         self._drag: QPointF | None = None
@@ -179,6 +216,11 @@ class FaceGLView(QOpenGLWidget):
         fbo = self.ctx.detect_framebuffer(self.defaultFramebufferObject())
         try:
             self.scene.draw(fbo)
+            sink = self.sink
+            if sink is not None:
+                self.scene.renderer.render(self._sink_target.fbo(self.ctx, sink.size), self.scene.camera)
+                sink.process(self._sink_target.read_rgb())
+                fbo.use()
         except Exception as exc:  # a GL error must not take the window down; say it once
             if self.failed is None:
                 self.failed = f"3D view error: {exc}"
@@ -200,6 +242,7 @@ class FaceGLView(QOpenGLWidget):
             return
         self.makeCurrent()
         try:
+            self._sink_target.close()
             self.scene.close()
         finally:
             self.scene = None
