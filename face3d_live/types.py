@@ -20,7 +20,7 @@ class Pose:
     scale: float
 
     def euler_degrees(self) -> tuple[float, float, float]:
-        """(yaw, pitch, roll) in degrees; yaw > 0 when the face turns to the image's right."""
+        """(yaw, pitch, roll) in degrees; yaw > 0 when the nose turns towards the image's left (the subject's right)."""
         r = self.rotation
         yaw = np.degrees(np.arcsin(-np.clip(r[2, 0], -1.0, 1.0)))
         pitch = np.degrees(np.arctan2(r[2, 1], r[2, 2]))
