@@ -42,9 +42,19 @@ if [ "$DEV" = 0 ]; then
   exit 0
 fi
 # CPU torch first, from PyTorch's CPU index: a bare `torch` requirement would pull a multi-GB CUDA build.
-python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0" \
-  --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple
-EXTRAS="torch,dev"
+# 2.13.0 is what the project is tested with; a Python it has no wheel for gets the index's newest CPU build.
+# Where that index cannot be reached (a machine with its own wheel mirror, like this project's CI), the
+# configured index is asked for the same version.
+CPU_INDEX=(--index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple)
+reachable() { python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)" "$1" 2>/dev/null; }
+if ! python -c "import torch" 2>/dev/null; then
+  if reachable https://download.pytorch.org/whl/cpu/; then
+    python -m pip install -q "torch==2.13.0" "${CPU_INDEX[@]}" || python -m pip install -q torch "${CPU_INDEX[@]}"
+  else
+    python -m pip install -q "torch==2.13.0"
+  fi
+fi
+EXTRAS="torch,dev,ray"
 # mediapipe 0.10.21 (the teachers) has wheels for CPython <= 3.12 only: tests that need it skip elsewhere
 python -c "import sys; sys.exit(sys.version_info >= (3, 13))" && EXTRAS="$EXTRAS,teacher"
 python -m pip install -q -e ".[$EXTRAS]"
