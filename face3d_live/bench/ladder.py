@@ -526,8 +526,8 @@ def quality(
 ) -> dict:
     """Per rung: NME, ΔNME, vertex distance and render SSIM against the original (held-out AFLW); with
     ``references`` also the original on perturbed inputs, and the rung files in ``extra``."""
+    from face3d_live.training.metrics import point_nme
     from face3d_live.training.points21 import aflw_points, load_mapping
-    from face3d_live.training.train import point_nme
 
     samples = held_out_aflw(n_images)
     if not samples:

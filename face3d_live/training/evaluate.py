@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from face3d_live.training.train import YAW_BINS, point_nme
+from face3d_live.training.metrics import YAW_BINS, point_nme
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def by_bin(err: np.ndarray, yaw: np.ndarray) -> dict:
 def v2_measures(run: ModelRun, labels: dict[str, np.ndarray], yaw: np.ndarray) -> dict:
     """68-point NME vs the 3D labels, iris error and blendshape agreement vs the Face Landmarker teacher."""
     from face3d_live.training.blendshapes import evaluate as blend_agreement
-    from face3d_live.training.train import nme68
+    from face3d_live.training.metrics import nme68
 
     out: dict = {"nme68": by_bin(np.minimum(nme68(run.lm68, labels["lm68"]), 1.0), yaw)}
     t = labels["points478"]

@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,11 +35,10 @@ from face3d_live.models.layout import NUM_LM68, NUM_POINTS, NUM_VERTICES, split_
 from face3d_live.models.r50 import INPUT_SIZE, FaceR50
 from face3d_live.training.augment import AugmentConfig, Batch, make_batch
 from face3d_live.training.dataset import TrainData, box_crops, mesh_crops
+from face3d_live.training.metrics import YAW_BINS, nme68, nme_report, point_nme  # noqa: F401 (re-exported)
 from face3d_live.training.points21 import AFLW_MIRROR, aflw_points
 
 log = logging.getLogger(__name__)
-
-YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
 
 
 @dataclass(frozen=True)
@@ -74,20 +72,6 @@ def teacher_weights(data: TrainData, W: np.ndarray) -> np.ndarray:
     err = point_nme(pred, data.points)
     agree = np.where(np.isnan(err), 1.0, np.clip((0.12 - np.nan_to_num(err)) / 0.06, 0.0, 1.0))
     return (w * agree).astype(np.float32)
-
-
-def point_nme(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """(N, 21, 2) each → (N,) mean point error / sqrt(w·h) of the annotated points' box; NaN if < 2 points."""
-    valid = ~np.isnan(gt[..., 0])
-    g = np.where(valid[..., None], gt, np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        wh = np.nanmax(g, 1) - np.nanmin(g, 1)
-        norm = np.sqrt(wh[:, 0] * wh[:, 1])
-        d = np.linalg.norm(pred - np.nan_to_num(gt), axis=-1)
-        err = (d * valid).sum(1) / np.maximum(valid.sum(1), 1) / norm
-    err[valid.sum(1) < 2] = np.nan
-    return err
 
 
 def init_model(model: FaceR50, mean_points: np.ndarray) -> None:
@@ -140,15 +124,6 @@ def init_from_trained(model: torch.nn.Module, path: Path, blend: np.ndarray) -> 
         model.head.weight[:-1] = torch.einsum("kv,vdc->kdc", B, wv).reshape(-1, w.shape[1])
         model.head.bias[:-1] = (B @ bv).reshape(-1)
         model.head.weight[-1], model.head.bias[-1] = w[-1], b[-1]
-
-
-def nme68(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """(N, 68, 2|3) each → (N,) AFLW2000-3D NME: mean 2D point error / sqrt(w·h) of the label's box; NaN where
-    the label is missing."""
-    g = gt[..., :2]
-    wh = g.max(1) - g.min(1)
-    norm = np.sqrt(np.maximum(wh[:, 0] * wh[:, 1], 1e-9))
-    return np.linalg.norm(pred[..., :2] - g, axis=-1).mean(1) / norm
 
 
 class Trainer:
@@ -496,26 +471,6 @@ class Trainer:
                 rep = nme_report(nme68(pred[has], gt[has]), yaw[has])
                 report[key] = {k: rep[k] for k in ("nme_0_30", "nme_30_60", "nme_60_90", "nme_mean")}
         return report
-
-
-def nme_report(err: np.ndarray, yaw: np.ndarray) -> dict:
-    """NME (%) per |yaw| bin, their mean, failure rate (NME > 10 %, a missing face counts as one)."""
-    out: dict = {}
-    bins = []
-    for lo, hi in YAW_BINS:
-        m = (yaw > lo) & (yaw <= hi) if lo > 0 else (yaw >= lo) & (yaw <= hi)
-        e = err[m]
-        e = e[~np.isnan(e)]
-        out[f"nme_{int(lo)}_{int(hi)}"] = (
-            round(100 * float(np.mean(np.minimum(e, 1.0))), 3) if len(e) else None
-        )
-        bins.append(out[f"nme_{int(lo)}_{int(hi)}"] or 0.0)
-        out[f"n_{int(lo)}_{int(hi)}"] = int(len(e))
-    out["nme_mean"] = round(float(np.mean(bins)), 3)
-    e = err[~np.isnan(err)]
-    out["nme_all"] = round(100 * float(np.mean(np.minimum(e, 1.0))), 3)
-    out["failure_rate"] = round(float(np.mean(e > 0.10)), 4)
-    return out
 
 
 def export_fp16(model: torch.nn.Module, path: Path, metadata: dict | None = None) -> Path:
