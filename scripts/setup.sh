@@ -60,5 +60,7 @@ python -c "import sys; sys.exit(sys.version_info >= (3, 13))" && EXTRAS="$EXTRAS
 python -m pip install -q -e ".[$EXTRAS]"
 # TensorRT-RTX builds engines on the CPU; its wheels may lag a new CPython: the engine tests skip without it
 python -m pip install -q -e ".[trt]" || echo "note: TensorRT-RTX not installed for this Python; engine tests skip"
+# pyvirtualcam: the app's virtual camera (its tests check the "no backend" path without a v4l2loopback device)
+python -m pip install -q -e ".[vcam]" || echo "note: pyvirtualcam not installed for this Python; its tests skip"
 if command -v npm >/dev/null 2>&1 && [ -f package.json ]; then npm install --silent --no-audit --no-fund; fi
-echo "face3d_live set up in .venv with the developer extras ($EXTRAS,trt)"
+echo "face3d_live set up in .venv with the developer extras ($EXTRAS,trt,vcam)"

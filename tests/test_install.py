@@ -104,7 +104,16 @@ def test_plain_install_on_python_313_runs_without_torch(tmp_path, video_path):
     assert summary["model"] == "r50-int8" and summary["frames_with_face"] >= 28, summary
     shot = tmp_path / "app.png"  # the app too, in a real (offscreen) Qt window, with the default CPU model
     app = subprocess.run(
-        [str(bin_ / "face3d-live"), "app", "--source", str(clip), "--frames", "15", "--screenshot", str(shot)],
+        [
+            str(bin_ / "face3d-live"),
+            "app",
+            "--source",
+            str(clip),
+            "--frames",
+            "15",
+            "--screenshot",
+            str(shot),
+        ],
         capture_output=True,
         text=True,
         timeout=600,

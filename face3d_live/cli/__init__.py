@@ -14,6 +14,7 @@ import sys
 
 from face3d_live import __version__
 from face3d_live.errors import Face3DError, missing_extra
+from face3d_live.threads import limit_blas_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    limit_blas_threads()  # the CLI owns the process: one BLAS thread (face3d_live/threads.py says why)
     try:
         return int(args.func(args) or 0)
     except Face3DError as exc:

@@ -1,0 +1,88 @@
+"""`face3d-live serve [--port 8000] [--ray ADDRESS]`: the HTTP + JSON service on Ray Serve.
+
+POST /v1/reconstruct (a JPEG/PNG body) → faces as JSON; POST /v1/avatar → a textured GLB of the largest face;
+GET /healthz, GET /metrics (Prometheus), GET /docs (OpenAPI). Without --ray a local Ray instance starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+
+from face3d_live.cli.options import add_model_options
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="HTTP service on Ray Serve: POST a photo, get 3D faces as JSON or a textured GLB head",
+        description="Requests from all clients are batched into the model's executor (@serve.batch); HTTP "
+        "replicas autoscale; overload gets 503 with Retry-After. Needs the ray extra: "
+        "pip install 'face3d-live[ray]'.",
+    )
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all interfaces)")
+    p.add_argument(
+        "--ray", default="auto", metavar="ADDRESS", help="Ray cluster address (default: a local instance)"
+    )
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("FACE3D_API_KEY"),
+        help="require this key (Authorization: Bearer KEY or X-API-Key); default $FACE3D_API_KEY, none if unset",
+    )
+    p.add_argument("--max-body-mb", type=float, default=10.0, help="largest upload, MB (default 10)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image, pixels (default 40 M)")
+    p.add_argument("--max-batch", type=int, default=32, help="crops per model batch (default 32)")
+    p.add_argument("--batch-wait-ms", type=float, default=2.0, help="batch gathering window, ms (default 2)")
+    p.add_argument(
+        "--max-replicas", type=int, default=None, help="HTTP replicas at most (default: one per CPU)"
+    )
+    p.add_argument("--max-queued", type=int, default=256, help="requests queued per caller before 503 (256)")
+    p.add_argument(
+        "--haproxy",
+        action="store_true",
+        help="route HTTP with Serve's HAProxy ingress instead of its Python proxy (experimental in Ray; a "
+        "local instance only, or set RAY_SERVE_ENABLE_HA_PROXY=1 where the cluster starts)",
+    )
+    add_model_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from face3d_live.scale.cluster import ray_session, require_serve
+    from face3d_live.scale.config import ModelOptions, ServeConfig
+
+    config = ServeConfig(
+        host=args.host,
+        port=args.port,
+        model=ModelOptions.from_args(args),
+        api_key=args.api_key or None,
+        max_body_bytes=int(args.max_body_mb * 2**20),
+        max_pixels=args.max_pixels,
+        max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
+        ingress_max_replicas=args.max_replicas,
+        max_queued=args.max_queued,
+    )
+    require_serve()
+    if args.haproxy:
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"  # read by the Serve controller a local Ray starts
+    with ray_session(args.ray, args.num_cpus):
+        from face3d_live.scale.serve_app import start_service, stop_service
+
+        stop = threading.Event()
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())  # docker stop, systemd, kill
+        url = start_service(config)
+        print(f"serving on {url} (docs {url}/docs, metrics {url}/metrics); Ctrl-C stops")
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            print("stopping")
+            stop_service()
+            signal.signal(signal.SIGTERM, previous)
+    return 0

@@ -1,0 +1,162 @@
+"""The Ray actors of a library job.
+
+- ``ModelActor``: owns one face model (one per GPU), batches the crops of every worker's concurrent calls
+  into the multi-stream executor (``AsyncBatcher`` over ``ModelRunner``).
+- ``InputWorker``: runs tasks (a video, a chunk, a batch of photos) one at a time: decode, detect, crop,
+  decode the model's output, smooth, write. It owns its model (a CPU actor on a machine without a GPU)
+  or calls a model actor through ``RemoteModel``.
+- ``ProgressActor``: frames written per task, for the driver's progress bar (which waits on it; nothing
+  polls).
+
+Workers and model actors restart when their process dies and Ray retries the call that was running
+(``max_restarts`` / ``max_task_retries``); tasks are idempotent (work.py), so a retry rewrites the same files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+
+import ray
+
+from face3d_live.scale.config import BatchConfig
+from face3d_live.scale.work import PhotoTask, TaskResult, VideoTask, run_photo_task, run_video_task
+
+log = logging.getLogger(__name__)
+
+RESTARTS = 4  # process deaths an actor survives (and retries of the call it was running)
+
+
+@ray.remote(max_restarts=RESTARTS, max_task_retries=RESTARTS)
+class ModelActor:
+    def __init__(
+        self, model: str, backend: str, max_batch: int, batch_wait_s: float, streams: int, log_level: int
+    ) -> None:
+        logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+        from face3d_live.models.registry import create_model
+        from face3d_live.scale.model_runner import AsyncBatcher, ModelRunner
+
+        self.runner = ModelRunner(create_model(model, backend), streams=streams, max_batch=max_batch)
+        self.stats = {"batches": 0, "requests": 0, "crops": 0, "max_requests": 0}
+        self.batcher = AsyncBatcher(
+            self.runner,
+            max_batch=max_batch,
+            wait_s=batch_wait_s,
+            max_in_flight=streams,
+            on_batch=self._observe,
+        )
+
+    def _observe(self, requests: int, crops: int, seconds: float) -> None:
+        s = self.stats
+        s["batches"] += 1
+        s["requests"] += requests
+        s["crops"] += crops
+        s["max_requests"] = max(s["max_requests"], requests)
+
+    async def predict(self, crops):
+        return await self.batcher.predict(crops)
+
+    async def info(self) -> dict:
+        return {
+            "name": self.runner.name,
+            "input_size": self.runner.input_size,
+            "label": self.runner.label,
+            "pid": os.getpid(),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+        }
+
+    async def batch_stats(self) -> dict:
+        return dict(self.stats)
+
+
+class RemoteModel:
+    """The FaceModel protocol over a ModelActor: ``predict`` blocks this worker until its crops come back
+    (batched with other workers' crops). ``close`` leaves the actor to its owner."""
+
+    def __init__(self, actor, info: dict) -> None:
+        self.actor = actor
+        self.name = info["name"]
+        self.input_size = int(info["input_size"])
+
+    def predict(self, crops):
+        return ray.get(self.actor.predict.remote(crops))
+
+    def close(self) -> None:
+        """The driver owns the model actor."""
+
+
+@ray.remote(num_cpus=0)
+class ProgressActor:
+    """Frames written per task (the latest count a task reported: a retried task starts again at 0)."""
+
+    def __init__(self) -> None:
+        self.frames: dict[str, int] = {}
+        self.pids: dict[str, int] = {}
+        self.version = 0
+        self._changed = asyncio.Event()
+
+    async def report(self, task_id: str, frames: int, pid: int) -> None:
+        self.frames[task_id] = frames
+        self.pids[task_id] = pid
+        self.version += 1
+        self._changed.set()
+
+    async def finished(self, task_id: str) -> None:
+        self.pids.pop(task_id, None)
+
+    async def wait(self, version: int, timeout_s: float) -> dict:
+        """The totals once they differ from ``version`` (or after ``timeout_s``)."""
+        if self.version == version:
+            self._changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout_s)
+        return {"version": self.version, "frames": sum(self.frames.values()), "pids": dict(self.pids)}
+
+
+@ray.remote(max_restarts=RESTARTS, max_task_retries=RESTARTS)
+class InputWorker:
+    """``model_actor`` / ``progress``: names of the job's actors (looked up here, so that a restarted worker
+    finds them again: Ray cannot always restore handles passed to a constructor)."""
+
+    def __init__(
+        self,
+        config: BatchConfig,
+        model: str,
+        model_actor: str | None = None,
+        progress: str | None = None,
+        log_level: int = logging.WARNING,
+    ) -> None:
+        logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+        self.config = config
+        self.progress = ray.get_actor(progress) if progress else None
+        self._owned = None
+        if model_actor is not None:
+            actor = ray.get_actor(model_actor)
+            self.model = RemoteModel(actor, ray.get(actor.info.remote()))
+        else:
+            from face3d_live.models.registry import create_model
+
+            self.model = self._owned = create_model(model, config.model.backend)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, task: VideoTask | PhotoTask) -> TaskResult:
+        report = self._report if self.progress is not None else None
+        if isinstance(task, VideoTask):
+            result = run_video_task(task, self.model, self.config, report)
+        else:
+            result = run_photo_task(task, self.model, self.config, report)
+        if self.progress is not None:
+            self.progress.finished.remote(task.task_id)
+        return result
+
+    def _report(self, task_id: str, frames: int) -> None:
+        self.progress.report.remote(task_id, frames, os.getpid())  # fire and forget
+
+    def close(self) -> None:
+        if self._owned is not None:
+            self._owned.close()
+            self._owned = None

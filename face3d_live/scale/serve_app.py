@@ -1,0 +1,414 @@
+"""The Ray Serve service: ``face3d-live serve``.
+
+Three deployments:
+
+- ``Api`` (the HTTP ingress, FastAPI, autoscaled on CPUs): checks the request, decodes the image, runs the
+  facade (detect, crop, decode, expression) on a thread pool; the facade's model is a proxy that sends the
+  crops to the model deployment.
+- ``FaceModelServer`` (one replica per GPU, or one on the CPU): ``@serve.batch`` gathers the crops of every
+  replica's concurrent requests (batched by crop count) into the multi-stream executor (``ModelRunner``).
+- ``MetricsHub``: the Prometheus registry every replica reports to; ``GET /metrics`` renders it.
+
+Overload: each HTTP replica takes ``max_ongoing`` requests and every caller queues at most ``max_queued``;
+beyond that Serve answers 503 with ``Retry-After``. Nothing queues without bound.
+"""
+
+import asyncio
+import logging
+import queue
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+
+from face3d_live import __version__
+from face3d_live.scale.config import ServeConfig
+from face3d_live.scale.http_api import (
+    HttpError,
+    check_api_key,
+    check_content_type,
+    check_length,
+    decode_image,
+    encode_json,
+    error_body,
+    face_payload,
+    too_large,
+)
+from face3d_live.scale.metrics import FLUSH_S, MetricsBuffer
+
+log = logging.getLogger(__name__)
+
+_IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "the image itself (not a form): JPEG or PNG, as the Content-Type says",
+        "content": {
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+_ERRORS = {
+    400: {"description": "empty body, not a JPEG/PNG, or one that does not decode"},
+    401: {"description": "API key missing or wrong (when the service has one)"},
+    413: {"description": "body or image over the configured limit"},
+    415: {"description": "content type not image/jpeg or image/png"},
+    503: {"description": "overloaded: retry after the Retry-After header's seconds"},
+}
+_FACES_EXAMPLE = {
+    "faces": [
+        {
+            "bbox": [210.5, 80.2, 330.1, 230.7],
+            "score": 0.998,
+            "vertices": [[251.2, 120.4, -12.3], "… 468 [x, y, z] in image pixels"],
+            "landmarks68": [[215.0, 140.2, 3.1], "… 68 iBUG-68 points (3D convention)"],
+            "pose": {
+                "rotation": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+                "translation": [270.3, 155.0, 0.0],
+                "scale": 13.2,
+                "yaw_pitch_roll_deg": [4.1, -2.0, 0.5],
+            },
+            "blendshapes": {"eyeBlinkLeft": 0.02, "…": "52 ARKit names"},
+        }
+    ],
+    "model": "r50",
+    "image": {"width": 640, "height": 480},
+    "timing_ms": {"read": 1.2, "detect": 3.1, "crop": 0.3, "infer": 2.5, "total": 9.8},
+}
+
+api = FastAPI(
+    title="face3d-live",
+    version=__version__,
+    description="3D face reconstruction from photos: POST a JPEG or PNG, get every face's 468-vertex mesh, "
+    "68 landmarks, head pose and ARKit blendshapes (/v1/reconstruct), or a textured GLB of the largest face "
+    "(/v1/avatar). Send the image as the request body with its Content-Type. With an API key configured, "
+    "add 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.",
+)
+
+
+class _HandleModel:
+    """The FaceModel protocol for the facade inside an HTTP replica: ``predict`` (called on a pool thread)
+    runs the model deployment call on the replica's event loop and waits for it."""
+
+    def __init__(self, handle, loop: asyncio.AbstractEventLoop, info: dict) -> None:
+        self.handle, self.loop = handle, loop
+        self.name = info["name"]
+        self.input_size = int(info["input_size"])
+
+    def predict(self, crops: np.ndarray):
+        return asyncio.run_coroutine_threadsafe(self._call(crops), self.loop).result()
+
+    async def _call(self, crops: np.ndarray):
+        return await self.handle.predict.remote(crops)
+
+    def close(self) -> None:
+        """The model deployment outlives the proxy."""
+
+
+class _Reporter:
+    """Flushes a replica's MetricsBuffer to the hub every FLUSH_S seconds (a timer, started on first use)."""
+
+    def __init__(self, hub, before_flush=None) -> None:
+        self.hub = hub
+        self.buffer = MetricsBuffer()
+        self.before_flush = before_flush
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self.before_flush is not None:
+            self.before_flush(self.buffer)
+        delta = self.buffer.take()
+        if delta is not None:
+            try:
+                await self.hub.add.remote(delta)
+            except Exception as exc:  # the hub restarting: these numbers are lost, the service is not
+                log.warning("metrics not delivered: %s", exc)
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
+class MetricsHub:
+    def __init__(self) -> None:
+        from face3d_live.scale.metrics import MetricsStore
+
+        self.store = MetricsStore()
+
+    async def add(self, delta: dict) -> None:
+        self.store.apply(delta)
+
+    async def render(self) -> bytes:
+        return self.store.render()
+
+
+@serve.deployment
+class FaceModelServer:
+    """One face model; ``predict(crops)`` calls from all HTTP replicas are batched into the executor."""
+
+    def __init__(self, config: ServeConfig, model: str, hub) -> None:
+        import ray
+
+        from face3d_live.models.registry import create_model
+        from face3d_live.scale.metrics import GpuSampler
+        from face3d_live.scale.model_runner import ModelRunner
+
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        self.runner = ModelRunner(
+            create_model(model, config.model.backend), streams=config.streams, max_batch=config.max_batch
+        )
+        self.gpus = GpuSampler(ray.get_gpu_ids())
+        self.reporter = _Reporter(hub, before_flush=self.gpus.sample)
+        # the batch handler is made here so that the configuration sets its size, wait and concurrency
+        self._batched = serve.batch(
+            max_batch_size=min(config.max_batch, self.runner.max_batch * config.streams),
+            batch_wait_timeout_s=config.batch_wait_ms / 1000.0,
+            max_concurrent_batches=config.max_concurrent_batches,
+            batch_size_fn=lambda items: sum(len(c) for c in items),
+        )(self._predict_batch)
+
+    async def info(self) -> dict:
+        return {"name": self.runner.name, "input_size": self.runner.input_size, "label": self.runner.label}
+
+    async def predict(self, crops: np.ndarray):
+        self.reporter.start()
+        return await self._batched(crops)
+
+    async def _predict_batch(self, crops_list: list[np.ndarray]) -> list:
+        from face3d_live.scale.model_runner import split_output
+
+        sizes = [len(c) for c in crops_list]
+        t0 = time.perf_counter()
+        batch = crops_list[0] if len(crops_list) == 1 else np.concatenate(crops_list)
+        out = await asyncio.wrap_future(self.runner.submit(batch))
+        b = self.reporter.buffer
+        b.observe("face3d_batch_requests", ("model",), len(crops_list))
+        b.observe("face3d_batch_crops", ("model",), sum(sizes))
+        b.observe("face3d_batch_latency_seconds", ("model",), time.perf_counter() - t0)
+        return split_output(out, sizes)
+
+    def __del__(self) -> None:
+        runner = getattr(self, "runner", None)
+        if runner is not None:
+            runner.close()
+            self.gpus.close()
+
+
+@serve.deployment
+@serve.ingress(api)
+class Api:
+    def __init__(self, config: ServeConfig, model_handle, hub) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        self.config = config
+        self.model = model_handle
+        self.hub = hub
+        self.reporter = _Reporter(hub)
+        self.pool = ThreadPoolExecutor(config.threads_per_replica, thread_name_prefix="reconstruct")
+        self._idle: queue.SimpleQueue = (
+            queue.SimpleQueue()
+        )  # Reconstructors not in use (one per thread at most)
+        self._proxy: _HandleModel | None = None
+        self._setup_lock = asyncio.Lock()
+
+    # ---- endpoints ----------------------------------------------------------------------------------
+    @api.post(
+        "/v1/reconstruct",
+        summary="Reconstruct every face in a photo",
+        openapi_extra=_IMAGE_BODY,
+        responses={200: {"content": {"application/json": {"example": _FACES_EXAMPLE}}}, **_ERRORS},
+        response_class=Response,
+    )
+    async def reconstruct(self, request: Request, blendshapes: bool = True) -> Response:
+        """Faces, largest first: box, presence score, 468 mesh vertices and 68 landmarks in image pixels,
+        head pose, ARKit-52 blendshapes (``blendshapes=false`` leaves them out). No face: ``faces`` is []."""
+        return await self._handle("reconstruct", request, self._reconstruct_json, blendshapes)
+
+    @api.post(
+        "/v1/avatar",
+        summary="A textured GLB head of the largest face",
+        openapi_extra=_IMAGE_BODY,
+        responses={
+            200: {"content": {"model/gltf-binary": {}}, "description": "binary glTF"},
+            422: {"description": "no face in the image"},
+            **_ERRORS,
+        },
+        response_class=Response,
+    )
+    async def avatar(self, request: Request) -> Response:
+        """The largest face's mesh with the photo baked into its UV texture, as binary glTF (GLB)."""
+        return await self._handle("avatar", request, self._avatar_glb, None)
+
+    @api.get("/healthz", summary="Liveness and readiness")
+    async def healthz(self) -> Response:
+        try:
+            await self._setup()
+        except Exception as exc:  # the model deployment is not up (yet)
+            return Response(error_body(f"model not ready: {exc}"), 503, media_type="application/json")
+        body = {"status": "ok", "model": self._proxy.name, "api_key": self.config.api_key is not None}
+        return Response(encode_json(body), media_type="application/json")
+
+    @api.get("/metrics", summary="Prometheus metrics of all replicas")
+    async def metrics(self) -> Response:
+        self.reporter.start()
+        await self.reporter.flush()
+        text = await self.hub.render.remote()
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # ---- request flow -----------------------------------------------------------------------------
+    async def _handle(self, endpoint: str, request: Request, work, arg) -> Response:
+        self.reporter.start()
+        t0 = time.perf_counter()
+        m = self.reporter.buffer
+        try:
+            h = request.headers
+            check_api_key(self.config.api_key, h.get("authorization"), h.get("x-api-key"))
+            check_content_type(h.get("content-type"))
+            check_length(h.get("content-length"), self.config.max_body_bytes)
+            body = await self._read_body(request)
+            await self._setup()
+            loop = asyncio.get_running_loop()
+            response, faces = await loop.run_in_executor(self.pool, self._run, work, body, arg, t0)
+            m.inc("face3d_faces", (endpoint,), faces)
+        except HttpError as exc:
+            response = Response(
+                error_body(exc.reason), exc.status, exc.headers, media_type="application/json"
+            )
+            m.inc("face3d_request_errors", (endpoint, exc.kind))
+        except BackPressureError:
+            retry = {"Retry-After": str(max(1, round(self.config.retry_after_s)))}
+            response = Response(
+                error_body("overloaded: retry later"), 503, retry, media_type="application/json"
+            )
+            m.inc("face3d_request_errors", (endpoint, "overloaded"))
+        except Exception as exc:  # a bug or a dead model replica: a 500 with the reason, never a crash
+            log.exception("%s failed", endpoint)
+            reason = f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            response = Response(error_body(reason), 500, media_type="application/json")
+            m.inc("face3d_request_errors", (endpoint, "internal"))
+        m.inc("face3d_requests", (endpoint, str(response.status_code)))
+        m.observe("face3d_request_latency_seconds", (endpoint,), time.perf_counter() - t0)
+        return response
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.config.max_body_bytes
+        chunks, n = [], 0
+        async for chunk in request.stream():
+            n += len(chunk)
+            if n > limit:
+                raise too_large(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _setup(self) -> None:
+        if self._proxy is not None:
+            return
+        async with self._setup_lock:
+            if self._proxy is None:
+                info = await self.model.info.remote()
+                self._proxy = _HandleModel(self.model, asyncio.get_running_loop(), info)
+
+    def _run(self, work, body: bytes, arg, t0: float) -> tuple[Response, int]:
+        """Pool thread: decode, reconstruct (the model call goes to the model deployment), encode."""
+        t_read = time.perf_counter()
+        image = decode_image(body, self.config.max_pixels)
+        read_ms = (time.perf_counter() - t_read) * 1000
+        rec = self._borrow()
+        try:
+            faces = rec.reconstruct(image)
+            timings = {k: round(v / 1e6, 3) for k, v in rec.timings_ns.items() if v}
+        finally:
+            self._idle.put(rec)
+        return work(image, faces, arg, {"read": round(read_ms, 3), **timings}, t0)
+
+    def _borrow(self):
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            from face3d_live.scale.work import reconstructor_with_model
+
+            return reconstructor_with_model(self._proxy, self.config.model, still=True)
+
+    def _reconstruct_json(self, image, faces, blendshapes: bool, timing: dict, t0: float):
+        payload = {
+            "faces": [face_payload(f, blendshapes) for f in faces],
+            "model": self._proxy.name,
+            "image": {"width": int(image.shape[1]), "height": int(image.shape[0])},
+            "timing_ms": {**timing, "total": round((time.perf_counter() - t0) * 1000, 3)},
+        }
+        return Response(encode_json(payload), media_type="application/json"), len(faces)
+
+    def _avatar_glb(self, image, faces, _, timing: dict, t0: float):
+        from face3d_live.scale.avatar import avatar_glb
+
+        if not faces:
+            raise HttpError(422, "no face found in the image: nothing to build an avatar from")
+        glb = avatar_glb(image, faces[0], self.config.avatar_texture_size)
+        headers = {"X-Timing-Ms": f"{(time.perf_counter() - t0) * 1000:.1f}"}
+        return Response(glb, headers=headers, media_type="model/gltf-binary"), 1
+
+
+# ---- building and running -------------------------------------------------------------------------------
+# a stopping replica finishes its requests for up to 10 s (Serve's default waits 20 s, polling every 2 s)
+_SHUTDOWN = {"graceful_shutdown_wait_loop_s": 0.5, "graceful_shutdown_timeout_s": 10.0}
+
+
+def build_app(config: ServeConfig, model: str, cpus: float, gpus: float):
+    """The application graph for this cluster (CPU and GPU counts decide replicas and resources)."""
+    hub = MetricsHub.options(**_SHUTDOWN).bind()
+    n_model = config.model_replicas or max(1, int(gpus))
+    # more model replicas than GPUs share them (e.g. 2 per GPU when one process cannot keep a GPU fed)
+    gpus_each = min(1.0, gpus / n_model) if gpus > 0 else 0
+    model_server = FaceModelServer.options(
+        **_SHUTDOWN,
+        ray_actor_options={"num_cpus": config.model_cpus, "num_gpus": gpus_each},
+        autoscaling_config={
+            "min_replicas": 1,
+            "max_replicas": n_model,
+            "target_ongoing_requests": max(config.max_batch, 8),
+        },
+        # many requests in flight per replica are what make its batches: bound them generously
+        max_ongoing_requests=max(64, 4 * config.max_batch * config.max_concurrent_batches),
+        max_queued_requests=config.max_queued,
+        backpressure_config={"status_code": 503, "retry_after_s": config.retry_after_s},
+    ).bind(config, model, hub)
+    free = max(config.ingress_cpus, cpus - n_model * config.model_cpus)
+    max_ingress = config.ingress_max_replicas or max(1, int(free // config.ingress_cpus))
+    return Api.options(
+        **_SHUTDOWN,
+        ray_actor_options={"num_cpus": config.ingress_cpus},
+        autoscaling_config={
+            "min_replicas": min(config.ingress_min_replicas, max_ingress),
+            "max_replicas": max_ingress,
+            "target_ongoing_requests": config.target_ongoing,
+        },
+        max_ongoing_requests=config.max_ongoing,
+        max_queued_requests=config.max_queued,
+        backpressure_config={"status_code": 503, "retry_after_s": config.retry_after_s},
+    ).bind(config, model_server, hub)
+
+
+def start_service(config: ServeConfig) -> str:
+    """Deploy on the connected Ray cluster; returns the base URL once the application is ready."""
+    from face3d_live.models.registry import CPU_MODEL, DEFAULT_MODEL
+    from face3d_live.scale.cluster import cluster_info
+
+    info = cluster_info()
+    model = config.model.model or (DEFAULT_MODEL if info.gpus >= 1 else CPU_MODEL)
+    serve.start(http_options={"host": config.host, "port": config.port})
+    serve.run(build_app(config, model, info.cpus, info.gpus), name=config.app_name, route_prefix="/")
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
+    return f"http://{host}:{config.port}"
+
+
+def stop_service() -> None:
+    serve.shutdown()

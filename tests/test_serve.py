@@ -1,0 +1,233 @@
+"""The Ray Serve service on a real local Ray instance (2 CPUs), through real HTTP requests (httpx).
+
+64 concurrent requests are all answered and the model saw batches of more than one request (from the
+scraped /metrics); every bad input gets its 4xx with a one-line reason; a burst beyond the bounded queues
+gets 503 with Retry-After and the service keeps answering; the API key is enforced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from face3d_live.scale.http_api import HttpError, check_api_key, check_content_type, decode_image
+
+API_KEY = "test-key-123"
+AUTH = {"X-API-Key": API_KEY}
+
+
+# ---- without Ray ---------------------------------------------------------------------------------------
+def test_request_checks() -> None:
+    check_api_key(None, None, None)
+    check_api_key(API_KEY, f"Bearer {API_KEY}", None)
+    for auth, key in ((None, None), ("Bearer nope", None), (None, "nope")):
+        with pytest.raises(HttpError) as e:
+            check_api_key(API_KEY, auth, key)
+        assert e.value.status == 401
+    assert check_content_type("image/jpeg; charset=binary") == "jpeg"
+    with pytest.raises(HttpError) as e:
+        check_content_type("multipart/form-data")
+    assert e.value.status == 415
+    png = cv2.imencode(".png", np.zeros((300, 400, 3), np.uint8))[1].tobytes()
+    assert decode_image(png, 10**6).shape == (300, 400, 3)
+    for body, status in ((b"", 400), (b"GIF89a....", 400), (png[:60], 400), (png, 413)):
+        with pytest.raises(HttpError) as e:
+            decode_image(body, 10**6 if status != 413 else 1000)
+        assert e.value.status == status, body[:10]
+
+
+# ---- the service -------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service():
+    """The service with small, CI-sized settings: fractional CPUs so that both deployments (and an autoscaled
+    HTTP replica) fit in 2 CPUs; 64 requests per HTTP replica + 64 queued per caller, beyond that 503."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("httpx")
+    from face3d_live.scale.cluster import LOCAL_SYSTEM_CONFIG
+    from face3d_live.scale.config import ServeConfig
+    from face3d_live.scale.serve_app import start_service, stop_service
+
+    ray.init(
+        num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, _system_config=LOCAL_SYSTEM_CONFIG
+    )
+    config = ServeConfig(
+        port=_free_port(),
+        api_key=API_KEY,
+        max_body_bytes=2 * 2**20,
+        max_pixels=4_000_000,
+        max_batch=16,
+        batch_wait_ms=10,
+        ingress_cpus=0.5,
+        model_cpus=0.5,
+        ingress_max_replicas=2,
+        threads_per_replica=16,
+        max_ongoing=64,
+        max_queued=64,
+        retry_after_s=2,
+    )
+    try:
+        yield start_service(config)
+    finally:
+        stop_service()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def face_jpeg() -> bytes:
+    from face3d_live.bench.serve import bench_image
+
+    return bench_image()
+
+
+def _post_many(url: str, body: bytes, n: int, headers: dict) -> list:
+    import httpx
+
+    async def main():
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+            return await asyncio.gather(*(client.post(url, content=body, headers=headers) for _ in range(n)))
+
+    return asyncio.run(main())
+
+
+def total(m: dict, name: str) -> float:
+    return sum(v for _, v in m.get(name, []))
+
+
+def _metrics(url: str, until=None) -> dict:
+    """Scraped /metrics; with ``until(metrics)``, scraped again (for a few seconds at most) until the
+    replicas' periodic reports (every 0.5 s) satisfy it."""
+    import httpx
+
+    from face3d_live.scale.metrics import parse_metrics
+
+    deadline = time.monotonic() + 10
+    while True:
+        m = parse_metrics(httpx.get(f"{url}/metrics", timeout=30).text)
+        if until is None or until(m) or time.monotonic() > deadline:
+            return m
+        time.sleep(0.5)
+
+
+def test_health_and_docs(service) -> None:
+    import httpx
+
+    h = httpx.get(f"{service}/healthz", timeout=30)
+    assert h.status_code == 200 and h.json()["status"] == "ok" and h.json()["api_key"] is True
+    spec = httpx.get(f"{service}/openapi.json", timeout=30).json()
+    assert {"/v1/reconstruct", "/v1/avatar", "/healthz", "/metrics"} <= set(spec["paths"])
+    assert "image/jpeg" in spec["paths"]["/v1/reconstruct"]["post"]["requestBody"]["content"]
+    assert httpx.get(f"{service}/docs", timeout=30).status_code == 200
+
+
+def test_64_concurrent_requests_are_batched(service, face_jpeg: bytes) -> None:
+    headers = {"Content-Type": "image/jpeg", **AUTH}
+    before = _metrics(service)
+    replies = _post_many(f"{service}/v1/reconstruct", face_jpeg, 64, headers)
+    refused = {(r.status_code, r.text[:200]) for r in replies if r.status_code != 200}
+    assert not refused, refused
+    for r in replies:
+        body = r.json()
+        assert len(body["faces"]) == 1 and body["model"] and body["image"] == {"width": 640, "height": 480}
+        face = body["faces"][0]
+        assert np.asarray(face["vertices"]).shape == (468, 3) and np.asarray(face["landmarks68"]).shape == (
+            68,
+            3,
+        )
+        assert face["score"] > 0.5 and len(face["blendshapes"]) == 52 and "rotation" in face["pose"]
+        assert body["timing_ms"]["total"] > 0
+    # the same photo, batched with different neighbours: INT8 kernels differ in the last bits with the batch
+    first = np.asarray(replies[0].json()["faces"][0]["vertices"])
+    assert all(np.abs(np.asarray(r.json()["faces"][0]["vertices"]) - first).max() < 5 for r in replies)
+
+    def reported(m: dict) -> bool:  # the HTTP replicas' and the model replica's reports both arrived
+        return (
+            total(m, "face3d_requests_total") >= total(before, "face3d_requests_total") + 64
+            and total(m, "face3d_batch_requests_sum") >= total(before, "face3d_batch_requests_sum") + 128
+        )
+
+    after = _metrics(service, until=reported)
+    batches = total(after, "face3d_batch_requests_count") - total(before, "face3d_batch_requests_count")
+    requests = total(after, "face3d_batch_requests_sum") - total(before, "face3d_batch_requests_sum")
+    assert requests >= 128  # two model passes per photo (detection box, then the tighter mesh box)
+    assert requests / batches > 1.0, f"{requests} requests in {batches} batches"
+    single = dict(((s["deployment"], s["le"]), v) for s, v in after["face3d_batch_requests_bucket"])
+    assert single[("model", "1.0")] < total(after, "face3d_batch_requests_count")  # some batch held > 1
+    ok = [v for s, v in after["face3d_requests_total"] if s == {"endpoint": "reconstruct", "status": "200"}]
+    assert ok and ok[0] >= 64
+    assert total(after, "face3d_request_latency_seconds_count") >= 64
+    assert "face3d_gpu_available" in after  # NVML: 0 on this machine, the utilisation gauges on a GPU one
+
+
+def test_bad_inputs_get_4xx_with_a_reason(service, face_jpeg: bytes) -> None:
+    import httpx
+
+    url = f"{service}/v1/reconstruct"
+    jpeg = {"Content-Type": "image/jpeg", **AUTH}
+    big_png = cv2.imencode(".png", np.zeros((2500, 2500, 3), np.uint8))[1].tobytes()  # small file, 6.25 Mpx
+    blank = cv2.imencode(".jpg", np.full((480, 640, 3), 128, np.uint8))[1].tobytes()
+    cases = [
+        ("not an image", b"this is not an image at all", jpeg, 400, "not a JPEG or PNG"),
+        ("truncated", face_jpeg[:2000], jpeg, 400, "decode"),
+        ("too large body", b"\xff\xd8\xff" + bytes(3 * 2**20), jpeg, 413, "over the limit"),
+        ("too many pixels", big_png, {"Content-Type": "image/png", **AUTH}, 413, "pixels"),
+        ("wrong type", face_jpeg, {"Content-Type": "application/json", **AUTH}, 415, "image/jpeg"),
+        ("no type", face_jpeg, AUTH, 415, "content type"),
+        ("no key", face_jpeg, {"Content-Type": "image/jpeg"}, 401, "API key"),
+        ("wrong key", face_jpeg, {"Content-Type": "image/jpeg", "Authorization": "Bearer x"}, 401, "wrong"),
+    ]
+    for what, body, headers, status, words in cases:
+        r = httpx.post(url, content=body, headers=headers, timeout=60)
+        assert r.status_code == status, (what, r.status_code, r.text)
+        reason = r.json()["error"]
+        assert words in reason and "\n" not in reason, (what, reason)
+    r = httpx.post(url, content=blank, headers=jpeg, timeout=60)
+    assert r.status_code == 200 and r.json()["faces"] == []  # no face is an answer, not an error
+    r = httpx.post(f"{service}/v1/avatar", content=blank, headers=jpeg, timeout=60)
+    assert r.status_code == 422 and "no face" in r.json()["error"]
+    m = _metrics(service)
+    reasons = {s["reason"] for s, v in m["face3d_request_errors_total"] if v > 0}
+    assert {"bad_image", "too_large", "content_type", "unauthorized"} <= reasons
+
+
+def test_avatar_is_a_textured_glb(service, face_jpeg: bytes) -> None:
+    import httpx
+
+    r = httpx.post(
+        f"{service}/v1/avatar", content=face_jpeg, headers={"Content-Type": "image/jpeg", **AUTH}, timeout=120
+    )
+    assert r.status_code == 200 and r.headers["content-type"] == "model/gltf-binary"
+    glb = r.content
+    assert glb[:4] == b"glTF" and int.from_bytes(glb[8:12], "little") == len(glb)
+    import json
+
+    doc = json.loads(glb[20 : 20 + int.from_bytes(glb[12:16], "little")])
+    assert doc["images"] and doc["textures"] and doc["meshes"]
+
+
+def test_overload_gets_503_with_retry_after(service, face_jpeg: bytes) -> None:
+    import httpx
+
+    headers = {"Content-Type": "image/jpeg", **AUTH}
+    replies = _post_many(f"{service}/v1/reconstruct", face_jpeg, 320, headers)
+    codes = [r.status_code for r in replies]
+    assert set(codes) <= {200, 503}, set(codes)
+    refused = [r for r in replies if r.status_code == 503]
+    assert refused and codes.count(200) >= 32, (codes.count(200), len(refused))
+    assert all(int(r.headers["retry-after"]) >= 1 for r in refused)
+    # still serving
+    assert httpx.get(f"{service}/healthz", timeout=30).status_code == 200
+    r = httpx.post(f"{service}/v1/reconstruct", content=face_jpeg, headers=headers, timeout=60)
+    assert r.status_code == 200 and len(r.json()["faces"]) == 1

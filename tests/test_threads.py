@@ -1,0 +1,38 @@
+"""The CLI caps BLAS at one thread (face3d_live/threads.py), unless the user set a BLAS thread variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+CODE = (
+    "import numpy, threadpoolctl\n"
+    "from face3d_live.threads import limit_blas_threads\n"
+    "applied = limit_blas_threads()\n"
+    "pools = [p for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas']\n"
+    "print(applied, sorted({p['num_threads'] for p in pools}))\n"
+)
+
+
+def _run(env_extra: dict[str, str]) -> str:
+    import os
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", CODE], capture_output=True, text=True, env={**env, **env_extra}, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_one_blas_thread_by_default():
+    assert _run({}) == "True [1]"
+
+
+def test_user_setting_wins():
+    out = _run({"OPENBLAS_NUM_THREADS": "2"})
+    assert out.startswith("False")
