@@ -84,8 +84,8 @@ try:
     if lit == 0:
         raise RuntimeError(f"QPainter drew no text pixels (font {family!r}): fonts missing?")
     from face3d_live.geometry.mesh import triangles
-    from face3d_live.models.tflite import TFLiteModel, mediapipe_model_path
-    m = TFLiteModel(mediapipe_model_path("face_detection/face_detection_short_range.tflite"))
+    from face3d_live.models.tflite import TFLiteModel, bundled_model_path
+    m = TFLiteModel(bundled_model_path("face_detection_short_range.tflite"))
     outs = m.run(np.zeros(m.input_shape, np.float32))
     tris = len(triangles())
     if tris != 852:
