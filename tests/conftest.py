@@ -46,3 +46,17 @@ def reconstructor():
 
     with Reconstructor("mediapipe") as rec:
         yield rec
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    """A headless (EGL) ModernGL context; the test module skips where none can be made."""
+    from face3d_live.errors import BackendUnavailable
+    from face3d_live.render import create_context
+
+    try:
+        context = create_context("egl")
+    except BackendUnavailable as exc:
+        pytest.skip(f"no headless GL: {exc}")
+    yield context
+    context.release()

@@ -22,18 +22,6 @@ SIZE = (240, 300)
 
 
 @pytest.fixture(scope="module")
-def ctx():
-    from face3d_live.render import create_context
-
-    try:
-        context = create_context("egl")
-    except BackendUnavailable as exc:
-        pytest.skip(f"no headless GL: {exc}")
-    yield context
-    context.release()
-
-
-@pytest.fixture(scope="module")
 def avatar(ctx):
     from face3d_live.render.avatar import AvatarRenderer
 

@@ -9,19 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from face3d_live.errors import BackendUnavailable, Face3DError
-
-
-@pytest.fixture(scope="module")
-def ctx():
-    from face3d_live.render import create_context
-
-    try:
-        context = create_context("egl")
-    except BackendUnavailable as exc:
-        pytest.skip(f"no headless GL: {exc}")
-    yield context
-    context.release()
+from face3d_live.errors import Face3DError
 
 
 @pytest.fixture(scope="module")
