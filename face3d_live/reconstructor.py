@@ -25,7 +25,7 @@ from face3d_live.geometry.gaze import gaze_angles
 from face3d_live.geometry.landmarks68 import blend68
 from face3d_live.geometry.one_euro import OneEuroConfig, OneEuroFilter
 from face3d_live.geometry.pose import umeyama
-from face3d_live.models.registry import DEFAULT_MODEL, create_model
+from face3d_live.models.registry import DEFAULT_MODEL, FaceModel, create_model
 from face3d_live.types import Face
 
 log = logging.getLogger(__name__)
@@ -74,14 +74,16 @@ class Reconstructor:
 
     def __init__(
         self,
-        model: str = DEFAULT_MODEL,
+        model: str | FaceModel = DEFAULT_MODEL,
         backend: str = "auto",
         *,
         tracker: TrackerConfig = TrackerConfig(),
         smoothing: OneEuroConfig | None = OneEuroConfig(),
         min_detection_score: float = 0.5,
     ) -> None:
-        self.model = create_model(model, backend)
+        # a name is loaded (and closed with us); a FaceModel instance is borrowed: its owner closes it
+        self._owns_model = isinstance(model, str)
+        self.model = create_model(model, backend) if self._owns_model else model
         self.detector = BlazeFaceDetector(min_score=min_detection_score)
         self._min_detection_score = min_detection_score
         self._full_range: BlazeFaceDetector | None = None  # made on first need
@@ -171,7 +173,8 @@ class Reconstructor:
         self._bs_filters.clear()
 
     def close(self) -> None:
-        self.model.close()
+        if self._owns_model:
+            self.model.close()
         self.detector.close()
         if self._full_range is not None:
             self._full_range.close()

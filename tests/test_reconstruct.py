@@ -168,3 +168,22 @@ def test_track_smooths_blendshapes_and_neutral_capture_zeroes_the_resting_face(a
         rec.calibration.reset()
         (f,) = rec.track(astronaut, 14 / 30.0)
         assert np.abs(f.blendshapes - still).max() < 0.05
+
+
+def test_borrowed_model_is_not_closed(astronaut):
+    """A Reconstructor given a loaded FaceModel uses it and leaves closing it to its owner (scale-out workers
+    build one Reconstructor per video around one model)."""
+    from face3d_live import Reconstructor
+    from face3d_live.models.registry import create_model
+
+    model = create_model("mediapipe")
+    try:
+        with Reconstructor(model) as rec:
+            assert rec.model is model
+            first = rec.reconstruct(astronaut)
+        with Reconstructor(model) as rec:  # still open after the first Reconstructor closed
+            again = rec.reconstruct(astronaut)
+        assert len(first) == len(again) == 1
+        np.testing.assert_allclose(first[0].vertices, again[0].vertices, atol=1e-3)
+    finally:
+        model.close()

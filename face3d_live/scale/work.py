@@ -118,35 +118,11 @@ class TaskResult:
 
 
 # ---- the borrowed model ----------------------------------------------------------------------------------
-class BorrowedModel:
-    """A FaceModel someone else owns: ``close()`` leaves it open (a Reconstructor closes its model)."""
-
-    def __init__(self, model) -> None:
-        self._model = model
-        self.name = model.name
-        self.input_size = model.input_size
-
-    def predict(self, crops: np.ndarray):
-        return self._model.predict(crops)
-
-    def close(self) -> None:
-        """The owner closes the model."""
-
-
 def reconstructor_with_model(model, options: ModelOptions, still: bool) -> Reconstructor:
     """A fresh Reconstructor (tracker, filters, detectors) around an already loaded model, configured as
-    ``cli.options.reconstructor_from_args`` configures ``process``'s. The model is registered under a
-    one-off name for the constructor (the registry is how a Reconstructor gets its model) and unregistered
-    at once."""
-    from face3d_live.models import registry
-
-    name = f"scale-borrowed-{uuid.uuid4().hex}"
-    borrowed = BorrowedModel(model)
-    registry.MODELS[name] = lambda backend: borrowed
-    try:
-        return Reconstructor(name, "auto", tracker=options.tracker(), smoothing=options.smoothing(still))
-    finally:
-        registry.MODELS.pop(name, None)
+    ``cli.options.reconstructor_from_args`` configures ``process``'s. The model stays the caller's: the
+    Reconstructor borrows it and does not close it."""
+    return Reconstructor(model, "auto", tracker=options.tracker(), smoothing=options.smoothing(still))
 
 
 # ---- staging -----------------------------------------------------------------------------------------------
