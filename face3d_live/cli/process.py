@@ -49,7 +49,10 @@ def _add_ray_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--workers", type=int, default=None, help="input workers (default: one per CPU)")
     g.add_argument(
-        "--model-actors", type=int, default=None, help="model actors (default: one per GPU; none on CPUs)"
+        "--model-actors",
+        type=int,
+        default=None,
+        help="model actors (default: one per GPU; none on CPUs). 0 on a GPU machine: each worker owns its model on a share of the GPUs",
     )
     g.add_argument(
         "--chunk-frames",

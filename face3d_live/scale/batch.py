@@ -329,9 +329,13 @@ class _Job:
         ]
         progress = ProgressActor.options(name=f"face3d-progress-{job}").remote()
 
+        # --model-actors 0 on a GPU cluster: every worker owns its model on a share of the GPUs (no per-frame
+        # round trip to an actor; Ray hides the GPUs from tasks that ask for none)
+        worker_gpus = cluster.gpus / n_workers if on_gpu and not n_actors else 0
+
         def new_worker(k: int):
             actor = names[k % len(names)] if names else None
-            return InputWorker.options(num_cpus=worker_cpus).remote(
+            return InputWorker.options(num_cpus=worker_cpus, num_gpus=worker_gpus).remote(
                 cfg, model, actor, f"face3d-progress-{job}", level
             )
 

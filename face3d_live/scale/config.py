@@ -66,7 +66,8 @@ class BatchConfig:
     workers:        input workers (None: one per CPU of the cluster, two per CPU with model actors, whose
                     workers mostly wait on the GPU).
     model_actors:   None: one per GPU of the cluster and none without a GPU (then each worker owns its
-                    model: CPU actors); N: N model actors (on GPUs when there are, else on CPUs).
+                    model: CPU actors); N: N model actors (on GPUs when there are, else on CPUs); 0 on a GPU cluster:
+                    every worker owns its model on a share of the GPUs.
     max_batch / batch_wait_ms / streams: the model actors' batching (crops per executor batch, how long
                     the first request of a batch waits for others, executor streams).
     ray_address:    "auto" (RAY_ADDRESS if set, else a local Ray instance) or a cluster address.
