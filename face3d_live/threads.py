@@ -29,3 +29,22 @@ def limit_blas_threads(threads: int = 1) -> bool:
         return False
     threadpool_limits(limits=threads, user_api="blas")
     return True
+
+
+def worker_threads(default: int) -> int:
+    """Threads one compute pool of this process may use: $OMP_NUM_THREADS where set (Ray sets it to a worker's
+    CPU share), else ``default``. Many workers on one machine then do not each start a pool per core."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return default
+
+
+def limit_worker_threads() -> int:
+    """A worker among many (Ray): OpenCV's pool sized to the worker's CPU share (OpenCV otherwise starts one
+    thread per core in every worker: 30 workers on 16 cores ran 480 decode/warp threads). Returns that size."""
+    import cv2
+
+    n = worker_threads(default=os.cpu_count() or 1)
+    cv2.setNumThreads(n)
+    return n

@@ -8,6 +8,7 @@ import os
 from face3d_live.errors import BackendUnavailable
 from face3d_live.inference.base import InferenceBackend, Slot
 from face3d_live.models.export import INPUT_NAME
+from face3d_live.threads import worker_threads
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ class OnnxRuntimeBackend(InferenceBackend):
         path = self.spec.onnx(self.precision, self.cache_dir, self.input_format)
         opts = ort.SessionOptions()
         # explicit thread count (OpenSeeFace lesson): the default can oversubscribe small machines
-        opts.intra_op_num_threads = self.threads or min(4, os.cpu_count() or 1)
+        # ($OMP_NUM_THREADS, e.g. a Ray worker's CPU share, caps it: N workers must not start N × 4 threads)
+        opts.intra_op_num_threads = self.threads or worker_threads(min(4, os.cpu_count() or 1))
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = (
             3  # errors only: the Q/DQ fusion logs one "unused initializer" line per layer

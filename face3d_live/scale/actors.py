@@ -23,6 +23,7 @@ import ray
 
 from face3d_live.scale.config import BatchConfig
 from face3d_live.scale.work import PhotoTask, TaskResult, VideoTask, run_photo_task, run_video_task
+from face3d_live.threads import limit_worker_threads
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class ModelActor:
         self, model: str, backend: str, max_batch: int, batch_wait_s: float, streams: int, log_level: int
     ) -> None:
         logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+        limit_worker_threads()  # OpenCV sized to this worker's CPU share (face3d_live/threads.py)
         from face3d_live.models.registry import create_model
         from face3d_live.scale.model_runner import AsyncBatcher, ModelRunner
 
@@ -129,6 +131,7 @@ class InputWorker:
         log_level: int = logging.WARNING,
     ) -> None:
         logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+        limit_worker_threads()  # OpenCV sized to this worker's CPU share (face3d_live/threads.py)
         self.config = config
         self.progress = ray.get_actor(progress) if progress else None
         self._owned = None

@@ -209,6 +209,9 @@ class FaceModelServer:
 class Api:
     def __init__(self, config: ServeConfig, model_handle, hub) -> None:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        from face3d_live.threads import limit_worker_threads
+
+        limit_worker_threads()  # OpenCV sized to this replica's CPU share: many replicas share the cores
         self.config = config
         self.model = model_handle
         self.hub = hub
