@@ -22,7 +22,7 @@ from face3d_live.expression.calibration import BlendshapeCalibration
 from face3d_live.geometry import mesh
 from face3d_live.geometry.crop import CropTransform
 from face3d_live.geometry.gaze import gaze_angles
-from face3d_live.geometry.landmarks68 import blend68
+from face3d_live.geometry.landmarks68 import blend68, blend68_mean_z
 from face3d_live.geometry.one_euro import OneEuroConfig, OneEuroFilter
 from face3d_live.geometry.pose import umeyama
 from face3d_live.models.registry import DEFAULT_MODEL, FaceModel, create_model
@@ -216,11 +216,11 @@ class Reconstructor:
         t1 = time.perf_counter_ns()
         out = self.model.predict(crops)
         t2 = time.perf_counter_ns()
-        lm68 = blend68(out.vertices)
-        if out.landmarks68 is not None:  # the head's z is centred per face: put it in the mesh's depth frame
-            z_shift = lm68[..., 2].mean(-1, keepdims=True) - out.landmarks68[..., 2].mean(-1, keepdims=True)
+        if out.landmarks68 is None:
+            lm68 = blend68(out.vertices)
+        else:  # the head's z is centred per face: put it in the mesh's depth frame (the blend's mean depth)
             lm68 = out.landmarks68.copy()
-            lm68[..., 2] += z_shift
+            lm68[..., 2] += blend68_mean_z(out.vertices) - lm68[..., 2].mean(-1, keepdims=True)
         points = [
             _Points.unstack(r.to_image(np.concatenate([v, i, k])).astype(np.float32))
             for r, v, i, k in zip(rois, out.vertices, out.iris, lm68)
