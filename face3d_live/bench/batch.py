@@ -12,6 +12,7 @@ library of 720p videos.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
@@ -104,8 +105,6 @@ def _baseline(inputs: list[str], max_frames: int | None, args, folder: Path) -> 
         argv += ["--max-frames", str(max_frames)] if max_frames else []
         argv += ["--model", args.model] if args.model else []
         if main(argv) == 0:
-            import json
-
             frames += json.loads((out / "summary.json").read_text())["frames"]
         shutil.rmtree(out, ignore_errors=True)
     wall = time.perf_counter() - t0

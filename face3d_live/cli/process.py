@@ -118,20 +118,7 @@ def run(args: argparse.Namespace) -> int:
             summary = run_offline(
                 source, rec, writer.write, max_frames=max_frames, progress=not args.no_progress
             )
-    writer.close(
-        {
-            "input": str(args.input),
-            "model": model_name,
-            "frames": summary.frames,
-            "frames_with_face": summary.frames_with_face,
-            "frames_without_face": summary.frames - summary.frames_with_face,
-            "faces": summary.faces,
-            "corrupt_frames_skipped": summary.corrupt_frames,
-            "wall_s": summary.wall_s,
-            "fps": summary.fps,
-            "stage_median_ms": summary.stage_median_ms(),
-        }
-    )
+    writer.close(summary.to_dict(str(args.input), model_name))
     print(f"{args.out}: {summary.line()}")
     return 0
 

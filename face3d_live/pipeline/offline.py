@@ -35,6 +35,21 @@ class RunSummary:
     def stage_median_ms(self) -> dict[str, float]:
         return {k: float(np.median(v)) / 1e6 for k, v in self.stage_ns.items() if v}
 
+    def to_dict(self, input: str, model: str) -> dict:
+        """The ``summary.json`` of a processed input (``process``, and each input of a Ray library job)."""
+        return {
+            "input": input,
+            "model": model,
+            "frames": self.frames,
+            "frames_with_face": self.frames_with_face,
+            "frames_without_face": self.frames - self.frames_with_face,
+            "faces": self.faces,
+            "corrupt_frames_skipped": self.corrupt_frames,
+            "wall_s": self.wall_s,
+            "fps": self.fps,
+            "stage_median_ms": self.stage_median_ms(),
+        }
+
     def line(self) -> str:
         stages = ", ".join(f"{k} {v:.2f}" for k, v in self.stage_median_ms().items())
         return (

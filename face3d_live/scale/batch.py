@@ -185,10 +185,8 @@ class _Job:
             raise Face3DError(f"cannot create output folder {self.out}: {exc.strerror}") from exc
         items, self.summary.bad_inputs = expand_inputs(self.specs)
         with ray_session(self.config.ray_address, self.config.num_cpus) as cluster:
-            from face3d_live.models.registry import CPU_MODEL, DEFAULT_MODEL
-
             self.summary.cluster = cluster.to_dict()
-            model = self.config.model.model or (DEFAULT_MODEL if cluster.gpus >= 1 else CPU_MODEL)
+            model = self.config.model.resolved(cluster.gpus)
             self.summary.model = model
             options = self.config.output_options(model)
             hashes = content_hashes(items)
@@ -231,7 +229,7 @@ class _Job:
                 pass
         if stats is not None:
             o.frames, o.frames_with_face, o.faces = stats.frames, stats.frames_with_face, stats.faces
-            o.corrupt_frames_skipped, o.wall_s = stats.corrupt, round(stats.wall_s, 3)
+            o.corrupt_frames_skipped, o.wall_s = stats.corrupt_frames, round(stats.wall_s, 3)
         self.summary.outcomes.append(o)
 
     def _plan(self, todo) -> tuple[list[VideoTask | PhotoTask], int]:
@@ -302,6 +300,7 @@ class _Job:
         import ray
 
         from face3d_live.scale.actors import InputWorker, ModelActor, ProgressActor
+        from face3d_live.scale.cluster import gpu_share
 
         cfg = self.config
         n_actors = cfg.model_actors if cfg.model_actors is not None else int(cluster.gpus)
@@ -319,8 +318,7 @@ class _Job:
         level = logging.getLogger().getEffectiveLevel()
         job = uuid.uuid4().hex[:8]
         names = [f"face3d-model-{job}-{k}" for k in range(n_actors)]
-        # more model actors than GPUs share them (e.g. 2 per GPU when one process cannot keep a GPU fed)
-        gpus_each = min(1.0, cluster.gpus / n_actors) if on_gpu and n_actors else 0
+        gpus_each = gpu_share(cluster.gpus, n_actors)
         actors = [
             ModelActor.options(name=name, num_cpus=actor_cpus, num_gpus=gpus_each).remote(
                 model, cfg.model.backend, cfg.max_batch, cfg.batch_wait_ms / 1000, cfg.streams, level
@@ -427,16 +425,7 @@ class _Job:
             self._outcome(item, "failed", pend.errors[0], stats)
             return
         summary = {
-            "input": item.spec,
-            "model": self.summary.model,
-            "frames": stats.frames,
-            "frames_with_face": stats.frames_with_face,
-            "frames_without_face": stats.frames - stats.frames_with_face,
-            "faces": stats.faces,
-            "corrupt_frames_skipped": stats.corrupt,
-            "wall_s": stats.wall_s,
-            "fps": stats.frames / stats.wall_s if stats.wall_s > 0 else 0.0,
-            "stage_median_ms": stats.stage_median_ms(),
+            **stats.to_dict(item.spec, self.summary.model),
             "job": {
                 "key": pend.key,
                 "content_sha256": pend.content,

@@ -30,6 +30,12 @@ class ClusterInfo:
         return {"cpus": self.cpus, "gpus": self.gpus, "nodes": self.nodes, "address": self.address}
 
 
+def gpu_share(gpus: float, replicas: int) -> float:
+    """GPUs each of ``replicas`` model replicas asks for: one each, or a share when there are more replicas
+    than GPUs (e.g. 2 per GPU when one process cannot keep a GPU fed); 0 without GPUs."""
+    return min(1.0, gpus / replicas) if gpus > 0 and replicas else 0
+
+
 def cluster_info() -> ClusterInfo:
     import ray
 

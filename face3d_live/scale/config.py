@@ -30,6 +30,12 @@ class ModelOptions:
         if self.redetect_every < 0:
             raise ConfigError(f"--redetect-every must be ≥ 0, got {self.redetect_every}")
 
+    def resolved(self, gpus: float) -> str:
+        """The model name: ``model``, else r50 on a cluster with a GPU and r50-int8 without."""
+        from face3d_live.models.registry import CPU_MODEL, DEFAULT_MODEL
+
+        return self.model or (DEFAULT_MODEL if gpus >= 1 else CPU_MODEL)
+
     def tracker(self) -> TrackerConfig:
         return TrackerConfig(max_faces=self.max_faces, redetect_every=self.redetect_every)
 

@@ -26,6 +26,7 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 
 from face3d_live import __version__
+from face3d_live.scale.cluster import cluster_info, gpu_share
 from face3d_live.scale.config import ServeConfig
 from face3d_live.scale.http_api import (
     HttpError,
@@ -217,9 +218,8 @@ class Api:
         self.hub = hub
         self.reporter = _Reporter(hub)
         self.pool = ThreadPoolExecutor(config.threads_per_replica, thread_name_prefix="reconstruct")
-        self._idle: queue.SimpleQueue = (
-            queue.SimpleQueue()
-        )  # Reconstructors not in use (one per thread at most)
+        # Reconstructors not in use (one per thread at most)
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()
         self._proxy: _HandleModel | None = None
         self._setup_lock = asyncio.Lock()
 
@@ -369,8 +369,7 @@ def build_app(config: ServeConfig, model: str, cpus: float, gpus: float):
     """The application graph for this cluster (CPU and GPU counts decide replicas and resources)."""
     hub = MetricsHub.options(**_SHUTDOWN).bind()
     n_model = config.model_replicas or max(1, int(gpus))
-    # more model replicas than GPUs share them (e.g. 2 per GPU when one process cannot keep a GPU fed)
-    gpus_each = min(1.0, gpus / n_model) if gpus > 0 else 0
+    gpus_each = gpu_share(gpus, n_model)
     model_server = FaceModelServer.options(
         **_SHUTDOWN,
         ray_actor_options={"num_cpus": config.model_cpus, "num_gpus": gpus_each},
@@ -402,11 +401,8 @@ def build_app(config: ServeConfig, model: str, cpus: float, gpus: float):
 
 def start_service(config: ServeConfig) -> str:
     """Deploy on the connected Ray cluster; returns the base URL once the application is ready."""
-    from face3d_live.models.registry import CPU_MODEL, DEFAULT_MODEL
-    from face3d_live.scale.cluster import cluster_info
-
     info = cluster_info()
-    model = config.model.model or (DEFAULT_MODEL if info.gpus >= 1 else CPU_MODEL)
+    model = config.model.resolved(info.gpus)
     serve.start(http_options={"host": config.host, "port": config.port})
     serve.run(build_app(config, model, info.cpus, info.gpus), name=config.app_name, route_prefix="/")
     host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host

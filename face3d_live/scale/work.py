@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from face3d_live.capture.video import VideoFileSource
 from face3d_live.errors import Face3DError, SourceError
+from face3d_live.pipeline.frame_writer import FrameResultWriter
+from face3d_live.pipeline.offline import RunSummary, run_offline
 from face3d_live.reconstructor import Reconstructor
 from face3d_live.scale.config import BatchConfig, ModelOptions
 from face3d_live.types import Frame
@@ -73,15 +74,9 @@ class PhotoTask:
 
 
 @dataclass
-class InputStats:
-    """One input's share of one task. stage_ns: per-stage nanoseconds of every written frame."""
+class InputStats(RunSummary):
+    """One input's share of one task: ``run_offline``'s summary of the written frames, plus notes."""
 
-    frames: int = 0
-    frames_with_face: int = 0
-    faces: int = 0
-    corrupt: int = 0
-    wall_s: float = 0.0
-    stage_ns: dict[str, list[int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def add_frame(self, frame: Frame) -> None:
@@ -95,14 +90,11 @@ class InputStats:
         self.frames += other.frames
         self.frames_with_face += other.frames_with_face
         self.faces += other.faces
-        self.corrupt += other.corrupt
+        self.corrupt_frames += other.corrupt_frames
         self.wall_s += other.wall_s
         for stage, values in other.stage_ns.items():
             self.stage_ns.setdefault(stage, []).extend(values)
         self.notes.extend(other.notes)
-
-    def stage_median_ms(self) -> dict[str, float]:
-        return {k: float(np.median(v)) / 1e6 for k, v in self.stage_ns.items() if v}
 
 
 @dataclass
@@ -197,9 +189,6 @@ class VideoChunkSource(VideoFileSource):
 
 def run_video_task(task: VideoTask, model, config: BatchConfig, report: Report | None = None) -> TaskResult:
     """Process one video task; an unreadable video becomes ``errors[input]``, not an exception."""
-    from face3d_live.pipeline.frame_writer import FrameResultWriter
-    from face3d_live.pipeline.offline import run_offline
-
     t0 = time.perf_counter()
     result = TaskResult(task.task_id, pid=os.getpid(), host=socket.gethostname())
     stats = InputStats()
@@ -216,11 +205,12 @@ def run_video_task(task: VideoTask, model, config: BatchConfig, report: Report |
             writer = FrameResultWriter(staging, write_obj_files=config.obj)
             if config.glb:
                 glb = _glb_writer(staging / f"{out_dir.name}.glb", source.fps, task.path)
-            corrupt_before = [0]
+            corrupt_before = 0
 
             def on_frame(frame: Frame) -> None:
+                nonlocal corrupt_before
                 if frame.frame_id < task.start:  # warm-up: tracking and smoothing settle
-                    corrupt_before[0] = source.stats.corrupt
+                    corrupt_before = source.stats.corrupt
                     return
                 writer.write(frame)
                 if glb is not None:
@@ -231,7 +221,7 @@ def run_video_task(task: VideoTask, model, config: BatchConfig, report: Report |
             summary = run_offline(
                 source, rec, on_frame, max_frames=task.max_frames if task.whole else None, progress=False
             )
-            stats.corrupt = source.stats.corrupt - corrupt_before[0]
+            stats.corrupt_frames = source.stats.corrupt - corrupt_before
             stats.wall_s = summary.wall_s
         if glb is not None:
             _close_glb(glb, stats)
@@ -272,7 +262,7 @@ def _close_glb(writer, stats: InputStats) -> None:
 def run_photo_task(task: PhotoTask, model, config: BatchConfig, report: Report | None = None) -> TaskResult:
     """Reconstruct a batch of photos gathered from any number of photo inputs."""
     from face3d_live.capture.images import read_image
-    from face3d_live.pipeline.frame_writer import FrameResultWriter
+    from face3d_live.scale.avatar import avatar_glb
 
     t0 = time.perf_counter()
     result = TaskResult(task.task_id, pid=os.getpid(), host=socket.gethostname())
@@ -298,7 +288,7 @@ def run_photo_task(task: PhotoTask, model, config: BatchConfig, report: Report |
                 try:
                     image = read_image(photo.path)
                 except SourceError as exc:
-                    stats.corrupt += 1
+                    stats.corrupt_frames += 1
                     log.warning("skipped: %s", exc)
                     continue
                 t_start = time.perf_counter_ns()
@@ -313,8 +303,6 @@ def run_photo_task(task: PhotoTask, model, config: BatchConfig, report: Report |
                 frame.timings_ns.update(rec.timings_ns)
                 writer.write(frame)
                 if config.glb and frame.faces:
-                    from face3d_live.scale.avatar import avatar_glb
-
                     glb_path = staging / "glb" / f"frame_{photo.frame_index:06d}.glb"
                     glb_path.parent.mkdir(parents=True, exist_ok=True)
                     glb_path.write_bytes(avatar_glb(image, frame.faces[0]))
