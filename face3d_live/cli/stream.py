@@ -6,8 +6,7 @@ import argparse
 import time
 
 from face3d_live.cli.options import add_model_options, reconstructor_from_args
-
-DEFAULT_VMC = "127.0.0.1:39539"
+from face3d_live.stream.address import DEFAULT_VMC
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -148,16 +148,15 @@ class Eye:
 
 
 def _ellipsoid(centre, radii, rotation: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray]:
-    """A closed ellipsoid (points, triangles + ``offset``), wound outwards."""
+    """A closed ellipsoid (points, triangles + ``offset``), wound outwards: the unit sphere's winding
+    survives a positive scale and a rotation (determinant > 0)."""
     unit, tris = uv_sphere(10, 20)
     pts = (unit * np.asarray(radii)) @ rotation.T + np.asarray(centre)
-    a, b, c = pts[tris[:, 0]], pts[tris[:, 1]], pts[tris[:, 2]]
-    inward = np.einsum("ij,ij->i", np.cross(b - a, c - a), (a + b + c) / 3 - centre) < 0
-    tris[inward] = tris[inward][:, ::-1]
     return pts.astype(np.float32), tris + offset
 
 
 def _rot_xy(pitch_deg: float, yaw_deg: float) -> np.ndarray:
+    """``Ry(yaw) @ Rx(pitch)``, right-handed, in degrees."""
     a, b = math.radians(pitch_deg), math.radians(yaw_deg)
     rx = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
     ry = np.array([[math.cos(b), 0, math.sin(b)], [0, 1, 0], [-math.sin(b), 0, math.cos(b)]])
@@ -328,10 +327,7 @@ class AvatarMesh:
 def gaze_rotation(yaw_deg: float, pitch_deg: float) -> np.ndarray:
     """(3, 3) rotation of an eyeball in the head frame: its forward axis (-z) turned to look ``yaw`` to
     the subject's left (+x) and ``pitch`` up (-y), as ``Face.gaze`` gives them."""
-    a, b = math.radians(-yaw_deg), math.radians(-pitch_deg)
-    ry = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
-    rx = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
-    return ry @ rx
+    return _rot_xy(-pitch_deg, -yaw_deg)
 
 
 def gaze_from_blendshapes(weights: np.ndarray) -> np.ndarray:

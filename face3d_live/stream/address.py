@@ -6,6 +6,9 @@ import socket
 
 from face3d_live.errors import ConfigError
 
+DEFAULT_VMC = "127.0.0.1:39539"  # VSeeFace's VMC receiver
+DEFAULT_LIVELINK = "127.0.0.1:11111"  # Unreal's Live Link Face listener
+
 
 def parse_address(text: str, what: str = "address") -> tuple[str, int]:
     """``"host:port"`` or ``"[v6]:port"`` → (host, port); ConfigError naming the problem and the fix."""

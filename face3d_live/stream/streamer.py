@@ -6,7 +6,7 @@ import socket
 import uuid
 
 from face3d_live.errors import ConfigError
-from face3d_live.stream.address import resolve_udp
+from face3d_live.stream.address import DEFAULT_VMC, resolve_udp
 from face3d_live.stream.livelink import encode_packet, livelink_values
 from face3d_live.stream.udp import UdpTarget
 from face3d_live.stream.vmc import MAX_DATAGRAM, VmcEncoder
@@ -29,7 +29,7 @@ class FaceStreamer:
 
     def __init__(
         self,
-        vmc: str | None = "127.0.0.1:39539",
+        vmc: str | None = DEFAULT_VMC,
         livelink: str | None = None,
         subject: str = "face3d",
         *,

@@ -56,6 +56,9 @@ def _message(address: str, *args: object) -> bytes:
 _BLEND_PREFIX = [_message("/VMC/Ext/Blend/Val", n, 0.0)[:-4] for n in ARKIT_BLENDSHAPES]
 _APPLY = _message("/VMC/Ext/Blend/Apply")
 _ROOT = _message("/VMC/Ext/Root/Pos", "root", 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+_OK_TRACKING = _message("/VMC/Ext/OK", 1, 3, 0, 1)
+_OK_LOST = _message("/VMC/Ext/OK", 1, 3, 0, 0)
+_REFLECT_X = np.diag([-1.0, 1.0, 1.0])
 
 
 def bundles(elements: list[bytes], max_datagram: int = MAX_DATAGRAM) -> list[bytes]:
@@ -86,7 +89,7 @@ class VmcEncoder:
     def messages(self, face: Face | None, timestamp_s: float) -> list[bytes]:
         """The OSC messages of one frame, in sending order (layout in the module docstring)."""
         if face is None:
-            return [_message("/VMC/Ext/OK", 1, 3, 0, 0), _message("/VMC/Ext/T", float(timestamp_s))]
+            return [_OK_LOST, _message("/VMC/Ext/T", float(timestamp_s))]
         shapes = np.zeros(len(ARKIT_BLENDSHAPES), np.float32)
         if face.blendshapes is not None:
             shapes = np.asarray(face.blendshapes, np.float32)
@@ -98,7 +101,7 @@ class VmcEncoder:
         for bone, q in self.eye_quaternions(face).items():
             x = EYE_POSITION[0] if bone == "RightEye" else -EYE_POSITION[0]
             out.append(_message("/VMC/Ext/Bone/Pos", bone, x, *EYE_POSITION[1:], *q))
-        out.append(_message("/VMC/Ext/OK", 1, 3, 0, 1))
+        out.append(_OK_TRACKING)
         out.append(_message("/VMC/Ext/T", float(timestamp_s)))
         return out
 
@@ -110,8 +113,7 @@ class VmcEncoder:
         """Unity (x, y, z, w) of the head: mirrored (default) or the subject's own sides."""
         r = face_rotation(face.pose.rotation)
         if not self.mirror:  # the subject's right is -x of the mirrored frame: reflect x
-            s = np.diag([-1.0, 1.0, 1.0])
-            r = s @ r @ s
+            r = _REFLECT_X @ r @ _REFLECT_X
         return quaternion_xyzw(r)
 
     def eye_quaternions(self, face: Face) -> dict[str, tuple[float, float, float, float]]:

@@ -7,12 +7,11 @@ import logging
 
 from PyQt6.QtCore import pyqtSignal
 from PyQt6.QtOpenGLWidgets import QOpenGLWidget
-from PyQt6.QtWidgets import QLabel, QWidget
+from PyQt6.QtWidgets import QWidget
 
-from face3d_live.errors import Face3DError
 from face3d_live.render.avatar import AvatarConfig
 from face3d_live.types import Face, Frame
-from face3d_live.ui.views import FrameSink, SinkTarget
+from face3d_live.ui.views import FrameSink, SinkTarget, create_gl_context, hint_label
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +35,16 @@ class AvatarGLView(QOpenGLWidget):
         self.face: Face | None = None
         self._pending_seq = -1
         self._painted_seq = -1
-        self._hint = QLabel("waiting for a face…", self)
-        self._hint.setStyleSheet("color: #b8b8c0; background: transparent; padding: 8px;")
-        self._hint.move(8, 8)
-        self._hint.adjustSize()
+        self._hint = hint_label(self)
         self.frameSwapped.connect(self._swapped)
         self.setToolTip(
             "the avatar: driven only by the blendshapes, gaze and head rotation that are streamed"
         )
+
+    @property
+    def ready(self) -> bool:
+        """The renderer exists (it may still have failed since: see ``failed``)."""
+        return self.renderer is not None
 
     @property
     def timings_ns(self) -> dict[str, int]:
@@ -69,16 +70,9 @@ class AvatarGLView(QOpenGLWidget):
 
     def initializeGL(self) -> None:  # noqa: N802 - Qt API
         try:
-            import moderngl
-
             from face3d_live.render.avatar import AvatarRenderer
 
-            try:
-                self.ctx = moderngl.create_context()  # Qt's current context: GLX on X11
-            except Exception:  # Wayland / EGL platforms
-                self.ctx = moderngl.create_context(backend="egl")
-            if self.ctx.version_code < 330:
-                raise Face3DError(f"OpenGL {self.ctx.version_code / 100:.1f}; 3.3 or newer is needed")
+            self.ctx = create_gl_context()
             self.renderer = AvatarRenderer(self.ctx, config=self.config)  # loads the ARKit rig
             if self.face is not None:
                 self.renderer.set_face(self.face)

@@ -94,9 +94,7 @@ class BlendshapeBars(QWidget):
         p = QPainter(self)
         p.fillRect(self.rect(), QColor(27, 28, 32))
         p.setFont(self._font)
-        bar_x = self._name_w
-        bar_w = max(self.width() - self._name_w - self._value_w, 20)
-        text_color, dim = QColor(205, 205, 212), QColor(45, 47, 54)
+        text_color, dim, gain_color = QColor(205, 205, 212), QColor(45, 47, 54), QColor(255, 200, 110)
         first = max(self.row_at(event.rect().top()) or 0, 0)
         last = self.row_at(event.rect().bottom())
         last = len(ARKIT_BLENDSHAPES) - 1 if last is None else last
@@ -116,9 +114,9 @@ class BlendshapeBars(QWidget):
                 p.fillRect(QRectF(track.x(), track.y(), track.width() * v, track.height()),
                            QColor(int(70 + 180 * v), int(150 - 20 * v), int(220 - 160 * v)))  # fmt: skip
             label = f"{v:.2f}" if g == 1.0 else f"{v:.2f} ×{g:.1f}"
-            p.setPen(text_color if g == 1.0 else QColor(255, 200, 110))
+            p.setPen(text_color if g == 1.0 else gain_color)
             p.drawText(
-                QRectF(bar_x + bar_w + 4, y, self._value_w, ROW_H), int(Qt.AlignmentFlag.AlignVCenter), label
+                QRectF(track.right() + 4, y, self._value_w, ROW_H), int(Qt.AlignmentFlag.AlignVCenter), label
             )
         p.end()
 

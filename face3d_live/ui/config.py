@@ -13,8 +13,6 @@ from face3d_live.ui.scene import SceneConfig
 BACKEND_CHOICES = ("auto", "litert", "torch", "onnxruntime", "tensorrt")
 RECORD_FORMATS = ("glb", "npz", "obj")
 VIEWS = ("3d", "avatar")  # what the right-hand pane shows (and the virtual camera sends)
-DEFAULT_VMC = "127.0.0.1:39539"
-DEFAULT_LIVELINK = "127.0.0.1:11111"
 
 
 @dataclass(frozen=True)

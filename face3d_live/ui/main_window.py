@@ -357,11 +357,14 @@ class MainWindow(QMainWindow):
     def set_view(self, view: str) -> None:
         self.view_tabs.setCurrentIndex(1 if view == "avatar" else 0)
 
+    def _shown_view(self) -> AvatarGLView | FaceGLView:
+        """The GL view of the selected tab."""
+        return self.avatar_view if self.view == "avatar" else self.gl_view
+
     def _display_view(self):
         """The GL view on screen when it can draw, else None (the camera view then marks frames shown)."""
-        view = self.avatar_view if self.view == "avatar" else self.gl_view
-        ready = view.renderer is not None if view is self.avatar_view else view.scene is not None
-        return view if ready and not view.failed else None
+        view = self._shown_view()
+        return view if view.ready and not view.failed else None
 
     def _ask_gain(self, name: str) -> None:
         cal = self.outputs.calibration
@@ -411,10 +414,7 @@ class MainWindow(QMainWindow):
         now = time.perf_counter_ns()
         frame = result.frame
         stages = dict(frame.timings_ns)
-        if self.view == "avatar":
-            stages.update(self.avatar_view.timings_ns)
-        else:
-            stages.update(self.gl_view.scene.timings_ns if self.gl_view.scene else {})
+        stages.update(self._shown_view().timings_ns)
         stages["overlay"] = self.camera_view.annotate_ns + self.camera_view.paint_ns
         stages["display"] = now - result.t_ready_ns
         e2e = now - frame.t_capture_ns

@@ -22,12 +22,20 @@ from PyQt6.QtWidgets import (
 )
 
 from face3d_live.errors import Face3DError
-from face3d_live.ui.config import DEFAULT_LIVELINK, DEFAULT_VMC, OutputConfig
+from face3d_live.stream.address import DEFAULT_LIVELINK, DEFAULT_VMC
+from face3d_live.ui.config import OutputConfig
 from face3d_live.ui.worker_side import CalibrationState, WorkerSide
 
 log = logging.getLogger(__name__)
 
 NEUTRAL_FRAMES = 15
+
+
+def _set_quietly(check: QCheckBox, on: bool) -> None:
+    """Tick or untick ``check`` without running its ``toggled`` handlers."""
+    check.blockSignals(True)
+    check.setChecked(on)
+    check.blockSignals(False)
 
 
 class OutputPanel(QGroupBox):
@@ -93,9 +101,7 @@ class OutputPanel(QGroupBox):
     def start(self) -> None:
         """Apply the configured outputs (called once the window is up, so messages have somewhere to go)."""
         for check, on in ((self.vmc_check, self.config.vmc), (self.livelink_check, self.config.livelink)):
-            check.blockSignals(True)
-            check.setChecked(on is not None)
-            check.blockSignals(False)
+            _set_quietly(check, on is not None)
         if self.config.vmc or self.config.livelink:
             self.update_streaming()
         if self.config.virtual_camera:
@@ -145,9 +151,7 @@ class OutputPanel(QGroupBox):
                 resolve_udp(edit.text().strip(), what)
             except Face3DError as exc:
                 self.message.emit(f"Cannot stream: {exc}", True)
-                check.blockSignals(True)
-                check.setChecked(False)
-                check.blockSignals(False)
+                _set_quietly(check, False)
                 ok = False
                 continue
             targets[key] = edit.text().strip()
@@ -189,14 +193,10 @@ class OutputPanel(QGroupBox):
             self.vcam = VirtualCamera(*self.config.vcam_size, fps, device_factory or open_pyvirtualcam)
         except Face3DError as exc:
             self.message.emit(str(exc), True)
-            self.vcam_check.blockSignals(True)
-            self.vcam_check.setChecked(False)
-            self.vcam_check.blockSignals(False)
+            _set_quietly(self.vcam_check, False)
             self.refresh()
             return False
-        self.vcam_check.blockSignals(True)
-        self.vcam_check.setChecked(True)
-        self.vcam_check.blockSignals(False)
+        _set_quietly(self.vcam_check, True)
         self.vcam_changed.emit(self.vcam)
         self.refresh()
         return True
@@ -206,9 +206,7 @@ class OutputPanel(QGroupBox):
         if vcam is not None:
             self.vcam_changed.emit(None)
             vcam.close()
-        self.vcam_check.blockSignals(True)
-        self.vcam_check.setChecked(False)
-        self.vcam_check.blockSignals(False)
+        _set_quietly(self.vcam_check, False)
         self.refresh()
 
     # ---- status ---------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from PyQt6.QtGui import QColor, QImage, QMouseEvent, QPainter, QWheelEvent
 from PyQt6.QtOpenGLWidgets import QOpenGLWidget
 from PyQt6.QtWidgets import QLabel, QWidget
 
+from face3d_live.errors import Face3DError
 from face3d_live.types import Frame
 from face3d_live.ui.overlay import OverlayOptions, annotate, frame_qimage, paint_frame, paint_hud
 from face3d_live.ui.scene import DEFAULT_DISTANCE, FaceScene, SceneConfig
@@ -27,6 +28,28 @@ class FrameSink(Protocol):
     size: tuple[int, int]
 
     def process(self, rgb: np.ndarray) -> None: ...
+
+
+def create_gl_context():
+    """A ModernGL context on Qt's current one (GLX on X11, else EGL); Face3DError below OpenGL 3.3."""
+    import moderngl
+
+    try:
+        ctx = moderngl.create_context()
+    except Exception:  # Wayland / EGL platforms: attach to the current EGL context instead
+        ctx = moderngl.create_context(backend="egl")
+    if ctx.version_code < 330:
+        raise Face3DError(f"OpenGL {ctx.version_code / 100:.1f}; 3.3 or newer is needed")
+    return ctx
+
+
+def hint_label(parent: QWidget) -> QLabel:
+    """The "waiting for a face…" note in a GL view's corner (also where it says why it cannot draw)."""
+    label = QLabel("waiting for a face…", parent)
+    label.setStyleSheet("color: #b8b8c0; background: transparent; padding: 8px;")
+    label.move(8, 8)
+    label.adjustSize()
+    return label
 
 
 class SinkTarget:
@@ -143,11 +166,17 @@ class FaceGLView(QOpenGLWidget):
         self._pending_seq = -1
         self._painted_seq = -1
         self._drag: QPointF | None = None
-        self._hint = QLabel("waiting for a face…", self)
-        self._hint.setStyleSheet("color: #b8b8c0; background: transparent; padding: 8px;")
-        self._hint.move(8, 8)
-        self._hint.adjustSize()
+        self._hint = hint_label(self)
         self.frameSwapped.connect(self._swapped)
+
+    @property
+    def ready(self) -> bool:
+        """The GL scene exists (it may still have failed since: see ``failed``)."""
+        return self.scene is not None
+
+    @property
+    def timings_ns(self) -> dict[str, int]:
+        return self.scene.timings_ns if self.scene is not None else {}
 
     # ---- data ---------------------------------------------------------------------------------------
     def show_frame(self, frame: Frame, seq: int) -> None:
@@ -190,14 +219,7 @@ class FaceGLView(QOpenGLWidget):
     # ---- GL -----------------------------------------------------------------------------------------
     def initializeGL(self) -> None:  # noqa: N802 - Qt API
         try:
-            import moderngl
-
-            try:
-                self.ctx = moderngl.create_context()  # Qt's current context: GLX on X11
-            except Exception:  # Wayland / EGL platforms: attach to the current EGL context instead
-                self.ctx = moderngl.create_context(backend="egl")
-            if self.ctx.version_code < 330:
-                raise RuntimeError(f"OpenGL {self.ctx.version_code / 100:.1f}; 3.3 or newer is needed")
+            self.ctx = create_gl_context()
             self.scene = FaceScene(self.ctx, self.config)
             self.config = self.scene.config  # automatic texture size/rate resolved for this GPU
             self.configured.emit()
