@@ -32,16 +32,21 @@ N_SHAPES = len(ARKIT_BLENDSHAPES)
 RIGID_POINTS = np.asarray([i for i in ALIGN_POINTS if i < mesh.NUM_VERTICES], np.int64)
 
 
+def rigid_fit(vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, 468+, 3) image-space vertices → ``batched_umeyama``'s (R, s, t) taking them onto the canonical
+    mesh, fitted on ``RIGID_POINTS``: ``canonical ≈ s * vertices @ R.T + t``."""
+    ref = mesh.canonical_vertices()[RIGID_POINTS].astype(np.float64)
+    return batched_umeyama(np.asarray(vertices, np.float64)[:, RIGID_POINTS], ref)
+
+
 def rigid_pose(vertices: np.ndarray) -> Pose | list[Pose]:
     """Similarity from the canonical mesh to image-space vertices fitted on ``RIGID_POINTS``:
     ``vertices ≈ scale * canonical @ R.T + t`` (as ``Face.pose``, but blind to the expression).
     (468, 3) → Pose, (N, 468, 3) → list of Pose."""
     v = np.asarray(vertices, np.float64)
     one = v.ndim == 2
-    v = v[None] if one else v
-    ref = mesh.canonical_vertices().astype(np.float64)
-    # fit image → canonical (batched_umeyama's direction), then invert to canonical → image
-    rot, scale, t = batched_umeyama(v[:, RIGID_POINTS], ref[RIGID_POINTS])
+    # fit image → canonical (rigid_fit's direction), then invert to canonical → image
+    rot, scale, t = rigid_fit(v[None] if one else v)
     poses = [
         Pose(rotation=r.T.copy(), translation=-(r.T @ ti) / s, scale=float(1.0 / s))
         for r, s, ti in zip(rot, scale, t)
@@ -54,8 +59,7 @@ def pose_free(vertices: np.ndarray) -> np.ndarray:
     v = np.asarray(vertices, np.float64)
     one = v.ndim == 2
     v = v[None] if one else v
-    ref = mesh.canonical_vertices().astype(np.float64)
-    rot, scale, t = batched_umeyama(v[:, RIGID_POINTS], ref[RIGID_POINTS])
+    rot, scale, t = rigid_fit(v)
     out = (scale[:, None, None] * (v @ rot.transpose(0, 2, 1)) + t[:, None]).astype(np.float32)
     return out[0] if one else out
 

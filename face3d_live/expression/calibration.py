@@ -55,7 +55,7 @@ class BlendshapeCalibration:
         if v.shape[-1] != N_SHAPES:
             raise ValueError(f"expected (..., {N_SHAPES}) blendshapes, got {v.shape}")
         n = self.neutral
-        return np.clip((v - n) / (1.0 - n) * self.gains, 0.0, 1.0).astype(np.float32)
+        return np.clip((v - n) / (1.0 - n) * self.gains, 0.0, 1.0).astype(np.float32, copy=False)
 
     def reset(self) -> None:
         """Forget the neutral face and the gains."""

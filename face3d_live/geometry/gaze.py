@@ -28,6 +28,7 @@ REST_OFFSET = (-0.029, -0.073)
 # rows of the result: subject's left eye, right eye → (outer corner, inner corner, first iris row, head-frame
 # x sign of the nose side: the nose is at -x from the left eye, +x from the right)
 EYES = ((263, 362, 5, -1.0), (33, 133, 0, 1.0))
+_REST = [np.array([nasal * REST_OFFSET[0], REST_OFFSET[1]]) for *_, nasal in EYES]  # per eye, head x, y
 
 
 def gaze_angles(vertices: np.ndarray, iris: np.ndarray, rotation: np.ndarray) -> np.ndarray:
@@ -42,14 +43,14 @@ def gaze_angles(vertices: np.ndarray, iris: np.ndarray, rotation: np.ndarray) ->
     ir = np.asarray(iris, np.float64)
     r = np.asarray(rotation, np.float64)
     out = np.zeros((2, 2), np.float32)
-    for row, (outer, inner, first, nasal) in enumerate(EYES):
+    for row, (outer, inner, first, _) in enumerate(EYES):
         # row vectors: p @ R applies R.T to each point (image → head frame)
         o, i = v[outer] @ r, v[inner] @ r
         c = ir[first : first + 5].mean(0) @ r
         width = float(np.linalg.norm((o - i)[:2]))
         if width < 1e-6:
             continue
-        rest = (o + i)[:2] / 2.0 + np.array([nasal * REST_OFFSET[0], REST_OFFSET[1]]) * width
+        rest = (o + i)[:2] / 2.0 + _REST[row] * width
         dx, dy = (c[:2] - rest) / (EYE_RADIUS * width)  # sine of the rotation in each direction
         fwd = np.sqrt(max(1.0 - dx * dx - dy * dy, 0.04))  # beyond ~78°: the iris cannot go further
         out[row, 0] = np.degrees(np.arctan2(dx, fwd))

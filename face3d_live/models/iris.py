@@ -35,6 +35,7 @@ EYE_RINGS = (
     (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
     (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466),
 )
+_RING_INDEX = [np.array(ring) for ring in EYE_RINGS]
 _RIM_UNMIRROR = np.array([0, 3, 2, 1, 4])  # after mirroring back, the +x and -x rim points trade places
 
 
@@ -78,7 +79,7 @@ class IrisModel:
                 pts = pts[_RIM_UNMIRROR]
             pts, con = roi.to_image(pts), roi.to_image(con)
             # depth from the mesh (see module docstring): the model's own z is on another scale
-            ring_z = float(np.mean(np.asarray(vertices)[list(EYE_RINGS[e]), 2]))
+            ring_z = float(np.mean(np.asarray(vertices)[_RING_INDEX[e], 2]))
             pts[:, 2] = ring_z
             con[:, 2] = ring_z
             iris[5 * e : 5 * e + 5] = pts

@@ -149,6 +149,24 @@ def _weights_accessor(pk: _Packer, key_target: np.ndarray, n_targets: int, quant
     return len(pk.accessors) - 1
 
 
+def morph_targets(pk: _Packer, pos: np.ndarray, nrm: np.ndarray, quantize: bool) -> list[dict]:
+    """(K, N, 3) POSITION and NORMAL offsets → K morph targets (POSITION with bounds), one bufferView per kind."""
+    n = pos.shape[1]
+    targets: list[dict] = [{} for _ in range(len(pos))]
+    for attr, deltas, kind in (("POSITION", pos, "short"), ("NORMAL", nrm, "byte")):
+        data, ctype, stride, stored = _vec3_block(deltas, kind if quantize else None)
+        view = pk.view(data, ARRAY_BUFFER, stride)
+        lo, hi = stored.min(axis=1), stored.max(axis=1)
+        for k in range(len(pos)):
+            extra: dict = {} if ctype == FLOAT else {"normalized": True}
+            if attr == "POSITION":  # glTF requires bounds on POSITION, morph targets included
+                cast = float if ctype == FLOAT else int
+                extra["min"] = [cast(x) for x in lo[k]]
+                extra["max"] = [cast(x) for x in hi[k]]
+            targets[k][attr] = pk.accessor(view, k * n * stride, ctype, n, "VEC3", **extra)
+    return targets
+
+
 def build_glb(
     frames: AssetFrames, texture: bytes | None, texture_mime: str, config: RecordConfig, name: str = "face"
 ) -> tuple[bytes, dict]:
@@ -171,28 +189,7 @@ def build_glb(
     a_idx = pk.array(tris.reshape(-1).astype("<u2"), "SCALAR", ELEMENT_ARRAY_BUFFER)
 
     q = config.quantize
-    n = base.shape[0]
-    targets: list[dict] = []
-    for attr, deltas, qkind in (
-        ("POSITION", pos_delta, "short" if q else None),
-        ("NORMAL", nrm_delta, "byte" if q else None),
-    ):
-        data, ctype, stride, stored = _vec3_block(deltas, qkind)
-        view = pk.view(data, ARRAY_BUFFER, stride)
-        lo, hi = stored.min(axis=1), stored.max(axis=1)
-        for k in range(n_targets):
-            extra: dict = {}
-            if ctype != FLOAT:
-                extra["normalized"] = True
-            if attr == "POSITION":  # glTF requires bounds on POSITION, morph targets included
-                cast = float if ctype == FLOAT else int
-                extra["min"] = [cast(x) for x in lo[k]]
-                extra["max"] = [cast(x) for x in hi[k]]
-            acc = pk.accessor(view, k * n * stride, ctype, n, "VEC3", **extra)
-            if attr == "POSITION":
-                targets.append({"POSITION": acc})
-            else:
-                targets[k]["NORMAL"] = acc
+    targets = morph_targets(pk, pos_delta, nrm_delta, bool(q))
 
     # animation: keys at every capture timestamp, plus one at the end that holds the last frame so
     # the clip lasts exactly as long as the recording

@@ -208,8 +208,9 @@ class FrameJournal:
                     r[name][k] = value
                     flags |= flag
             r["flags"][k] = flags
+        rows = r.view(np.uint8).reshape(n, RECORD.itemsize)
         for k in range(n):
-            r["crc"][k] = _crc(r[k : k + 1])
+            r["crc"][k] = zlib.crc32(rows[k, :-4])  # as ``_crc``, without copying the record
         try:
             write_all(self._fd, r.tobytes())
         except OSError as exc:
@@ -337,17 +338,16 @@ def _intact(recs: np.ndarray, version: int) -> int:
     if version == 1 or not good:
         return good
     # whole frames only: each frame's records carry slots 0 .. faces-1 in order
-    start, end = 0, 0
+    start = 0
     while start < good:
         n = int(recs["faces"][start])
         stop = start + n
         if n < 1 or stop > good or not np.array_equal(recs["slot"][start:stop], np.arange(n)):
             break
-        same = recs["frame_index"][start:stop] == recs["frame_index"][start]
-        if not same.all():
+        if not (recs["frame_index"][start:stop] == recs["frame_index"][start]).all():
             break
-        start = end = stop
-    return end
+        start = stop
+    return start
 
 
 def read_journal(directory: Path | str) -> Recording:

@@ -51,13 +51,10 @@ def face_at(view: Recording, i: int) -> Face:
 
 def export_livelink_csv(rec: Recording, out: Path) -> dict:
     """One CSV per tracked face (module docstring); returns a summary (paths, rows, bytes)."""
-    from face3d_live.errors import RecordError
-    from face3d_live.record.rig import MIN_TRACK_FRAMES
+    from face3d_live.record.rig import track_keys
     from face3d_live.stream.livelink import LiveLinkCsvWriter, livelink_values
 
-    keys = rec.track_keys(min(MIN_TRACK_FRAMES, len(rec))) or rec.track_keys()
-    if not keys:
-        raise RecordError("no face was recorded in any frame; nothing to export")
+    keys = track_keys(rec)
     fps = float(rec.header.get("fps") or DEFAULT_FPS)
     paths = csv_paths(out, len(keys))
     rows, size = [], 0

@@ -35,14 +35,13 @@ from face3d_live.record.coords import CANONICAL_UNIT_M, FLIP, _hold_last_face, q
 from face3d_live.record.glb import (
     ARRAY_BUFFER,
     ELEMENT_ARRAY_BUFFER,
-    FLOAT,
     QUANT_EXT,
     USHORT,
     _node_name,
     _Packer,
-    _vec3_block,
     add_texture,
     assemble,
+    morph_targets,
 )
 from face3d_live.record.journal import Recording, atomic_write
 
@@ -71,21 +70,27 @@ class RigTrack:
     texture: np.ndarray | None
 
 
+def track_keys(rec: Recording) -> list[int]:
+    """The tracks an every-face export writes, in order of first appearance: those seen in at least
+    ``MIN_TRACK_FRAMES`` frames, or all of them when none is; ``RecordError`` without any face."""
+    keys = rec.track_keys(min(MIN_TRACK_FRAMES, len(rec))) or rec.track_keys()
+    if not keys:
+        raise RecordError("no face was recorded in any frame; nothing to export")
+    return keys
+
+
 def rig_tracks(
     rec: Recording, rig: ArkitRig, texture: np.ndarray | None = None
 ) -> tuple[list[RigTrack], dict]:
     """Every track of the recording as a ``RigTrack`` + the shared scene mapping (``metres_per_pixel``,
     ``origin_px``, ``s_ref``). ``texture`` stands in for the followed face's track when it has none."""
-    keys = rec.track_keys(min(MIN_TRACK_FRAMES, len(rec))) or rec.track_keys()
-    if not keys:
-        raise RecordError("no face was recorded in any frame; nothing to export")
+    keys = track_keys(rec)
     views = [rec.track(k) for k in keys]
     poses = {k: rigid_pose(v.vertices[v.has_face]) for k, v in zip(keys, views)}
     all_scales = np.concatenate([[p.scale for p in ps] for ps in poses.values()])
     s_ref = float(np.median(all_scales))
     mpp = CANONICAL_UNIT_M / s_ref
-    first = min(range(len(keys)), key=lambda i: int(np.argmax(views[i].has_face)))
-    origin = np.asarray(poses[keys[first]][0].translation)
+    origin = np.asarray(poses[keys[0]][0].translation)  # keys[0] is the first face to appear
     primary_key = int(rec.track_id[np.argmax(rec.has_face)]) if rec.has_face.any() else None
     tracks = []
     for key, view in zip(keys, views):
@@ -153,7 +158,7 @@ def build_rig_glb(
     for n, tr in enumerate(tracks):
         label = f"{name}_face{n}" if len(tracks) > 1 else name
         base = _to_gltf(tr.rig.neutral)
-        targets_pos = (tr.rig.deltas * FLIP * CANONICAL_UNIT_M).astype(np.float32)
+        targets_pos = _to_gltf(tr.rig.deltas)
         base_n = vertex_normals(base, tris)
         targets_nrm = vertex_normals(base[None] + targets_pos, tris) - base_n[None]
         prim = {
@@ -165,7 +170,7 @@ def build_rig_glb(
             "indices": a_idx,
             "material": n,
             "mode": 4,
-            "targets": _targets(pk, targets_pos, targets_nrm, q),
+            "targets": morph_targets(pk, targets_pos, targets_nrm, bool(q)),
         }
         gltf["meshes"].append(
             {
@@ -226,24 +231,6 @@ def build_rig_glb(
         "rig": "arkit",
     }
     return out, summary
-
-
-def _targets(pk: _Packer, pos: np.ndarray, nrm: np.ndarray, quantize: bool) -> list[dict]:
-    """52 morph targets: POSITION (+ bounds) and NORMAL offsets, one bufferView each kind."""
-    n = pos.shape[1]
-    targets: list[dict] = [{} for _ in range(len(pos))]
-    for attr, deltas, kind in (("POSITION", pos, "short"), ("NORMAL", nrm, "byte")):
-        data, ctype, stride, stored = _vec3_block(deltas, kind if quantize else None)
-        view = pk.view(data, ARRAY_BUFFER, stride)
-        lo, hi = stored.min(axis=1), stored.max(axis=1)
-        for k in range(len(pos)):
-            extra: dict = {} if ctype == FLOAT else {"normalized": True}
-            if attr == "POSITION":  # glTF requires bounds on POSITION, morph targets included
-                cast = float if ctype == FLOAT else int
-                extra["min"] = [cast(x) for x in lo[k]]
-                extra["max"] = [cast(x) for x in hi[k]]
-            targets[k][attr] = pk.accessor(view, k * n * stride, ctype, n, "VEC3", **extra)
-    return targets
 
 
 def _weights(pk: _Packer, weights: np.ndarray, quantize: bool) -> int:

@@ -35,9 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from face3d_live.avatar.calibrate import personal_rig
-from face3d_live.avatar.rig import ASSET, RIGID_POINTS, ArkitRig
+from face3d_live.avatar.rig import ASSET, RIGID_POINTS, ArkitRig, rigid_fit
 from face3d_live.expression.arkit import ARKIT_BLENDSHAPES, ARKIT_INDEX
-from face3d_live.expression.blendshapes import batched_umeyama
 from face3d_live.geometry import mesh
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,7 @@ def align(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N, ≥468, 3) image px → (pose-free meshes (N, 468, 3) float32, usable (N,) bool: frontal enough)."""
     v = np.asarray(points, np.float64)[:, : mesh.NUM_VERTICES]
     ref = mesh.canonical_vertices().astype(np.float64)
-    rot, scale, t = batched_umeyama(v[:, RIGID_POINTS], ref[RIGID_POINTS])
+    rot, scale, t = rigid_fit(v)
     out = scale[:, None, None] * (v @ rot.transpose(0, 2, 1)) + t[:, None]
     face_rot = rot.transpose(0, 2, 1)  # canonical → image
     yaw = np.degrees(np.arcsin(-np.clip(face_rot[:, 2, 0], -1, 1)))
