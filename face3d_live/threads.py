@@ -41,10 +41,14 @@ def worker_threads(default: int) -> int:
 
 
 def limit_worker_threads() -> int:
-    """A worker among many (Ray): OpenCV's pool sized to the worker's CPU share (OpenCV otherwise starts one
-    thread per core in every worker: 30 workers on 16 cores ran 480 decode/warp threads). Returns that size."""
+    """A worker among many (Ray): OpenCV's pool and each video decoder sized to the worker's CPU share
+    (both otherwise start one thread per core in every worker: 30 workers on 16 cores ran 480 warp threads
+    and as many decoder threads per open video). Returns that size."""
     import cv2
+
+    from face3d_live.capture.video import set_decode_threads
 
     n = worker_threads(default=os.cpu_count() or 1)
     cv2.setNumThreads(n)
+    set_decode_threads(n)
     return n

@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance")
     p.add_argument("--workers", type=int, default=None, help="input workers (default: per CPU)")
     p.add_argument("--model-actors", type=int, default=None, help="model actors (default: one per GPU)")
+    p.add_argument(
+        "--tasks-per-worker", type=int, default=None, help="tasks a worker runs at once (4 with model actors)"
+    )
     p.add_argument("--chunk-frames", type=int, default=0, help="chunk videos longer than this (0 = whole)")
     p.add_argument("--max-batch", type=int, default=64, help="crops per model-actor batch (64)")
     p.add_argument("--batch-wait-ms", type=float, default=2.0, help="model-actor batch window, ms (2)")
@@ -131,6 +134,7 @@ def run(args: argparse.Namespace) -> dict:
             max_frames=args.max_frames,
             workers=args.workers,
             model_actors=args.model_actors,
+            tasks_per_worker=args.tasks_per_worker,
             chunk_frames=args.chunk_frames,
             max_batch=args.max_batch,
             batch_wait_ms=args.batch_wait_ms,

@@ -174,7 +174,7 @@ def _measure(args, url: str, image_path: Path | None) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from face3d_live.scale.cluster import ray_session, require_serve
+    from face3d_live.scale.cluster import ray_session, require_serve, serve_environment
 
     require_serve()
     if args.url:
@@ -192,10 +192,7 @@ def run(args: argparse.Namespace) -> dict:
         threads_per_replica=args.threads_per_replica,
         max_queued=args.max_queued,
     )
-    if args.haproxy:
-        import os
-
-        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"  # read by the Serve controller a local Ray starts
+    serve_env = serve_environment(args.haproxy)
     with ray_session(args.ray, args.num_cpus) as cluster:
         from face3d_live.scale.serve_app import start_service, stop_service
 
@@ -212,6 +209,7 @@ def run(args: argparse.Namespace) -> dict:
     }
     return {
         "service": "started here",
+        "serve_environment": serve_env,
         "cluster": cluster.to_dict(),
         "start_s": round(started, 2),
         "config": {

@@ -19,6 +19,15 @@ from face3d_live.types import Frame  # noqa: E402
 log = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_FAILURES = 25  # beyond this the rest of the file is unreadable (truncated)
+# FFmpeg decodes with one thread per core by default: right for one video, not for many workers each
+# decoding several (16 workers × 4 videos × 16 threads on 16 cores). 0 = FFmpeg's choice.
+_decode_threads = 0
+
+
+def set_decode_threads(threads: int) -> None:
+    """Decoder threads of every video opened from now on in this process (0: FFmpeg's default)."""
+    global _decode_threads
+    _decode_threads = max(0, int(threads))
 
 
 class VideoFileSource(FrameSource):
@@ -29,7 +38,12 @@ class VideoFileSource(FrameSource):
         self.path = Path(path)
         if not self.path.is_file():
             raise SourceError(f"no such video file: {self.path}")
-        self._cap = cv2.VideoCapture(str(self.path))
+        if _decode_threads:
+            self._cap = cv2.VideoCapture(
+                str(self.path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, _decode_threads]
+            )
+        else:
+            self._cap = cv2.VideoCapture(str(self.path))
         if not self._cap.isOpened():
             raise SourceError(f"cannot read {self.path} as video (unreadable, truncated or not a video file)")
         self._fps = self._cap.get(cv2.CAP_PROP_FPS) or 30.0

@@ -55,6 +55,12 @@ def _add_ray_options(p: argparse.ArgumentParser) -> None:
         help="model actors (default: one per GPU; none on CPUs). 0 on a GPU machine: each worker owns its model on a share of the GPUs",
     )
     g.add_argument(
+        "--tasks-per-worker",
+        type=int,
+        default=None,
+        help="tasks a worker runs at once (default: 4 with model actors, which hides their round trips; else 1)",
+    )
+    g.add_argument(
         "--chunk-frames",
         type=int,
         default=None,
@@ -80,6 +86,7 @@ def _add_ray_options(p: argparse.ArgumentParser) -> None:
 _RAY_ONLY = (
     "workers",
     "model_actors",
+    "tasks_per_worker",
     "chunk_frames",
     "chunk_overlap",
     "photo_batch",

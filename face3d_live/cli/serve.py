@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from face3d_live.scale.cluster import ray_session, require_serve
+    from face3d_live.scale.cluster import ray_session, require_serve, serve_environment
     from face3d_live.scale.config import ModelOptions, ServeConfig
 
     config = ServeConfig(
@@ -68,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
         max_queued=args.max_queued,
     )
     require_serve()
-    if args.haproxy:
-        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"  # read by the Serve controller a local Ray starts
+    serve_environment(args.haproxy)  # Serve's high-throughput data path (read by the processes Ray starts)
     with ray_session(args.ray, args.num_cpus):
         from face3d_live.scale.serve_app import start_service, stop_service
 

@@ -2,9 +2,11 @@
 
 - ``ModelActor``: owns one face model (one per GPU), batches the crops of every worker's concurrent calls
   into the multi-stream executor (``AsyncBatcher`` over ``ModelRunner``).
-- ``InputWorker``: runs tasks (a video, a chunk, a batch of photos) one at a time: decode, detect, crop,
-  decode the model's output, smooth, write. It owns its model (a CPU actor on a machine without a GPU)
-  or calls a model actor through ``RemoteModel``.
+- ``InputWorker``: runs tasks (a video, a chunk, a batch of photos): decode, detect, crop, decode the
+  model's output, smooth, write. It owns its model (a CPU actor on a machine without a GPU; one task at a
+  time) or calls a model actor through ``RemoteModel``; then it runs several tasks at once on threads
+  (``tasks_per_worker``), because a video's next crop needs this frame's mesh: one video alone waits for
+  every round trip to the GPU, several interleave, and their crops go to the actor as one call.
 - ``ProgressActor``: frames written per task, for the driver's progress bar (which waits on it; nothing
   polls).
 
@@ -18,6 +20,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
+import time
+from dataclasses import dataclass
 
 import ray
 
@@ -73,17 +78,87 @@ class ModelActor:
         return dict(self.stats)
 
 
-class RemoteModel:
-    """The FaceModel protocol over a ModelActor: ``predict`` blocks this worker until its crops come back
-    (batched with other workers' crops). ``close`` leaves the actor to its owner."""
+@dataclass
+class _Call:
+    crops: object
+    taken: bool = False
+    done: bool = False
+    result: object = None
+    error: BaseException | None = None
 
-    def __init__(self, actor, info: dict) -> None:
+
+class RemoteModel:
+    """The FaceModel protocol over a ModelActor, shared by a worker's task threads.
+
+    ``predict`` blocks its thread until its crops come back. Calls of concurrent threads are coalesced: a
+    call waits up to ``wait_s`` for every other running task (``active``) to call too, then one of them
+    sends all their crops to the actor in one call (fewer, larger calls: the actor's per-call cost is what
+    limits it). ``close`` leaves the actor to its owner."""
+
+    def __init__(self, actor, info: dict, wait_s: float = 0.002) -> None:
         self.actor = actor
         self.name = info["name"]
         self.input_size = int(info["input_size"])
+        self.wait_s = wait_s
+        self.active = 0  # tasks running in this worker (InputWorker.run counts them)
+        self.calls = 0
+        self._cond = threading.Condition()
+        self._waiting: list[_Call] = []
+
+    def task_started(self) -> None:
+        with self._cond:
+            self.active += 1
+
+    def task_ended(self) -> None:
+        with self._cond:
+            self.active -= 1
+            self._cond.notify_all()  # a waiting call may now have everyone it waits for
 
     def predict(self, crops):
-        return ray.get(self.actor.predict.remote(crops))
+        call = _Call(crops)
+        batch = None
+        with self._cond:
+            self._waiting.append(call)
+            self._cond.notify_all()
+            deadline = time.monotonic() + self.wait_s
+            while not call.taken:
+                left = deadline - time.monotonic()
+                if len(self._waiting) >= self.active or left <= 0:
+                    batch, self._waiting = self._waiting, []
+                    for c in batch:
+                        c.taken = True
+                    break
+                self._cond.wait(left)
+        if batch is not None:
+            self._send(batch)
+        with self._cond:
+            while not call.done:
+                self._cond.wait()
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    def _send(self, batch: list[_Call]) -> None:
+        import numpy as np
+
+        from face3d_live.scale.model_runner import split_output
+
+        try:
+            crops = batch[0].crops if len(batch) == 1 else np.concatenate([c.crops for c in batch])
+            out = ray.get(self.actor.predict.remote(crops))
+            parts = split_output(out, [len(c.crops) for c in batch])
+            for c, part in zip(batch, parts):
+                c.result = part
+        except (
+            BaseException
+        ) as exc:  # every thread of the batch gets the error (the task boundary reports it)
+            for c in batch:
+                c.error = exc
+        with self._cond:
+            self.calls += 1
+            for c in batch:
+                c.done = True
+            self._cond.notify_all()
 
     def close(self) -> None:
         """The driver owns the model actor."""
@@ -135,9 +210,11 @@ class InputWorker:
         self.config = config
         self.progress = ray.get_actor(progress) if progress else None
         self._owned = None
+        self._remote: RemoteModel | None = None
         if model_actor is not None:
             actor = ray.get_actor(model_actor)
-            self.model = RemoteModel(actor, ray.get(actor.info.remote()))
+            info = ray.get(actor.info.remote())
+            self.model = self._remote = RemoteModel(actor, info, config.batch_wait_ms / 1000)
         else:
             from face3d_live.models.registry import create_model
 
@@ -147,11 +224,18 @@ class InputWorker:
         return os.getpid()
 
     def run(self, task: VideoTask | PhotoTask) -> TaskResult:
+        """One task (Ray may run ``tasks_per_worker`` of these at once, on threads of this actor)."""
         report = self._report if self.progress is not None else None
-        if isinstance(task, VideoTask):
-            result = run_video_task(task, self.model, self.config, report)
-        else:
-            result = run_photo_task(task, self.model, self.config, report)
+        if self._remote is not None:
+            self._remote.task_started()
+        try:
+            if isinstance(task, VideoTask):
+                result = run_video_task(task, self.model, self.config, report)
+            else:
+                result = run_photo_task(task, self.model, self.config, report)
+        finally:
+            if self._remote is not None:
+                self._remote.task_ended()
         if self.progress is not None:
             self.progress.finished.remote(task.task_id)
         return result

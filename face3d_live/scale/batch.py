@@ -7,8 +7,8 @@
    output options) is skipped and counted.
 3. Tasks: one per video (or per chunk of a long video with ``chunk_frames``), photos in batches of
    ``photo_batch`` gathered across all photo inputs. Longest videos go first.
-4. Actors: model actors (one per GPU) and input workers (work.py runs in them); each worker runs one task at
-   a time and gets the next when it is done.
+4. Actors: model actors (one per GPU) and input workers (work.py runs in them); each worker has
+   ``tasks_per_worker`` task slots (threads) and gets the next task when a slot frees.
 5. When all of an input's tasks are done its ``summary.json`` (``process``'s keys, plus "job") and marker are
    written; an input whose task failed is reported and has no marker. ``OUT/job-summary.json`` covers all.
 """
@@ -73,6 +73,7 @@ class JobSummary:
     wall_s: float = 0.0  # the whole call, Ray start included
     processing_s: float = 0.0  # first task sent → last result in
     workers: int = 0
+    tasks_per_worker: int = 1
     model_actors: int = 0
     cluster: dict = field(default_factory=dict)
     batching: dict = field(default_factory=dict)
@@ -106,7 +107,8 @@ class JobSummary:
         if self.count("done"):
             head += (
                 f"; {self.frames} frames in {self.processing_s:.1f} s = {self.frames_per_s:.1f} frames/s "
-                f"({self.videos_per_hour:.0f} videos/hour) on {self.workers} worker(s), {self.model_actors} "
+                f"({self.videos_per_hour:.0f} videos/hour) on {self.workers} worker(s) × {self.tasks_per_worker} task(s), "
+                f"{self.model_actors} "
                 f"model actor(s), model {self.model}"
             )
         out = [head]
@@ -129,6 +131,7 @@ class JobSummary:
             "videos_per_hour": round(self.videos_per_hour, 1),
             "model": self.model,
             "workers": self.workers,
+            "tasks_per_worker": self.tasks_per_worker,
             "model_actors": self.model_actors,
             "cluster": self.cluster,
             "batching": self.batching,
@@ -306,13 +309,11 @@ class _Job:
         n_actors = cfg.model_actors if cfg.model_actors is not None else int(cluster.gpus)
         on_gpu = cluster.gpus > 0
         actor_cpus = 1.0
-        if n_actors:
-            free_cpus = max(1.0, cluster.cpus - n_actors * actor_cpus)
-            worker_cpus = 0.5
-        else:
-            free_cpus, worker_cpus = max(1.0, cluster.cpus), 1.0
+        free_cpus = max(1.0, cluster.cpus - n_actors * actor_cpus)
+        worker_cpus = 1.0
+        per_worker = cfg.tasks_per_worker or (4 if n_actors else 1)
         n_workers = cfg.workers or max(1, int(free_cpus / worker_cpus))
-        n_workers = min(n_workers, len(tasks))
+        n_workers = max(1, min(n_workers, len(tasks)))  # slots go round the workers: few tasks, one each
         if cfg.workers and cfg.workers * worker_cpus > free_cpus:  # asked for more than fit: share the CPUs
             worker_cpus = free_cpus / cfg.workers
         level = logging.getLogger().getEffectiveLevel()
@@ -333,23 +334,25 @@ class _Job:
 
         def new_worker(k: int):
             actor = names[k % len(names)] if names else None
-            return InputWorker.options(num_cpus=worker_cpus, num_gpus=worker_gpus).remote(
-                cfg, model, actor, f"face3d-progress-{job}", level
-            )
+            return InputWorker.options(
+                num_cpus=worker_cpus, num_gpus=worker_gpus, max_concurrency=per_worker
+            ).remote(cfg, model, actor, f"face3d-progress-{job}", level)
 
         workers = [new_worker(k) for k in range(n_workers)]
         self.summary.workers, self.summary.model_actors = n_workers, n_actors
+        self.summary.tasks_per_worker = per_worker
         log.info(
-            "job: %d task(s), %d worker(s), %d model actor(s), model %s",
+            "job: %d task(s), %d worker(s) × %d task(s) at once, %d model actor(s), model %s",
             len(tasks),
             n_workers,
+            per_worker,
             n_actors,
             model,
         )
 
         bar = tqdm(total=total_frames, unit="frame", desc="job", disable=not cfg.progress, smoothing=0.1)
         queue = deque(tasks)
-        idle = deque(range(n_workers))
+        idle = deque(k for _ in range(per_worker) for k in range(n_workers))  # free task slots
         running: dict = {}
         t_start = time.perf_counter()
 
@@ -357,7 +360,7 @@ class _Job:
             while idle and queue:
                 k = idle.popleft()
                 task = queue.popleft()
-                running[workers[k].run.remote(task)] = (k, task)
+                running[workers[k].run.remote(task)] = (k, task, workers[k])
 
         dispatch()
         progress_ref = progress.wait.remote(-1, 1.0)
@@ -375,14 +378,15 @@ class _Job:
                         self.on_progress({**snap, "inputs_done": self.summary.count("done")})
                     progress_ref = progress.wait.remote(snap["version"], 1.0)
                     continue
-                k, task = running.pop(ref)
+                k, task, worker = running.pop(ref)
                 try:
                     result = ray.get(ref)
                 except ray.exceptions.RayError as exc:  # died more often than Ray retries it: a poison input
                     reason = f"worker failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
                     result = TaskResult(task.task_id, errors=dict.fromkeys(_inputs_of(task), reason))
-                    ray.kill(workers[k], no_restart=True)
-                    workers[k] = new_worker(k)
+                    if workers[k] is worker:  # its other tasks fail the same way: replace it once
+                        ray.kill(worker, no_restart=True)
+                        workers[k] = new_worker(k)
                 self._record(task, result)
                 idle.append(k)
                 dispatch()

@@ -81,6 +81,19 @@ def ray_session(address: str | None = "auto", num_cpus: int | None = None) -> It
         ray.shutdown()
 
 
+def serve_environment(haproxy: bool = False) -> dict[str, str]:
+    """Ray Serve's high-throughput data path for a local instance started after this call (Serve reads these
+    at import, in every process Ray starts): direct ingress (each HTTP replica serves the port itself, no
+    Python proxy hop) and gRPC between replicas. 2-core CPU, c=16: 33.0 → 47.6 requests/s (measured). Values
+    the user set are kept; a cluster takes them where it starts (``RAY_SERVE_THROUGHPUT_OPTIMIZED=1 ray
+    start …``). ``haproxy``: also Serve's HAProxy ingress (needs the haproxy binary). Returns the values."""
+    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    if haproxy:
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    names = ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_HA_PROXY")
+    return {k: os.environ[k] for k in names if k in os.environ}
+
+
 def require_serve() -> None:
     """Ray Serve and its web stack, or the ModuleNotFoundError the CLI turns into the [ray] extra's hint
     (``ray`` alone, without ``ray[serve]``, lacks FastAPI)."""

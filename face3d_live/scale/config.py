@@ -74,6 +74,8 @@ class BatchConfig:
     model_actors:   None: one per GPU of the cluster and none without a GPU (then each worker owns its
                     model: CPU actors); N: N model actors (on GPUs when there are, else on CPUs); 0 on a GPU cluster:
                     every worker owns its model on a share of the GPUs.
+    tasks_per_worker: tasks a worker runs at once, on threads (None: 4 with model actors, whose round trips
+                    they hide and whose calls they share; 1 when the worker owns its model).
     max_batch / batch_wait_ms / streams: the model actors' batching (crops per executor batch, how long
                     the first request of a batch waits for others, executor streams).
     ray_address:    "auto" (RAY_ADDRESS if set, else a local Ray instance) or a cluster address.
@@ -89,6 +91,7 @@ class BatchConfig:
     photo_batch: int = 32
     workers: int | None = None
     model_actors: int | None = None
+    tasks_per_worker: int | None = None
     max_batch: int = 64
     batch_wait_ms: float = 2.0
     streams: int = 2
@@ -104,6 +107,7 @@ class BatchConfig:
             "--photo-batch": (self.photo_batch, 1),
             "--workers": (self.workers, 1),
             "--model-actors": (self.model_actors, 0),
+            "--tasks-per-worker": (self.tasks_per_worker, 1),
             "--max-batch": (self.max_batch, 1),
             "--streams": (self.streams, 1),
             "--num-cpus": (self.num_cpus, 1),

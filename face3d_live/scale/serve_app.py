@@ -361,8 +361,13 @@ class Api:
 
 
 # ---- building and running -------------------------------------------------------------------------------
-# a stopping replica finishes its requests for up to 10 s (Serve's default waits 20 s, polling every 2 s)
-_SHUTDOWN = {"graceful_shutdown_wait_loop_s": 0.5, "graceful_shutdown_timeout_s": 10.0}
+# a stopping replica finishes its requests for up to 10 s (Serve's default waits 20 s, polling every 2 s);
+# no access log line per request and per model call (our own metrics count them; the log cost CPU per call)
+_SHUTDOWN = {
+    "graceful_shutdown_wait_loop_s": 0.5,
+    "graceful_shutdown_timeout_s": 10.0,
+    "logging_config": {"enable_access_log": False},
+}
 
 
 def build_app(config: ServeConfig, model: str, cpus: float, gpus: float):

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# #15's GPU-machine measurements (README "Scale-out on Ray"), after the Ray bundle is on the machine:
+#
+#   source .devcarry/ray-d/setup.sh > /tmp/s.log 2>&1; bash scripts/device_scale.sh batch|serve|process ...
+#
+#   process  single-process `process` on the 720p clip (per-stage medians: the per-frame cost a worker pays)
+#   batch    `bench batch` on the 720p clip looped 10× (mp4v), linked $COPIES times (default 32); extra
+#            arguments go to bench batch
+#   serve    `bench serve` at $LEVELS (default 32,64,128,256); extra arguments go to bench serve
+#
+# Each runs under scripts/cpu_by_process.py (CPU seconds per process group: where the time goes). JSON and
+# logs go to $OUT (the device tool's folder) or out/device; $TAG names them.
+set -uo pipefail
+step=${1:?usage: scripts/device_scale.sh process|batch|serve [ARGS...]}
+shift
+out=${OUT:-out/device}
+tag=${TAG:-$step}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+clip=${FACE3D_DATA:?source .devcarry/ray-d/setup.sh first}/videos/obama.mp4
+run() { python3 scripts/cpu_by_process.py -- python3 -c 'import sys; from face3d_live.cli import main; sys.exit(main(sys.argv[1:]))' "$@"; }
+quiet() { grep -v -E '^\(|^\x1b|INFO|WARNING|Created TensorFlow' | tail -${1:-40}; }
+
+case $step in
+process)
+    run process "$clip" --out /tmp/process-out --no-progress "$@" 2>&1 | quiet | tee "$out/$tag.log"
+    ;;
+batch)
+    run bench batch --inputs "$clip" --loop 10 --copies "${COPIES:-32}" --json "$out/$tag.json" "$@" 2>&1 |
+        quiet | tee "$out/$tag.log"
+    ;;
+serve)
+    run bench serve --levels "${LEVELS:-32,64,128,256}" --duration "${DURATION:-8}" --json "$out/$tag.json" "$@" 2>&1 |
+        quiet | tee "$out/$tag.log"
+    ;;
+*) echo "usage: scripts/device_scale.sh process|batch|serve [ARGS...]" >&2; exit 2 ;;
+esac
