@@ -68,7 +68,9 @@ def main(argv: list[str]) -> int:
         if cpu - base > 0:
             used[_group(cmd)] += cpu - base
     total = sum(used.values())
-    print(f"cpu_by_process: {total:.1f} CPU-s in {wall:.1f} s wall ({total / wall:.1f} cores busy on average)")
+    print(
+        f"cpu_by_process: {total:.1f} CPU-s in {wall:.1f} s wall ({total / wall:.1f} cores busy on average)"
+    )
     for name, sec in sorted(used.items(), key=lambda kv: -kv[1])[:25]:
         print(f"  {sec:8.1f} s  {name}")
     return proc.returncode
