@@ -165,6 +165,9 @@ class FaceModelServer:
         from face3d_live.scale.model_runner import ModelRunner
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        from face3d_live.threads import limit_worker_threads
+
+        limit_worker_threads()  # short GIL hand-offs between the loop, submit and collect threads
         self.runner = ModelRunner(
             create_model(model, config.model.backend), streams=config.streams, max_batch=config.max_batch
         )
