@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from face3d_live.detect.tracker import TrackerConfig
 from face3d_live.geometry.one_euro import OneEuroConfig
 
 
@@ -38,12 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def reconstructor_from_args(args: argparse.Namespace, still: bool = False):
-    from face3d_live.reconstructor import Reconstructor
-
-    smoothing = (
-        None if (still or args.no_smooth) else OneEuroConfig(min_cutoff=args.min_cutoff, beta=args.beta)
-    )
-    tracker = TrackerConfig(max_faces=args.max_faces, redetect_every=args.redetect_every)
     from face3d_live.models.registry import default_model
+    from face3d_live.scale.config import ModelOptions  # plain dataclasses: no Ray
 
-    return Reconstructor(args.model or default_model(), args.backend, tracker=tracker, smoothing=smoothing)
+    return ModelOptions.from_args(args).reconstructor(args.model or default_model(), still)

@@ -60,3 +60,16 @@ def mediapipe_to_arkit(scores: np.ndarray) -> np.ndarray:
     have = ARKIT_FROM_MEDIAPIPE >= 0
     out[..., have] = scores[..., ARKIT_FROM_MEDIAPIPE[have]]
     return out
+
+
+def mirror_shapes() -> np.ndarray:
+    """ARKit index permutation swapping each ...Left shape with its ...Right partner."""
+
+    def partner(n: str) -> str:  # jawLeft/jawRight and mouthLeft/mouthRight swap too
+        if n.endswith("Left"):
+            return n[:-4] + "Right"
+        if n.endswith("Right"):
+            return n[:-5] + "Left"
+        return n
+
+    return np.array([ARKIT_INDEX[partner(n)] for n in ARKIT_BLENDSHAPES], np.int64)

@@ -24,9 +24,11 @@ import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import ray
 
 from face3d_live.scale.config import BatchConfig
+from face3d_live.scale.model_runner import split_output
 from face3d_live.scale.work import PhotoTask, TaskResult, VideoTask, run_photo_task, run_video_task
 from face3d_live.threads import limit_worker_threads
 
@@ -139,10 +141,6 @@ class RemoteModel:
         return call.result
 
     def _send(self, batch: list[_Call]) -> None:
-        import numpy as np
-
-        from face3d_live.scale.model_runner import split_output
-
         try:
             crops = batch[0].crops if len(batch) == 1 else np.concatenate([c.crops for c in batch])
             out = ray.get(self.actor.predict.remote(crops))

@@ -310,12 +310,10 @@ class _Job:
         on_gpu = cluster.gpus > 0
         actor_cpus = 1.0
         free_cpus = max(1.0, cluster.cpus - n_actors * actor_cpus)
-        worker_cpus = 1.0
         per_worker = cfg.tasks_per_worker or (4 if n_actors else 1)
-        n_workers = cfg.workers or max(1, int(free_cpus / worker_cpus))
+        n_workers = cfg.workers or max(1, int(free_cpus))  # one CPU each
         n_workers = max(1, min(n_workers, len(tasks)))  # slots go round the workers: few tasks, one each
-        if cfg.workers and cfg.workers * worker_cpus > free_cpus:  # asked for more than fit: share the CPUs
-            worker_cpus = free_cpus / cfg.workers
+        worker_cpus = min(1.0, free_cpus / n_workers)  # asked for more than fit: they share the CPUs
         level = logging.getLogger().getEffectiveLevel()
         job = uuid.uuid4().hex[:8]
         names = [f"face3d-model-{job}-{k}" for k in range(n_actors)]

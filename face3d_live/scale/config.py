@@ -40,10 +40,18 @@ class ModelOptions:
         return TrackerConfig(max_faces=self.max_faces, redetect_every=self.redetect_every)
 
     def smoothing(self, still: bool) -> OneEuroConfig | None:
-        """As ``cli.options.reconstructor_from_args``: none for stills or with --no-smooth."""
+        """None for stills or with --no-smooth."""
         if still or not self.smooth:
             return None
         return OneEuroConfig(min_cutoff=self.min_cutoff, beta=self.beta)
+
+    def reconstructor(self, model, still: bool):
+        """The Reconstructor these options configure (``process``, ``record``, ``stream``, the Ray workers)
+        around ``model``: a name (loaded here, closed with the Reconstructor) or a loaded FaceModel (borrowed:
+        its owner closes it; each task gets a fresh tracker, filters and detectors around it)."""
+        from face3d_live.reconstructor import Reconstructor
+
+        return Reconstructor(model, self.backend, tracker=self.tracker(), smoothing=self.smoothing(still))
 
     @classmethod
     def from_args(cls, args) -> ModelOptions:

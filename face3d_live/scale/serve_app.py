@@ -340,9 +340,7 @@ class Api:
         try:
             return self._idle.get_nowait()
         except queue.Empty:
-            from face3d_live.scale.work import reconstructor_with_model
-
-            return reconstructor_with_model(self._proxy, self.config.model, still=True)
+            return self.config.model.reconstructor(self._proxy, still=True)
 
     def _reconstruct_json(self, image, faces, blendshapes: bool, timing: dict, t0: float):
         payload = {

@@ -28,8 +28,7 @@ from face3d_live.capture.video import VideoFileSource
 from face3d_live.errors import Face3DError, SourceError
 from face3d_live.pipeline.frame_writer import FrameResultWriter
 from face3d_live.pipeline.offline import RunSummary, run_offline
-from face3d_live.reconstructor import Reconstructor
-from face3d_live.scale.config import BatchConfig, ModelOptions
+from face3d_live.scale.config import BatchConfig
 from face3d_live.types import Frame
 
 log = logging.getLogger(__name__)
@@ -107,14 +106,6 @@ class TaskResult:
     pid: int = 0
     host: str = ""
     wall_s: float = 0.0
-
-
-# ---- the borrowed model ----------------------------------------------------------------------------------
-def reconstructor_with_model(model, options: ModelOptions, still: bool) -> Reconstructor:
-    """A fresh Reconstructor (tracker, filters, detectors) around an already loaded model, configured as
-    ``cli.options.reconstructor_from_args`` configures ``process``'s. The model stays the caller's: the
-    Reconstructor borrows it and does not close it."""
-    return Reconstructor(model, "auto", tracker=options.tracker(), smoothing=options.smoothing(still))
 
 
 # ---- staging -----------------------------------------------------------------------------------------------
@@ -201,7 +192,7 @@ def run_video_task(task: VideoTask, model, config: BatchConfig, report: Report |
             source = VideoFileSource(task.path)
         else:
             source = VideoChunkSource(task.path, task.start - task.warmup, task.stop)
-        with source, reconstructor_with_model(model, config.model, still=False) as rec:
+        with source, config.model.reconstructor(model, still=False) as rec:
             writer = FrameResultWriter(staging, write_obj_files=config.obj)
             if config.glb:
                 glb = _glb_writer(staging / f"{out_dir.name}.glb", source.fps, task.path)
@@ -269,7 +260,7 @@ def run_photo_task(task: PhotoTask, model, config: BatchConfig, report: Report |
     throttle = _Throttle(task.task_id, report)
     stagings: dict[int, tuple[Path, Path, FrameResultWriter]] = {}
     done = 0
-    with reconstructor_with_model(model, config.model, still=True) as rec:
+    with config.model.reconstructor(model, still=True) as rec:
         for photo in task.photos:
             i = photo.input_index
             if i in result.errors:

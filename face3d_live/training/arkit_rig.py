@@ -36,7 +36,7 @@ import numpy as np
 
 from face3d_live.avatar.calibrate import personal_rig
 from face3d_live.avatar.rig import ASSET, RIGID_POINTS, ArkitRig, rigid_fit
-from face3d_live.expression.arkit import ARKIT_BLENDSHAPES, ARKIT_INDEX
+from face3d_live.expression.arkit import ARKIT_BLENDSHAPES, ARKIT_INDEX, mirror_shapes
 from face3d_live.geometry import mesh
 
 log = logging.getLogger(__name__)
@@ -170,19 +170,6 @@ def fit(parts: list[Part], ridge: float, video_weight: float) -> Fit:
     d = np.linalg.solve(gram, rhs)  # (52, 1404); an all-zero column (tongueOut) gets exactly 0
     neutrals = {name: (mx - mw @ d).reshape(-1, 3) for name, (mx, mw) in means.items()}
     return Fit(d.reshape(N_SHAPES, -1, 3), neutrals)
-
-
-def mirror_shapes() -> np.ndarray:
-    """ARKit index permutation swapping each ...Left shape with its ...Right partner."""
-
-    def partner(n: str) -> str:
-        if n.endswith("Left"):
-            return n[:-4] + "Right"
-        if n.endswith("Right"):
-            return n[:-5] + "Left"
-        return n
-
-    return np.array([ARKIT_INDEX[partner(n)] for n in ARKIT_BLENDSHAPES], np.int64)
 
 
 def mirror(shape: np.ndarray) -> np.ndarray:

@@ -31,26 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from face3d_live.expression.arkit import ARKIT_BLENDSHAPES, ARKIT_INDEX
+from face3d_live.expression.arkit import ARKIT_BLENDSHAPES, ARKIT_INDEX, mirror_shapes
 from face3d_live.expression.blendshapes import ALIGN_POINTS, ARCH, WEIGHTS, batched_umeyama
 
 log = logging.getLogger(__name__)
 
 OUTPUTS = np.array([i for i, n in enumerate(ARKIT_BLENDSHAPES) if n != "tongueOut"], np.int64)
 MOVING_STD = 0.05  # a shape "moves" in an eval set when the teacher's std there exceeds this
-
-
-def mirror_shapes() -> np.ndarray:
-    """ARKit index permutation swapping each ...Left shape with its ...Right partner."""
-
-    def partner(n: str) -> str:  # jawLeft/jawRight and mouthLeft/mouthRight swap too
-        if n.endswith("Left"):
-            return n[:-4] + "Right"
-        if n.endswith("Right"):
-            return n[:-5] + "Left"
-        return n
-
-    return np.array([ARKIT_INDEX[partner(n)] for n in ARKIT_BLENDSHAPES], np.int64)
 
 
 @dataclass
