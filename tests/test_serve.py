@@ -51,21 +51,34 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def service():
-    """The service with small, CI-sized settings: fractional CPUs so that both deployments (and an autoscaled
-    HTTP replica) fit in 2 CPUs; 64 requests per HTTP replica + 64 queued per caller, beyond that 503."""
+def local_ray():
     ray = pytest.importorskip("ray")
     pytest.importorskip("httpx")
     from face3d_live.scale.cluster import LOCAL_SYSTEM_CONFIG, serve_environment
-    from face3d_live.scale.config import ServeConfig
-    from face3d_live.scale.serve_app import start_service, stop_service
+    from face3d_live.scale.serve_app import stop_service
 
     serve_environment("auto")  # the data path `face3d-live serve` uses (HAProxy with the ray extra)
     ray.init(
         num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, _system_config=LOCAL_SYSTEM_CONFIG
     )
+    try:
+        yield _free_port()
+    finally:
+        stop_service()
+        ray.shutdown()
+
+
+# the two placements of the model: its own deployment (GPU clusters) and one in each HTTP replica (the
+# default without GPUs); the second run redeploys the same application in place
+@pytest.fixture(scope="module", params=[1, 0], ids=["model-deployment", "model-in-http-replicas"])
+def service(local_ray, request):
+    """The service with small, CI-sized settings: fractional CPUs so that both deployments (and an autoscaled
+    HTTP replica) fit in 2 CPUs; 64 requests per HTTP replica + 64 queued per caller, beyond that 503."""
+    from face3d_live.scale.config import ServeConfig
+    from face3d_live.scale.serve_app import start_service
+
     config = ServeConfig(
-        port=_free_port(),
+        port=local_ray,
         api_key=API_KEY,
         max_body_bytes=2 * 2**20,
         max_pixels=4_000_000,
@@ -78,12 +91,9 @@ def service():
         max_ongoing=64,
         max_queued=64,
         retry_after_s=2,
+        model_replicas=request.param,
     )
-    try:
-        yield start_service(config)
-    finally:
-        stop_service()
-        ray.shutdown()
+    return start_service(config)
 
 
 @pytest.fixture(scope="module")

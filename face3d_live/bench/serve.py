@@ -41,6 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-wait-ms", type=float, default=2.0, help="batch gathering window, ms (2)")
     p.add_argument("--max-replicas", type=int, default=None, help="HTTP replicas at most (default: per CPU)")
     p.add_argument("--min-replicas", type=int, default=None, help="HTTP replicas at least (default 1)")
+    p.add_argument(
+        "--model-replicas",
+        type=int,
+        default=None,
+        help="model replicas at most (default: one per GPU; without GPUs, as 0); 0: a model in each HTTP replica",
+    )
     p.add_argument("--threads-per-replica", type=int, default=8, help="reconstruct threads per HTTP replica")
     p.add_argument("--max-queued", type=int, default=1024, help="requests queued per caller before 503")
     p.add_argument(
@@ -196,6 +202,7 @@ def run(args: argparse.Namespace) -> dict:
         ingress_min_replicas=args.min_replicas or 1,
         threads_per_replica=args.threads_per_replica,
         max_queued=args.max_queued,
+        model_replicas=args.model_replicas,
     )
     serve_env = serve_environment(args.ingress)
     with ray_session(args.ray, args.num_cpus) as cluster:
@@ -221,6 +228,7 @@ def run(args: argparse.Namespace) -> dict:
             **cfg,
             "max_replicas": config.ingress_max_replicas,
             "min_replicas": config.ingress_min_replicas,
+            "model_replicas": config.model_replicas,
         },
         **result,
     }

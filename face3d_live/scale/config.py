@@ -149,7 +149,9 @@ class ServeConfig:
     max_batch / batch_wait_ms / streams / max_concurrent_batches: the model deployment's ``@serve.batch`` (in
     crops) and executor. ingress_*: the HTTP deployment (decode, detect, crop, decode outputs), autoscaled
     between min and max replicas (max None: one per CPU of the cluster) at ``target_ongoing`` requests per
-    replica. model_replicas: the model deployment's maximum (None: one per GPU, else 1).
+    replica. model_replicas: the model deployment's maximum (None: one per GPU; without GPUs, as 0); 0: no
+    model deployment, every HTTP replica loads its own model (a share of the GPUs each) and batches its own
+    requests.
     max_ongoing / max_queued: per ingress replica, and at each caller (the HTTP proxy); beyond them requests
     get 503 with ``Retry-After: retry_after_s``: the queue is bounded. Waiting is cheapest inside a replica
     (a request parked on the thread pool costs nothing); Serve's router retries and probes the requests it
@@ -189,5 +191,7 @@ class ServeConfig:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if self.max_ongoing < 1 or self.max_queued < 1 or self.threads_per_replica < 1:
             raise ConfigError("max_ongoing, max_queued and threads_per_replica must be ≥ 1")
+        if self.model_replicas is not None and self.model_replicas < 0:
+            raise ConfigError(f"--model-replicas must be ≥ 0, got {self.model_replicas}")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("the API key is empty")

@@ -7,6 +7,10 @@ Three deployments:
   crops to the model deployment.
 - ``FaceModelServer`` (one replica per GPU, or one on the CPU): ``@serve.batch`` gathers the crops of every
   replica's concurrent requests (batched by crop count) into the multi-stream executor (``ModelRunner``).
+  With ``model_replicas=0`` (the default on a cluster without GPUs) there is no model deployment: every HTTP replica loads its own model (on its
+  share of the GPUs) and batches its own concurrent requests (``AsyncBatcher``). That saves the two
+  deployment calls a request makes (one per model pass) and their serialisation: the choice where the
+  model is cheap next to a call (the CPU rungs) or when many GPU processes are wanted.
 - ``MetricsHub``: the Prometheus registry every replica reports to; ``GET /metrics`` renders it.
 
 Overload: each HTTP replica takes ``max_ongoing`` requests and every caller queues at most ``max_queued``;
@@ -110,6 +114,40 @@ class _HandleModel:
         """The model deployment outlives the proxy."""
 
 
+class _LocalModel:
+    """The FaceModel protocol inside an HTTP replica that owns its model (``model_replicas=0``): ``predict``
+    (a pool thread) joins the replica's batcher on its event loop, so concurrent requests share batches."""
+
+    def __init__(self, config: ServeConfig, model: str, loop: asyncio.AbstractEventLoop, buffer) -> None:
+        from face3d_live.models.registry import create_model
+        from face3d_live.scale.model_runner import AsyncBatcher, ModelRunner
+
+        self.loop, self.buffer = loop, buffer
+        self.runner = ModelRunner(
+            create_model(model, config.model.backend), streams=config.streams, max_batch=config.max_batch
+        )
+        self.name, self.input_size = self.runner.name, self.runner.input_size
+        self.batcher = AsyncBatcher(
+            self.runner,
+            max_batch=config.max_batch,
+            wait_s=config.batch_wait_ms / 1000.0,
+            max_in_flight=config.max_concurrent_batches,
+            on_batch=self._observe,
+        )
+
+    def _observe(self, requests: int, crops: int, seconds: float) -> None:
+        b = self.buffer
+        b.observe("face3d_batch_requests", ("model",), requests)
+        b.observe("face3d_batch_crops", ("model",), crops)
+        b.observe("face3d_batch_latency_seconds", ("model",), seconds)
+
+    def predict(self, crops: np.ndarray):
+        return asyncio.run_coroutine_threadsafe(self.batcher.predict(crops), self.loop).result()
+
+    def close(self) -> None:
+        """The replica's pooled Reconstructors borrow it; the replica closes it (``Api.__del__``)."""
+
+
 class _Reporter:
     """Flushes a replica's MetricsBuffer to the hub every FLUSH_S seconds (a timer, started on first use)."""
 
@@ -211,19 +249,28 @@ class FaceModelServer:
 @serve.deployment
 @serve.ingress(api)
 class Api:
-    def __init__(self, config: ServeConfig, model_handle, hub) -> None:
+    def __init__(self, config: ServeConfig, model_handle, hub, model: str) -> None:
+        """``model_handle``: the model deployment, or None to load ``model`` in this replica."""
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         from face3d_live.threads import limit_worker_threads
 
         limit_worker_threads()  # OpenCV sized to this replica's CPU share: many replicas share the cores
         self.config = config
         self.model = model_handle
+        self.model_name = model
         self.hub = hub
-        self.reporter = _Reporter(hub)
+        self.gpus = None
+        if model_handle is None:  # its own model: it also reports its GPUs' state
+            import ray
+
+            from face3d_live.scale.metrics import GpuSampler
+
+            self.gpus = GpuSampler(ray.get_gpu_ids())
+        self.reporter = _Reporter(hub, before_flush=self.gpus.sample if self.gpus else None)
         self.pool = ThreadPoolExecutor(config.threads_per_replica, thread_name_prefix="reconstruct")
         # Reconstructors not in use (one per thread at most)
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
-        self._proxy: _HandleModel | None = None
+        self._proxy: _HandleModel | _LocalModel | None = None
         self._setup_lock = asyncio.Lock()
 
     # ---- endpoints ----------------------------------------------------------------------------------
@@ -319,7 +366,13 @@ class Api:
         if self._proxy is not None:
             return
         async with self._setup_lock:
-            if self._proxy is None:
+            if self._proxy is None and self.model is None:
+                loop = asyncio.get_running_loop()
+                # loading takes a while: off the event loop, which goes on answering /healthz with 503
+                self._proxy = await loop.run_in_executor(
+                    self.pool, _LocalModel, self.config, self.model_name, loop, self.reporter.buffer
+                )
+            elif self._proxy is None:
                 info = await self.model.info.remote()
                 self._proxy = _HandleModel(self.model, asyncio.get_running_loop(), info)
 
@@ -341,6 +394,13 @@ class Api:
             return self._idle.get_nowait()
         except queue.Empty:
             return self.config.model.reconstructor(self._proxy, still=True)
+
+    def __del__(self) -> None:
+        proxy = getattr(self, "_proxy", None)
+        if isinstance(proxy, _LocalModel):
+            proxy.runner.close()
+        if getattr(self, "gpus", None) is not None:
+            self.gpus.close()
 
     def _reconstruct_json(self, image, faces, blendshapes: bool, timing: dict, t0: float):
         payload = {
@@ -374,26 +434,31 @@ _SHUTDOWN = {
 def build_app(config: ServeConfig, model: str, cpus: float, gpus: float):
     """The application graph for this cluster (CPU and GPU counts decide replicas and resources)."""
     hub = MetricsHub.options(**_SHUTDOWN).bind()
-    n_model = config.model_replicas or max(1, int(gpus))
-    gpus_each = gpu_share(gpus, n_model)
-    model_server = FaceModelServer.options(
-        **_SHUTDOWN,
-        ray_actor_options={"num_cpus": config.model_cpus, "num_gpus": gpus_each},
-        autoscaling_config={
-            "min_replicas": 1,
-            "max_replicas": n_model,
-            "target_ongoing_requests": max(config.max_batch, 8),
-        },
-        # many requests in flight per replica are what make its batches: bound them generously
-        max_ongoing_requests=max(64, 4 * config.max_batch * config.max_concurrent_batches),
-        max_queued_requests=config.max_queued,
-        backpressure_config={"status_code": 503, "retry_after_s": config.retry_after_s},
-    ).bind(config, model, hub)
+    # no GPU: a model in each HTTP replica (2 cores: 57.6 vs 44.8 requests/s at c=64, README)
+    embedded = config.model_replicas == 0 or (config.model_replicas is None and gpus <= 0)
+    model_server = None
+    n_model = 0 if embedded else config.model_replicas or max(1, int(gpus))
+    if not embedded:
+        model_server = FaceModelServer.options(
+            **_SHUTDOWN,
+            ray_actor_options={"num_cpus": config.model_cpus, "num_gpus": gpu_share(gpus, n_model)},
+            autoscaling_config={
+                "min_replicas": 1,
+                "max_replicas": n_model,
+                "target_ongoing_requests": max(config.max_batch, 8),
+            },
+            # many requests in flight per replica are what make its batches: bound them generously
+            max_ongoing_requests=max(64, 4 * config.max_batch * config.max_concurrent_batches),
+            max_queued_requests=config.max_queued,
+            backpressure_config={"status_code": 503, "retry_after_s": config.retry_after_s},
+        ).bind(config, model, hub)
     free = max(config.ingress_cpus, cpus - n_model * config.model_cpus)
     max_ingress = config.ingress_max_replicas or max(1, int(free // config.ingress_cpus))
+    # embedded models: the GPUs split between the HTTP replicas (each holds its own model)
+    gpus_each = gpu_share(gpus, max_ingress) if embedded else 0
     return Api.options(
         **_SHUTDOWN,
-        ray_actor_options={"num_cpus": config.ingress_cpus},
+        ray_actor_options={"num_cpus": config.ingress_cpus, "num_gpus": gpus_each},
         autoscaling_config={
             "min_replicas": min(config.ingress_min_replicas, max_ingress),
             "max_replicas": max_ingress,
@@ -402,7 +467,7 @@ def build_app(config: ServeConfig, model: str, cpus: float, gpus: float):
         max_ongoing_requests=config.max_ongoing,
         max_queued_requests=config.max_queued,
         backpressure_config={"status_code": 503, "retry_after_s": config.retry_after_s},
-    ).bind(config, model_server, hub)
+    ).bind(config, model_server, hub, model)
 
 
 def start_service(config: ServeConfig) -> str:
