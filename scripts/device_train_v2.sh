@@ -2,8 +2,9 @@
 # face3d-r50 v2 on the accelerator machine (nvidia-h200), in calls that each fit the device tool's 64 MiB
 # upload and 10-minute limit, chained while the machine stays warm (it keeps /tmp/keep between calls):
 #
-#   stage   carry .devcarry/v2/partN.npz (from `face3d-live train --pack .devcarry/v2`): copied to
-#           /tmp/keep/data; one call per part
+#   stage   carry .devcarry/v2/partN.npz (from `face3d-live train --pack .devcarry/v2`) or profileN.npz
+#           (`python -m face3d_live.training.profiling --data .devcarry/v2/part*.npz --out .devcarry/v2`):
+#           copied to /tmp/keep/data; one call per part
 #   train   the v1 r50 file in the tree (move the lite and INT8 files out of it): train every head at once
 #           for MIN minutes (default 8.5) from the v1 network → /tmp/keep/v2.safetensors, $OUT/v2 (split)
 #   qat     (parts staged; .devcarry/q/lite-v2.safetensors carried with a part) the v2 r50 file in the tree:
@@ -29,6 +30,8 @@ quiet() { grep -v -i -E 'warn|^\s*$'; }
 case $step in
 stage)
     ls .devcarry/v2/part*.npz >/dev/null 2>&1 && cp -v .devcarry/v2/part*.npz "$keep/data/"
+    # turned samples (python -m face3d_live.training.profiling): trained on with the parts when staged
+    ls .devcarry/v2/profile*.npz >/dev/null 2>&1 && cp -v .devcarry/v2/profile*.npz "$keep/data/"
     [[ -d .devcarry/q ]] && cp -v .devcarry/q/* "$keep/"
     # the trained v2 r50, carried as .devcarry/weights/face3d-r50.safetensors: the teacher of ladder / qat
     [[ -s .devcarry/weights/face3d-r50.safetensors ]] && cp -v .devcarry/weights/face3d-r50.safetensors "$keep/v2.safetensors"
@@ -38,7 +41,7 @@ train)
     init=face3d_live/models/weights/face3d-r50.safetensors
     [[ -s $init ]] || { echo "v1 r50 weights missing from the tree"; exit 3; }
     nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-    python3 -m face3d_live.cli.train --packed "$keep"/data/part*.npz --init "$init" --fresh \
+    python3 -m face3d_live.cli.train --packed "$keep"/data/*.npz --init "$init" --fresh \
         --minutes "${MIN:-8.5}" --lr "${LR:-5e-4}" --run-dir "$keep/run" --out "$keep/v2.safetensors" 2>&1 | quiet | tail -n 40
     mkdir -p "$out/v2" && cp "$keep/v2.safetensors" "$keep/run/eval.json" "$out/v2/"
     ;;
@@ -47,7 +50,7 @@ ladder)
     wheel=$(ls .devcarry/tp/*.whl 2>/dev/null | head -1)
     python3 -m pip install -q --no-deps "$wheel" 2>&1 | tail -2
     python3 -c "import torch_pruning" || { echo "torch-pruning did not install (carry .devcarry/tp)"; exit 4; }
-    python3 -m face3d_live.training.lightweight --data "$keep"/data/part*.npz --teacher "$keep/v2.safetensors" \
+    python3 -m face3d_live.training.lightweight --data "$keep"/data/*.npz --teacher "$keep/v2.safetensors" \
         --out "$out/ladder" --continue-lite face3d_live/models/weights/face3d-r50-lite.safetensors \
         --distill-minutes "${DISTILL_MIN:-5}" --qat-minutes "${QAT_MIN:-1.5}" --manual-weight 0.1 \
         --distill-lr 5e-4 2>&1 | quiet | tail -n 12
@@ -62,7 +65,7 @@ qat)
     [[ -s $v2 && -s $keep/lite-v2.safetensors ]] || { echo "v2 r50 in the tree and a staged lite rung needed"; exit 3; }
     wheel=$(ls .devcarry/tp/*.whl "$keep"/*.whl 2>/dev/null | head -1)
     python3 -m pip install -q --no-deps "$wheel" 2>&1 | tail -2
-    python3 -m face3d_live.training.lightweight --data "$keep"/data/part*.npz --teacher "$v2" --out "$out/qat" \
+    python3 -m face3d_live.training.lightweight --data "$keep"/data/*.npz --teacher "$v2" --out "$out/qat" \
         --from-lite "$keep/lite-v2.safetensors" --qat-minutes "${QAT_MIN:-3}" --qat-lr "${QAT_LR:-1e-4}" \
         --manual-weight 0.1 2>&1 | quiet | tail -n 8
     ;;

@@ -31,9 +31,15 @@ def _quantise(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def pack_parts(
-    data: TrainData, out_dir: Path, part_mb: float = 58.0, quality: int = 82, seed: int = 0
+    data: TrainData,
+    out_dir: Path,
+    part_mb: float = 58.0,
+    quality: int = 82,
+    seed: int = 0,
+    prefix: str = "part",
 ) -> list[Path]:
-    """Write every sample of ``data`` (shuffled, so each part is a fair sample) into parts of ≤ part_mb."""
+    """Write every sample of ``data`` (shuffled, so each part is a fair sample) into parts of ≤ part_mb,
+    ``out_dir/{prefix}N.npz``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     order = np.random.default_rng(seed).permutation(len(data))
@@ -59,7 +65,7 @@ def pack_parts(
     for p, (a, b) in enumerate(parts):
         idx = order[a:b]
         q, lo, step = _quantise(data.verts[idx])
-        path = out_dir / f"part{p}.npz"
+        path = out_dir / f"{prefix}{p}.npz"
         np.savez(
             path,
             blob=np.frombuffer(b"".join(blobs[a:b]), np.uint8),

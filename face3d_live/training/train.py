@@ -63,10 +63,13 @@ class TrainConfig:
 
 
 def teacher_weights(data: TrainData, W: np.ndarray) -> np.ndarray:
-    """Trust in each teacher mesh: 0 if failed; × yaw fade (1 to 45°, 0.15 past 70°); × agreement with the
-    manual points (1 below 6 % NME, 0 above 12 %)."""
+    """Trust in each teacher mesh: 0 if failed; × yaw fade (1 to 45°, 0.15 past 70°; none for profiled
+    samples, training/profiling.py); × agreement with the manual points (1 below 6 % NME, 0 above 12 %)."""
+    from face3d_live.training.profiling import PREFIX
+
     w = data.teacher_ok.astype(np.float32)
     yaw = np.abs(np.nan_to_num(data.yaw, nan=0.0))
+    yaw[np.char.startswith(data.names.astype(str), PREFIX)] = 0.0  # profiled: exact labels at any yaw
     w *= np.clip((75.0 - yaw) / 30.0, 0.15, 1.0)
     pred = aflw_points(W, data.verts[:, :468])
     err = point_nme(pred, data.points)
