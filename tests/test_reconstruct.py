@@ -143,7 +143,8 @@ def test_track_smooths_blendshapes_and_neutral_capture_zeroes_the_resting_face(a
             seq.append(f.blendshapes)
         return np.abs(np.diff(np.array(seq[8:]), axis=0))  # frame-to-frame changes once settled
 
-    with Reconstructor("mediapipe") as rec:
+    # the still without mirror averaging: the tracked frames below are compared with it (track never flips)
+    with Reconstructor("mediapipe", flip_stills=False) as rec:
         still = rec.reconstruct(astronaut)[0].blendshapes
         smooth = steps(rec)
         saved, rec.smoothing = rec.smoothing, None
@@ -187,3 +188,48 @@ def test_borrowed_model_is_not_closed(astronaut):
         np.testing.assert_allclose(first[0].vertices, again[0].vertices, atol=1e-3)
     finally:
         model.close()
+
+
+def test_mirrored_crop_answers_map_back_onto_the_direct_answer(astronaut):
+    """merge_flipped's partner maps and x flip are right: the model's answer for the mirrored crop, mapped
+    back, lands where its answer for the crop itself does (wrong partners would be tens of px off)."""
+    from face3d_live import Reconstructor
+    from face3d_live.models.output import merge_flipped
+
+    with Reconstructor("r50-int8", smoothing=None, flip_stills=False) as rec:
+        face = rec.reconstruct(astronaut)[0]
+        crop = face.crop.warp(astronaut)[None]
+        both = rec.model.predict(np.concatenate([crop, crop[:, :, ::-1]]))
+        direct = rec.model.predict(crop)
+    merged = merge_flipped(both, crop.shape[2])
+    assert len(merged) == 1
+    for name, tol in (("vertices", 2.5), ("iris", 2.5), ("landmarks68", 3.0)):
+        got, want = getattr(merged, name)[0], getattr(direct, name)[0]
+        err = np.linalg.norm(got[:, :2] - want[:, :2], axis=1)
+        assert err.mean() < tol, (name, err.mean())
+    assert abs(float(merged.scores[0]) - float(direct.scores[0])) < 0.05
+
+
+def test_stills_average_each_pass_with_the_mirrored_crop(astronaut):
+    from face3d_live import Reconstructor
+
+    with Reconstructor("r50-int8", smoothing=None) as rec:
+        assert rec.flip_stills
+        batches = []
+        predict = rec.model.predict
+
+        def counting(crops):  # the real model, its batch sizes recorded
+            batches.append(len(crops))
+            return predict(crops)
+
+        rec.model.predict = counting
+        flipped = rec.reconstruct(astronaut)[0]
+        assert batches == [2, 2]  # both passes: the crop and its mirror in one batch
+        rec.flip_stills = False
+        plain = rec.reconstruct(astronaut)[0]
+        assert batches[2:] == [1, 1]
+        rec.track(astronaut, 0.0)
+        assert batches[4:] == [1]  # video never flips
+    err = np.linalg.norm(flipped.vertices[:, :2] - plain.vertices[:, :2], axis=1).mean()
+    assert 0 < err < 3.0
+    assert flipped.landmarks68.shape == (68, 3) and flipped.blendshapes.shape == (52,)

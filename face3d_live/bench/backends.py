@@ -547,7 +547,6 @@ def _print(result: dict) -> None:
 
 
 if __name__ == "__main__":  # the GPU machine has no install: python -m face3d_live.bench.backends
-    import json
     import sys
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -555,9 +554,9 @@ if __name__ == "__main__":  # the GPU machine has no install: python -m face3d_l
     parser.add_argument("--json", type=Path, default=Path("bench-backends.json"))
     add_arguments(parser)
     ns = parser.parse_args()
-    from face3d_live.cli.bench import _jsonable, machine_info
+    from face3d_live.cli.bench import machine_info, write_json
 
     out = {"benchmark": NAME, "machine": machine_info(), **run(ns)}
-    ns.json.write_text(json.dumps(out, indent=2, default=_jsonable))
+    write_json(ns.json, out)
     print(f"wrote {ns.json}")
     sys.exit(0)

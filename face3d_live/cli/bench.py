@@ -59,11 +59,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=_runner(module))
 
 
+def write_json(path: Path, obj, indent: int = 2) -> None:
+    """A result file (numpy values included), its folder made if missing: a long run never ends in an error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=indent, default=_jsonable))
+
+
 def _runner(module):
     def run(args: argparse.Namespace) -> int:
         result = {"benchmark": module.NAME, "machine": machine_info(), **module.run(args)}
         out = args.json or Path(f"bench-{module.NAME}.json")
-        out.write_text(json.dumps(result, indent=2, default=_jsonable))
+        write_json(out, result)
         print(f"wrote {out}")
         return 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -32,16 +31,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="training label caches for the v2 measures (68 points, iris, blendshapes; default .cache/teacher)",
     )
     p.add_argument("--no-videos", action="store_true", help="skip the blendshape agreement on the videos")
+    p.add_argument(
+        "--no-flip", action="store_true", help="one model run per pass (no averaging with the mirrored crop)"
+    )
     p.add_argument("--json", type=Path, default=Path("eval-aflw.json"), help="write the result here")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from face3d_live.cli.bench import write_json
     from face3d_live.training.evaluate import EvalConfig, evaluate
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     cfg = EvalConfig(
-        models=models, backend=args.backend, limit=args.limit, box=args.box, videos=not args.no_videos
+        models=models,
+        backend=args.backend,
+        limit=args.limit,
+        box=args.box,
+        flip=not args.no_flip,
+        videos=not args.no_videos,
     )
     result = evaluate(args.data, cfg, cache_dir=args.cache)
     keys = ["nme_0_30", "nme_30_60", "nme_60_90", "nme_mean", "failure_rate", "median_ms_per_image"]
@@ -62,6 +70,6 @@ def run(args: argparse.Namespace) -> int:
     if "r50_vs_teacher_vertex_distance_pct" in result:
         print("r50 ↔ teacher mean vertex distance (% of box):", result["r50_vs_teacher_vertex_distance_pct"])
         print("r50 beats the teacher in every bin and in failures:", result["r50_beats_teacher"])
-    args.json.write_text(json.dumps(result, indent=1))
+    write_json(args.json, result, indent=1)
     print(f"wrote {args.json}")
     return 0

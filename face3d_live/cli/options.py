@@ -30,6 +30,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         "--min-cutoff", type=float, default=OneEuroConfig.min_cutoff, help="One Euro min cutoff, Hz"
     )
     g.add_argument("--beta", type=float, default=OneEuroConfig.beta, help="One Euro speed coefficient")
+    g.add_argument(
+        "--no-flip",
+        action="store_true",
+        help="photos: one model run per pass instead of averaging with the mirrored crop (half the model "
+        "work, slightly less accurate; video never flips)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -26,3 +26,26 @@ class ModelOutput:
 
     def __len__(self) -> int:
         return len(self.scores)
+
+
+def merge_flipped(out: ModelOutput, size: int) -> ModelOutput:
+    """A batch of 2N outputs, crops then the same crops mirrored (``crop[:, ::-1]``), → N outputs: each
+    averaged with its mirror's output mapped back (x → size − 1 − x, left/right partners swapped)."""
+    from face3d_live.geometry.landmarks68 import MIRROR68
+    from face3d_live.geometry.mesh import mirror_indices_478
+
+    n = len(out) // 2
+
+    def back(points: np.ndarray, partners: np.ndarray) -> np.ndarray:
+        p = points[n:][:, partners].copy()
+        p[..., 0] = (size - 1) - p[..., 0]
+        return (points[:n] + p) * 0.5
+
+    m478 = mirror_indices_478()
+    lm68 = None if out.landmarks68 is None else back(out.landmarks68, MIRROR68).astype(np.float32)
+    return ModelOutput(
+        vertices=back(out.vertices, m478[:468]).astype(np.float32),
+        iris=back(out.iris, m478[468:] - 468).astype(np.float32),
+        landmarks68=lm68,
+        scores=((out.scores[:n] + out.scores[n:]) * 0.5).astype(np.float32),
+    )

@@ -23,6 +23,7 @@ class ModelOptions:
     smooth: bool = True
     min_cutoff: float = OneEuroConfig.min_cutoff
     beta: float = OneEuroConfig.beta
+    flip_stills: bool = True
 
     def __post_init__(self) -> None:
         if self.max_faces < 1:
@@ -51,7 +52,13 @@ class ModelOptions:
         its owner closes it; each task gets a fresh tracker, filters and detectors around it)."""
         from face3d_live.reconstructor import Reconstructor
 
-        return Reconstructor(model, self.backend, tracker=self.tracker(), smoothing=self.smoothing(still))
+        return Reconstructor(
+            model,
+            self.backend,
+            tracker=self.tracker(),
+            smoothing=self.smoothing(still),
+            flip_stills=self.flip_stills,
+        )
 
     @classmethod
     def from_args(cls, args) -> ModelOptions:
@@ -63,6 +70,7 @@ class ModelOptions:
             smooth=not args.no_smooth,
             min_cutoff=args.min_cutoff,
             beta=args.beta,
+            flip_stills=not getattr(args, "no_flip", False),
         )
 
 

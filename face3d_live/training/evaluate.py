@@ -2,7 +2,8 @@
 
 Protocol: every held-out AFLW crop (120 px, the fixed 10 % split by file name) goes through
 ``Reconstructor(model).reconstruct(crop, boxes=[whole crop])`` (first pass from the box × 1.5, second
-pass from the first mesh), on CPU, for each model. The 21 manual points are compared with the model's
+pass from the first mesh; each pass averaged with the mirrored crop's unless ``flip`` is off), on CPU, for
+each model. The 21 manual points are compared with the model's
 mesh through the fixed AFLW map (``points21``: the same for both models). NME = mean point error /
 sqrt(w·h) of the annotated points' bounding box (the AFLW2000-3D normaliser), per |yaw| bin
 [0,30], (30,60], (60,90] and their mean. A crop is a failure when NME > 10 % or the model's presence
@@ -41,6 +42,7 @@ class EvalConfig:
     box: str = "crop"  # "crop": boxes = the whole 120 px crop (first pass sees it × 1.5, edge-padded);
     # "inner": boxes = the crop's central 2/3, so the first pass sees exactly the 120 px crop
     min_presence: float = 0.5
+    flip: bool = True  # Reconstructor.flip_stills: each pass averaged with the mirrored crop's
     videos: bool = True  # blendshape agreement on the teacher-labelled videos (needs the label caches)
 
 
@@ -85,7 +87,9 @@ class ModelRun:
     ms: float
 
 
-def run_model(model: str, backend: str, images: list[np.ndarray], box: str = "crop") -> ModelRun:
+def run_model(
+    model: str, backend: str, images: list[np.ndarray], box: str = "crop", flip: bool = True
+) -> ModelRun:
     from face3d_live.reconstructor import Reconstructor
 
     n = len(images)
@@ -98,7 +102,9 @@ def run_model(model: str, backend: str, images: list[np.ndarray], box: str = "cr
         ms=0.0,
     )
     times = []
-    with Reconstructor(model=model, backend=backend if model != "mediapipe" else "auto") as rec:
+    with Reconstructor(
+        model=model, backend=backend if model != "mediapipe" else "auto", flip_stills=flip
+    ) as rec:
         for i, img in enumerate(images):
             h, w = img.shape[:2]
             t0 = time.perf_counter()
@@ -265,7 +271,7 @@ def evaluate(data_dir: Path, cfg: EvalConfig = EvalConfig(), cache_dir: Path | N
     meshes = {}
     labels = teacher_labels(data_dir, cache_dir, names) if cache_dir is not None else None
     for name in cfg.models:
-        run = run_model(name, cfg.backend, images, cfg.box)
+        run = run_model(name, cfg.backend, images, cfg.box, cfg.flip)
         err = np.nan_to_num(point_nme(aflw_points(W, run.verts), pts), nan=1.0)
         err = np.minimum(err, 1.0)  # one wild crop must not dominate the mean
         found = run.score >= cfg.min_presence
