@@ -140,3 +140,13 @@ def test_profile_parts_round_trip_and_train_at_full_trust(turned, tmp_path) -> N
     back.yaw, real.yaw = big, big.copy()
     assert np.allclose(teacher_weights(back, points21_w), 1.0)  # exact labels: trusted at 70°
     assert teacher_weights(real, points21_w).max() < 0.5  # the same yaw on a real teacher label fades
+
+
+def test_profiling_command_says_what_is_wrong_in_one_line(tmp_path, capsys) -> None:
+    from face3d_live.training.profiling import main
+
+    bad = tmp_path / "part0.npz"
+    bad.write_bytes(b"not a training part")
+    assert main(["--data", str(bad), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("profiling: ") and "not a training data part" in err and "\n" not in err

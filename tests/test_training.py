@@ -210,10 +210,13 @@ def test_eval_writes_json_fields(faces_dir: Path, labelled, tmp_path: Path) -> N
     cache = tmp_path / "cache"
     teacher_landmarker.label_source(shard, cache, progress=False)
     teacher_3ddfa.label_3ddfa(shard, cache, aflw=load_aflw_labels(faces_dir.parent), progress=False)
-    out = tmp_path / "eval.json"
+    out = tmp_path / "not-made-yet" / "eval.json"  # the JSON's folder is made (a long run must not end in an error)
     args = ["eval", "--data", str(data), "--cache", str(cache), "--no-videos", "--json", str(out)]
     assert main(args) == 0
     result = json.loads(out.read_text())
+    plain = tmp_path / "eval-no-flip.json"  # photos without the mirror averaging: other numbers
+    assert main([*args[:-2], "--models", "r50", "--no-flip", "--json", str(plain)]) == 0
+    assert json.loads(plain.read_text())["models"]["r50"]["nme68"] != result["models"]["r50"]["nme68"]
     assert result["n"] == 3 and set(result["models"]) == {"r50", "mediapipe"}
     for r in result["models"].values():
         for key in ("nme_0_30", "nme_30_60", "nme_60_90", "nme_mean", "failure_rate", "median_ms_per_image"):
