@@ -210,7 +210,9 @@ def test_eval_writes_json_fields(faces_dir: Path, labelled, tmp_path: Path) -> N
     cache = tmp_path / "cache"
     teacher_landmarker.label_source(shard, cache, progress=False)
     teacher_3ddfa.label_3ddfa(shard, cache, aflw=load_aflw_labels(faces_dir.parent), progress=False)
-    out = tmp_path / "not-made-yet" / "eval.json"  # the JSON's folder is made (a long run must not end in an error)
+    out = (
+        tmp_path / "not-made-yet" / "eval.json"
+    )  # the JSON's folder is made (a long run must not end in an error)
     args = ["eval", "--data", str(data), "--cache", str(cache), "--no-videos", "--json", str(out)]
     assert main(args) == 0
     result = json.loads(out.read_text())
