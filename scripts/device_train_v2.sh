@@ -14,6 +14,10 @@
 #           → $OUT/ladder (the lite rung also kept as /tmp/keep/lite-v2 for qat); then, unless BENCH=0,
 #           `bench backends` of v2 → $OUT/backends.json
 #
+# Next run (#13 large pose): stage part0-2 and profile0 (four calls), `MIN=8 LR=2e-4 train` (fine-tunes the v2 file
+# in the tree with the turned samples), bring v2 back, `face3d-live eval` on the CPU against the shipped v2
+# (2.36 / 2.45 int8 with mirror averaging); keep it only if it measures better, then `ladder` and `qat`.
+#
 # The weights files together pass the upload limit: keep them in .devcarry/weights/ with relative symlinks in
 # face3d_live/models/weights/ (links travel as links) and carry the one file a call needs.
 #
