@@ -35,19 +35,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-body-mb", type=float, default=10.0, help="largest upload, MB (default 10)")
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image, pixels (default 40 M)")
+    add_service_options(p)
+    p.set_defaults(func=run)
+
+
+def add_service_options(p: argparse.ArgumentParser, max_queued: int = 256) -> None:
+    """Batching, replica, queue and ingress options and the model options (``serve`` and ``bench serve``);
+    ``ServeConfig.from_args`` reads them."""
     p.add_argument("--max-batch", type=int, default=32, help="crops per model batch (default 32)")
     p.add_argument("--batch-wait-ms", type=float, default=2.0, help="batch gathering window, ms (default 2)")
     p.add_argument(
         "--max-replicas", type=int, default=None, help="HTTP replicas at most (default: one per CPU)"
     )
+    p.add_argument("--min-replicas", type=int, default=1, help="HTTP replicas at least (default 1)")
     p.add_argument(
         "--model-replicas",
         type=int,
         default=None,
-        help="model replicas at most (default: one per GPU; without GPUs, as 0); 0: each HTTP replica loads its own model "
-        "(on a share of the GPUs) and batches its own requests: no model calls between processes",
+        help="model replicas at most (default: one per GPU; without GPUs, as 0); 0: each HTTP replica loads "
+        "its own model (on a share of the GPUs) and batches its own requests: no model calls between processes",
     )
-    p.add_argument("--max-queued", type=int, default=256, help="requests queued per caller before 503 (256)")
+    p.add_argument(
+        "--threads-per-replica", type=int, default=8, help="reconstruct threads per HTTP replica (default 8)"
+    )
+    p.add_argument(
+        "--max-queued",
+        type=int,
+        default=max_queued,
+        help=f"requests queued per caller before 503 (default {max_queued})",
+    )
     p.add_argument(
         "--ingress",
         choices=("auto", "haproxy", "proxy"),
@@ -57,25 +73,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "RAY_SERVE_ENABLE_HA_PROXY=1 where it starts",
     )
     add_model_options(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from face3d_live.scale.cluster import ray_session, require_serve, serve_environment
-    from face3d_live.scale.config import ModelOptions, ServeConfig
+    from face3d_live.scale.config import ServeConfig
 
-    config = ServeConfig(
+    config = ServeConfig.from_args(
+        args,
         host=args.host,
         port=args.port,
-        model=ModelOptions.from_args(args),
         api_key=args.api_key or None,
         max_body_bytes=int(args.max_body_mb * 2**20),
         max_pixels=args.max_pixels,
-        max_batch=args.max_batch,
-        batch_wait_ms=args.batch_wait_ms,
-        ingress_max_replicas=args.max_replicas,
-        max_queued=args.max_queued,
-        model_replicas=args.model_replicas,
     )
     require_serve()
     serve_environment(args.ingress)  # Serve's high-throughput data path (read by the processes Ray starts)

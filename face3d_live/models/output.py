@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
+
+from face3d_live.geometry.landmarks68 import MIRROR68
+from face3d_live.geometry.mesh import mirror_indices_478
 
 
 @dataclass
@@ -28,24 +32,27 @@ class ModelOutput:
         return len(self.scores)
 
 
+@functools.lru_cache(maxsize=1)
+def _mirror_partners() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Left/right partners of the 468 vertices, the 10 iris points (0-based among them) and the 68 points."""
+    m478 = mirror_indices_478()
+    return m478[:468], m478[468:] - 468, MIRROR68
+
+
 def merge_flipped(out: ModelOutput, size: int) -> ModelOutput:
     """A batch of 2N outputs, crops then the same crops mirrored (``crop[:, ::-1]``), → N outputs: each
     averaged with its mirror's output mapped back (x → size − 1 − x, left/right partners swapped)."""
-    from face3d_live.geometry.landmarks68 import MIRROR68
-    from face3d_live.geometry.mesh import mirror_indices_478
-
     n = len(out) // 2
+    verts, iris, lm68 = _mirror_partners()
 
     def back(points: np.ndarray, partners: np.ndarray) -> np.ndarray:
-        p = points[n:][:, partners].copy()
+        p = points[n:][:, partners]  # fancy indexing: a copy
         p[..., 0] = (size - 1) - p[..., 0]
-        return (points[:n] + p) * 0.5
+        return ((points[:n] + p) * 0.5).astype(np.float32)
 
-    m478 = mirror_indices_478()
-    lm68 = None if out.landmarks68 is None else back(out.landmarks68, MIRROR68).astype(np.float32)
     return ModelOutput(
-        vertices=back(out.vertices, m478[:468]).astype(np.float32),
-        iris=back(out.iris, m478[468:] - 468).astype(np.float32),
-        landmarks68=lm68,
+        vertices=back(out.vertices, verts),
+        iris=back(out.iris, iris),
+        landmarks68=None if out.landmarks68 is None else back(out.landmarks68, lm68),
         scores=((out.scores[:n] + out.scores[n:]) * 0.5).astype(np.float32),
     )

@@ -24,11 +24,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import ray
 
 from face3d_live.scale.config import BatchConfig
-from face3d_live.scale.model_runner import split_output
+from face3d_live.scale.model_runner import join_crops, split_output
 from face3d_live.scale.work import PhotoTask, TaskResult, VideoTask, run_photo_task, run_video_task
 from face3d_live.threads import limit_worker_threads
 
@@ -142,14 +141,12 @@ class RemoteModel:
 
     def _send(self, batch: list[_Call]) -> None:
         try:
-            crops = batch[0].crops if len(batch) == 1 else np.concatenate([c.crops for c in batch])
-            out = ray.get(self.actor.predict.remote(crops))
+            out = ray.get(self.actor.predict.remote(join_crops([c.crops for c in batch])))
             parts = split_output(out, [len(c.crops) for c in batch])
             for c, part in zip(batch, parts):
                 c.result = part
-        except (
-            BaseException
-        ) as exc:  # every thread of the batch gets the error (the task boundary reports it)
+        # every thread of the batch gets the error (the task boundary reports it)
+        except BaseException as exc:
             for c in batch:
                 c.error = exc
         with self._cond:

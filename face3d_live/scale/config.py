@@ -203,3 +203,18 @@ class ServeConfig:
             raise ConfigError(f"--model-replicas must be ≥ 0, got {self.model_replicas}")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("the API key is empty")
+
+    @classmethod
+    def from_args(cls, args, **kwargs) -> ServeConfig:
+        """The options ``cli.serve.add_service_options`` adds, plus ``kwargs`` (port, key, limits, ...)."""
+        return cls(
+            model=ModelOptions.from_args(args),
+            max_batch=args.max_batch,
+            batch_wait_ms=args.batch_wait_ms,
+            ingress_min_replicas=args.min_replicas,
+            ingress_max_replicas=args.max_replicas,
+            threads_per_replica=args.threads_per_replica,
+            max_queued=args.max_queued,
+            model_replicas=args.model_replicas,
+            **kwargs,
+        )

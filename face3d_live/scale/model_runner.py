@@ -54,6 +54,11 @@ def slice_output(out: ModelOutput, a: int, b: int) -> ModelOutput:
     )
 
 
+def join_crops(parts: list[np.ndarray]) -> np.ndarray:
+    """Several callers' crops as one batch (no copy for a single caller); ``split_output`` undoes it."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 def split_output(out: ModelOutput, sizes: list[int]) -> list[ModelOutput]:
     bounds = np.cumsum([0, *sizes])
     return [slice_output(out, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
@@ -268,7 +273,7 @@ class AsyncBatcher:
             if not batch:
                 self._slots.release()
                 continue
-            crops = batch[0][0] if len(batch) == 1 else np.concatenate([c for c, _ in batch])
+            crops = join_crops([c for c, _ in batch])
             t0 = time.perf_counter()
             try:
                 cf = self.runner.submit(crops)

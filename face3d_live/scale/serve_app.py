@@ -95,6 +95,13 @@ api = FastAPI(
 )
 
 
+def observe_batch(buffer: MetricsBuffer, requests: int, crops: int, seconds: float) -> None:
+    """One model batch into the metrics: requests and crops in it, seconds from submit to result."""
+    buffer.observe("face3d_batch_requests", ("model",), requests)
+    buffer.observe("face3d_batch_crops", ("model",), crops)
+    buffer.observe("face3d_batch_latency_seconds", ("model",), seconds)
+
+
 class _HandleModel:
     """The FaceModel protocol for the facade inside an HTTP replica: ``predict`` (called on a pool thread)
     runs the model deployment call on the replica's event loop and waits for it."""
@@ -136,10 +143,7 @@ class _LocalModel:
         )
 
     def _observe(self, requests: int, crops: int, seconds: float) -> None:
-        b = self.buffer
-        b.observe("face3d_batch_requests", ("model",), requests)
-        b.observe("face3d_batch_crops", ("model",), crops)
-        b.observe("face3d_batch_latency_seconds", ("model",), seconds)
+        observe_batch(self.buffer, requests, crops, seconds)
 
     def predict(self, crops: np.ndarray):
         return asyncio.run_coroutine_threadsafe(self.batcher.predict(crops), self.loop).result()
@@ -227,16 +231,13 @@ class FaceModelServer:
         return await self._batched(crops)
 
     async def _predict_batch(self, crops_list: list[np.ndarray]) -> list:
-        from face3d_live.scale.model_runner import split_output
+        from face3d_live.scale.model_runner import join_crops, split_output
 
         sizes = [len(c) for c in crops_list]
         t0 = time.perf_counter()
-        batch = crops_list[0] if len(crops_list) == 1 else np.concatenate(crops_list)
+        batch = join_crops(crops_list)
         out = await asyncio.wrap_future(self.runner.submit(batch))
-        b = self.reporter.buffer
-        b.observe("face3d_batch_requests", ("model",), len(crops_list))
-        b.observe("face3d_batch_crops", ("model",), sum(sizes))
-        b.observe("face3d_batch_latency_seconds", ("model",), time.perf_counter() - t0)
+        observe_batch(self.reporter.buffer, len(crops_list), sum(sizes), time.perf_counter() - t0)
         return split_output(out, sizes)
 
     def __del__(self) -> None:
