@@ -39,6 +39,23 @@ def test_layout_splits_points_68_and_presence() -> None:
         decode(np.zeros((1, 1405), np.float32))
 
 
+def test_non_finite_rows_read_as_no_face(caplog) -> None:
+    """A row with NaN / inf (a broken backend) decodes as 'no face' with finite geometry and one warning;
+    the other rows are untouched, and a huge logit does not overflow the sigmoid."""
+    from face3d_live.models.layout import OUTPUT_DIM, decode
+
+    out = np.full((3, OUTPUT_DIM), 0.5, np.float32)
+    out[:, -1] = (4.0, 3.0, -1e4)
+    out[1, 7] = np.nan
+    out[1, -1] = np.inf
+    with np.errstate(all="raise"):  # no overflow or invalid value inside decode
+        dec = decode(out, 224)
+    assert np.isfinite(dec.vertices).all() and np.isfinite(dec.landmarks68).all()
+    assert dec.scores[1] < 1e-20 and dec.scores[2] < 1e-20 and dec.scores[0] > 0.98
+    assert np.allclose(dec.vertices[[0, 2]], 112.0)
+    assert "not finite for 1 of 3" in caplog.text
+
+
 def test_v1_weights_are_a_clear_error(tmp_path: Path) -> None:
     from face3d_live.errors import ModelError
     from face3d_live.models.r50_face import build_r50, save_r50

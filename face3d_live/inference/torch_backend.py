@@ -159,16 +159,20 @@ class TorchBackend(InferenceBackend):
             0, 256
         ) if dtype == torch.uint8 else x.uniform_()  # warm up on data, not uninitialised memory
         pool = torch.cuda.graph_pool_handle()  # one pool per slot: its graphs never run concurrently
-        side = torch.cuda.Stream()
+        # Warm up and capture on the slot's own stream, never torch's shared default capture stream: cuBLAS
+        # workspaces are keyed by stream, so graphs captured on one stream embed one workspace address
+        # (pytorch#193402), and two slots replaying at once would write the head's GEMM scratch over each
+        # other (non-finite outputs under load, seen with `process --ray --batch-wait-ms 0` on the H200).
+        own = state.stream
         with torch.no_grad():
             for b in buckets(slot.max_batch):
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
+                own.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(own):
                     for _ in range(2):  # warm-up: cuDNN autotune and lazy init outside the capture
                         y[:b].copy_(self._forward(x[:b]))
-                torch.cuda.current_stream().wait_stream(side)
+                torch.cuda.current_stream().wait_stream(own)
                 graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=pool):
+                with torch.cuda.graph(graph, pool=pool, stream=own):
                     y[:b].copy_(self._forward(x[:b]))
                 state.graphs[b] = graph
         torch.cuda.synchronize()

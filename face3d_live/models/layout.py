@@ -6,6 +6,10 @@ MediaPipe's order), 68 × 3 iBUG-68 points in the 3D convention, then the presen
 
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger(__name__)
+
 INPUT_SIZE = 224
 # ImageNet normalisation, inside every r50-family graph (the QAT rung uses these exact float32 values)
 MEAN = (0.485, 0.456, 0.406)
@@ -15,6 +19,7 @@ NUM_IRIS = 10
 NUM_POINTS = NUM_VERTICES + NUM_IRIS  # 478
 NUM_LM68 = 68
 OUTPUT_DIM = (NUM_POINTS + NUM_LM68) * 3 + 1  # 1639
+NO_FACE_LOGIT = 60.0  # |presence logit| clip: exp(60) fits float32; sigmoid(-60) ≈ 1e-26
 V1_OUTPUT_DIM = NUM_VERTICES * 3 + 1  # the first release: mesh + presence only (1405)
 V1_HINT = (
     "it is a v1 file (468 vertices + presence, no iris or 68-point head); use the v2 weights that ship "
@@ -40,7 +45,14 @@ def decode(out, size: float = INPUT_SIZE):
     out = np.asarray(out, np.float32)
     if out.ndim != 2 or out.shape[1] != OUTPUT_DIM:
         raise ValueError(f"expected (N, {OUTPUT_DIM}) r50 outputs, got {out.shape}")
+    bad = ~np.isfinite(out).all(axis=1)
+    if bad.any():  # a broken backend or kernel: those crops read as "no face", never NaN geometry downstream
+        log.warning("model output not finite for %d of %d crop(s): treated as no face", bad.sum(), len(out))
+        out = out.copy()
+        out[bad] = 0.0
+        out[bad, -1] = -NO_FACE_LOGIT
     points, lm68, logit = split_output(out, np.float32(size))
+    logit = np.clip(logit, -NO_FACE_LOGIT, NO_FACE_LOGIT)  # exp() stays finite, the sigmoid is unchanged
     return ModelOutput(
         vertices=np.ascontiguousarray(points[:, :NUM_VERTICES]),
         iris=np.ascontiguousarray(points[:, NUM_VERTICES:]),

@@ -250,8 +250,9 @@ class FaceModelServer:
 @serve.deployment
 @serve.ingress(api)
 class Api:
-    def __init__(self, config: ServeConfig, model_handle, hub, model: str) -> None:
-        """``model_handle``: the model deployment, or None to load ``model`` in this replica."""
+    async def __init__(self, config: ServeConfig, model_handle, hub, model: str) -> None:
+        """``model_handle``: the model deployment, or None to load ``model`` in this replica (here, before
+        the replica reports ready: Serve routes nothing to it while it loads and captures its graphs)."""
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         from face3d_live.threads import limit_worker_threads
 
@@ -273,6 +274,8 @@ class Api:
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
         self._proxy: _HandleModel | _LocalModel | None = None
         self._setup_lock = asyncio.Lock()
+        if model_handle is None:
+            await self._setup()
 
     # ---- endpoints ----------------------------------------------------------------------------------
     @api.post(
@@ -369,7 +372,7 @@ class Api:
         async with self._setup_lock:
             if self._proxy is None and self.model is None:
                 loop = asyncio.get_running_loop()
-                # loading takes a while: off the event loop, which goes on answering /healthz with 503
+                # loading takes a while: off the event loop (Serve health checks go on meanwhile)
                 self._proxy = await loop.run_in_executor(
                     self.pool, _LocalModel, self.config, self.model_name, loop, self.reporter.buffer
                 )
