@@ -258,3 +258,23 @@ def test_overload_gets_503_with_retry_after(service, face_jpeg: bytes) -> None:
     assert httpx.get(f"{service}/healthz", timeout=30).status_code == 200
     r = httpx.post(f"{service}/v1/reconstruct", content=face_jpeg, headers=headers, timeout=60)
     assert r.status_code == 200 and len(r.json()["faces"]) == 1
+
+
+def test_serve_with_unloadable_weights_is_a_one_line_error(tmp_path: Path) -> None:
+    """`face3d-live serve` whose replicas cannot load the model (a corrupt weights file) exits non-zero
+    with the replica's reason in one line, instead of serving 500s (replicas load before they are ready)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray")
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a weights file")
+    env = dict(os.environ, FACE3D_R50_WEIGHTS=str(bad))
+    cmd = [sys.executable, "-c", "import sys; from face3d_live.cli import main; sys.exit(main(sys.argv[1:]))"]
+    args = ["serve", "--num-cpus", "2", "--port", str(_free_port()), "--model", "r50", "--model-replicas", "0"]
+    run = subprocess.run(cmd + args, env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode != 0
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("face3d-live: error: the service did not start: ")
+    assert "broken.safetensors" in last and "not a safetensors file" in last

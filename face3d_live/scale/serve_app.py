@@ -18,8 +18,10 @@ beyond that Serve answers 503 with ``Retry-After``. Nothing queues without bound
 """
 
 import asyncio
+import contextlib
 import logging
 import queue
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,6 +32,7 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 
 from face3d_live import __version__
+from face3d_live.errors import ModelError
 from face3d_live.scale.cluster import cluster_info, gpu_share
 from face3d_live.scale.config import ServeConfig
 from face3d_live.scale.http_api import (
@@ -479,9 +482,29 @@ def start_service(config: ServeConfig) -> str:
     info = cluster_info()
     model = config.model.resolved(info.gpus)
     serve.start(http_options={"host": config.host, "port": config.port})
-    serve.run(build_app(config, model, info.cpus, info.gpus), name=config.app_name, route_prefix="/")
+    try:
+        serve.run(build_app(config, model, info.cpus, info.gpus), name=config.app_name, route_prefix="/")
+    except RuntimeError as exc:  # a replica's constructor failed (its model did not load): say why, in a line
+        reason = _deploy_failure(config.app_name) or str(exc)
+        with contextlib.suppress(Exception):
+            serve.delete(config.app_name)
+        raise ModelError(f"the service did not start: {reason}") from None
     host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
     return f"http://{host}:{config.port}"
+
+
+def _deploy_failure(app_name: str) -> str | None:
+    """The last exception line in Serve's status message of a failed deployment of ``app_name``."""
+    try:
+        app = serve.status().applications.get(app_name)
+    except Exception:
+        return None
+    for dep in (app.deployments if app else {}).values():
+        lines = [ln.strip() for ln in (dep.message or "").splitlines() if ln.strip()]
+        errors = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception): ", ln)]
+        if errors:
+            return errors[-1]
+    return None
 
 
 def stop_service() -> None:
