@@ -272,7 +272,17 @@ def test_serve_with_unloadable_weights_is_a_one_line_error(tmp_path: Path) -> No
     bad.write_bytes(b"not a weights file")
     env = dict(os.environ, FACE3D_R50_WEIGHTS=str(bad))
     cmd = [sys.executable, "-c", "import sys; from face3d_live.cli import main; sys.exit(main(sys.argv[1:]))"]
-    args = ["serve", "--num-cpus", "2", "--port", str(_free_port()), "--model", "r50", "--model-replicas", "0"]
+    args = [
+        "serve",
+        "--num-cpus",
+        "2",
+        "--port",
+        str(_free_port()),
+        "--model",
+        "r50",
+        "--model-replicas",
+        "0",
+    ]
     run = subprocess.run(cmd + args, env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode != 0
     last = run.stderr.strip().splitlines()[-1]
