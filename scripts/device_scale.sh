@@ -35,3 +35,9 @@ serve)
     ;;
 *) echo "usage: scripts/device_scale.sh process|batch|serve [ARGS...]" >&2; exit 2 ;;
 esac
+# a native crash in a Ray worker leaves its faulthandler dump (every thread) only in the worker's log: keep
+# the last lines of up to three such logs, the driver's output cuts them
+n=0
+for f in $(grep -l -E "Fatal Python error|Segmentation fault" /tmp/ray/session_latest/logs/*.err 2>/dev/null); do
+    ((n++ < 3)) && tail -n 400 "$f" >"$out/$tag-crash-$(basename "$f" .err).log"
+done

@@ -150,3 +150,14 @@ def test_profiling_command_says_what_is_wrong_in_one_line(tmp_path, capsys) -> N
     assert main(["--data", str(bad), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("profiling: ") and "not a training data part" in err and "\n" not in err
+
+
+def test_the_turned_face_stays_where_the_face_was_and_nothing_is_left_blank(source, turned) -> None:
+    """The turn slides the face back to the source face's middle in x (the source's detector box still fits it),
+    and every pixel is drawn: the band, the frame on the canvas border, the corners behind them."""
+    v0 = source.verts[0, :468, 0]
+    for k in range(2):
+        v = turned.verts[k, :468, 0]
+        assert abs((v.min() + v.max()) / 2 - (v0.min() + v0.max()) / 2) < 0.5
+        blank = (turned.images[k] == 0).all(-1).mean()
+        assert blank <= (source.images[0] == 0).all(-1).mean() + 0.002, blank

@@ -8,10 +8,14 @@ re-project the image through it:
 - the face: the 468-vertex mesh (its eye and mouth holes closed with fans), each vertex sampling the
   image where it was; the GPU's depth test hides what turned behind the nose or the far cheek;
 - around it: a ring at ``ring_scale`` × the face oval, a little behind it (the sides of the head, hair, ears),
-  turning with the face, and a frame far outside the canvas that stays: the band between them stretches,
-  as the background does in 300W-LP;
-- the labels: the same rotation applied to the 478 points and to the 68 3D-convention points (put in the
-  mesh's depth frame first), so they are exact for the rendered image, hidden points included.
+  turning with the face, and a frame on the canvas border that stays: the band between them stretches, as
+  the background does in 300W-LP, and samples only the canvas (a frame beyond it smeared the edge pixels
+  into streaks);
+- the turned face slides back to where the face was (``recentre``: the middle of its extent in x), as a
+  detector box would follow it: turning about an axis behind the face carried it ~0.4 face widths sideways,
+  often half out of the canvas and away from the source's detector box, which the sample keeps;
+- the labels: the same rotation and slide applied to the 478 points and to the 68 3D-convention points (put
+  in the mesh's depth frame first), so they are exact for the rendered image, hidden points included.
 
 The far side of the face never was in the image, so it is the near side's texture seen at a grazing angle
 (stretched); the network is trained on real crops too. Samples from the held-out split are never used.
@@ -45,6 +49,7 @@ class ProfileConfig:
     ring_scale: float = 1.45  # the ring around the face oval (× its distance from the oval's centre)
     ring_depth: float = 0.35  # how far behind the oval the ring lies, × the face's width
     pivot_depth: float = 0.45  # the turning axis behind the face's mean depth, × the face's width
+    recentre: bool = True  # slide the turned face (and labels) back to the source face's middle in x
     supersample: int = 2  # render at this multiple of the canvas, then area-downsample (antialiasing)
     per_source: int = 1
     seed: int = 0
@@ -93,6 +98,20 @@ def _strip(inner: np.ndarray, outer: np.ndarray) -> np.ndarray:
     return np.concatenate([np.stack([a, b, c], 1), np.stack([b, d, c], 1)])
 
 
+@dataclass(frozen=True)
+class Turn:
+    """One sample's motion: a turn about the vertical axis through ``pivot``, then a slide of ``shift`` px in x."""
+
+    degrees: float
+    pivot: np.ndarray
+    shift: float = 0.0
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        out = turn_points(points, self.degrees, self.pivot)
+        out[:, 0] += self.shift
+        return out
+
+
 def turn_points(points: np.ndarray, degrees: float, pivot: np.ndarray) -> np.ndarray:
     """(N, 3) points turned about the vertical axis through ``pivot`` (x, _, z); y stays."""
     t = np.radians(degrees)
@@ -124,8 +143,11 @@ class FaceProfiler:
         n_face = 468 + len(holes)
         ring = np.arange(len(oval)) + n_face
         frame = ring + len(oval)
-        self.n_vertices = n_face + 2 * len(oval)
-        index = np.concatenate([tris, _strip(oval, ring), _strip(ring, frame)]).astype(np.int32)
+        self.n_moving = n_face + len(oval)  # the face and the ring turn; the frame and the corners stay
+        self.n_vertices = self.n_moving + len(oval) + 4
+        c0 = self.n_vertices - 4  # the canvas corners, behind everything: the source image where no band is
+        corners = np.array([[c0, c0 + 1, c0 + 2], [c0, c0 + 2, c0 + 3]])
+        index = np.concatenate([tris, _strip(oval, ring), _strip(ring, frame), corners]).astype(np.int32)
         self.ibo = self.ctx.buffer(index.tobytes())
         self.vbo = self.ctx.buffer(reserve=self.n_vertices * 5 * 4)
         self.vao = self.ctx.vertex_array(
@@ -134,8 +156,8 @@ class FaceProfiler:
         self.texture = self.ctx.texture((self.canvas, self.canvas), 3, alignment=1)
         self.texture.repeat_x = self.texture.repeat_y = False  # edge pixels beyond the canvas, as the crops
 
-    def _geometry(self, verts468: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(source points (V, 3), moved points (V, 3), pivot) of the render mesh in canvas px."""
+    def _geometry(self, verts468: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray, Turn]:
+        """(source points (V, 3), moved points (V, 3), the turn) of the render mesh in canvas px."""
         cfg = self.config
         v = np.asarray(verts468, np.float64)
         width = float(np.ptp(v[:, 0]))
@@ -146,26 +168,33 @@ class FaceProfiler:
         ring = oval.copy()
         ring[:, :2] = c + cfg.ring_scale * (oval[:, :2] - c)
         ring[:, 2] = oval[:, 2] + cfg.ring_depth * width
-        frame = oval.copy()
-        frame[:, :2] = c + (oval[:, :2] - c) * (4.0 * self.canvas / max(width, 1.0))
+        frame = oval.copy()  # on the canvas border, or just beyond the ring where that is further out
+        t = np.maximum(_border_scale(c, oval[:, :2] - c, self.canvas), 1.15 * cfg.ring_scale)
+        frame[:, :2] = c + (oval[:, :2] - c) * t[:, None]
         pivot = np.array([v[:, 0].mean(), 0.0, v[:, 2].mean() + cfg.pivot_depth * width])
+        turned = turn_points(v, degrees, pivot)
+        shift = 0.0
+        if cfg.recentre:
+            shift = float(np.ptp(v[:, 0]) / 2 + v[:, 0].min() - np.ptp(turned[:, 0]) / 2 - turned[:, 0].min())
+        turn = Turn(float(degrees), pivot, shift)
         moving = np.concatenate([face, ring])
-        moved = np.concatenate([turn_points(moving, degrees, pivot), frame])
-        source = np.concatenate([moving, frame])
-        return source, moved, pivot
+        lo, hi = -0.5, self.canvas - 0.5
+        corners = np.array([[lo, lo, 0.0], [hi, lo, 0.0], [hi, hi, 0.0], [lo, hi, 0.0]])
+        moved = np.concatenate([turn.apply(moving), frame, corners])
+        source = np.concatenate([moving, frame, corners])
+        return source, moved, turn
 
-    def render(
-        self, image: np.ndarray, verts468: np.ndarray, degrees: float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(turned image (S, S, 3) uint8, pivot) for one sample; turn the labels with ``turn_points(…, pivot)``."""
+    def render(self, image: np.ndarray, verts468: np.ndarray, degrees: float) -> tuple[np.ndarray, Turn]:
+        """(turned image (S, S, 3) uint8, the turn) for one sample; move the labels with ``Turn.apply``."""
         if image.shape[:2] != (self.canvas, self.canvas):
             raise ValueError(f"image must be {self.canvas}×{self.canvas}, got {image.shape[:2]}")
-        source, moved, pivot = self._geometry(verts468, degrees)
+        source, moved, turn = self._geometry(verts468, degrees)
         k = self.config.supersample
         z = moved[:, 2]
-        near, far = z[: -len(self.oval)].min(), z[: -len(self.oval)].max()
+        near, far = z[: self.n_moving].min(), z[: self.n_moving].max()
         depth = np.clip((z - near) / max(far - near, 1e-6) * 0.98, 0.0, 0.98)
-        depth[-len(self.oval) :] = 0.999  # the frame stays behind everything
+        depth[self.n_moving :] = 0.999  # the frame stays behind the face and the ring
+        depth[-4:] = 0.9995  # and the corners behind the frame
         data = np.empty((self.n_vertices, 5), np.float32)
         data[:, 0:2] = (moved[:, :2] + 0.5) * k - 0.5  # canvas px → supersampled px (pixel centres)
         data[:, 2] = depth
@@ -180,7 +209,7 @@ class FaceProfiler:
         self.vao.render()
         big = self.target.read()[..., :3]
         out = cv2.resize(big, (self.canvas, self.canvas), interpolation=cv2.INTER_AREA) if k > 1 else big
-        return np.ascontiguousarray(out), pivot
+        return np.ascontiguousarray(out), turn
 
     def close(self) -> None:
         for obj in (self.vao, self.vbo, self.ibo, self.texture):
@@ -195,6 +224,15 @@ class FaceProfiler:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _border_scale(centre: np.ndarray, directions: np.ndarray, canvas: int) -> np.ndarray:
+    """(N,) t where the rays ``centre + t · direction`` leave the canvas square (its outer pixel edges)."""
+    lo, hi = -0.5, canvas - 0.5
+    d = np.where(np.abs(directions) < 1e-9, 1e-9, directions)
+    tx = np.where(d[:, 0] > 0, hi - centre[0], lo - centre[0]) / d[:, 0]
+    ty = np.where(d[:, 1] > 0, hi - centre[1], lo - centre[1]) / d[:, 1]
+    return np.minimum(tx, ty)
 
 
 def mesh_yaw_pitch(verts468: np.ndarray) -> tuple[float, float]:
@@ -236,11 +274,11 @@ def profile_data(
         sides = rng.integers(0, 2, len(data))  # the first copy's direction; further copies alternate
         for i, k in tqdm(jobs, desc="profile", unit="img", disable=not progress):
             turn = rng.uniform(*config.turn) * (1.0 if (sides[i] + k) % 2 else -1.0)
-            image, pivot = profiler.render(data.images[i], data.verts[i, :468], turn)
-            verts = turn_points(data.verts[i], turn, pivot)
+            image, motion = profiler.render(data.images[i], data.verts[i, :468], turn)
+            verts = motion.apply(data.verts[i])
             lm68 = data.lm68[i]
             if np.isfinite(lm68).all():
-                lm68 = turn_points(lm68_in_mesh_depth(lm68, data.verts[i, :468]), turn, pivot)
+                lm68 = motion.apply(lm68_in_mesh_depth(lm68, data.verts[i, :468]))
                 lm68[:, 2] -= lm68[:, 2].mean()  # z centred per face, as every 68-point label
             yaw, _ = mesh_yaw_pitch(verts[:468])
             out["images"].append(image)
