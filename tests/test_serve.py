@@ -43,6 +43,20 @@ def test_request_checks() -> None:
         assert e.value.status == status, body[:10]
 
 
+def test_serve_environment_follows_the_ingress_asked_for(monkeypatch) -> None:
+    from face3d_live.errors import ConfigError
+    from face3d_live.scale.cluster import serve_environment
+
+    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "1")  # inherited, e.g. from a cluster's start script
+    monkeypatch.setenv("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "7")  # a user's own value
+    env = serve_environment("proxy")
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in env  # --ingress proxy wins over the inherited switch
+    assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "7"  # kept
+    assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    with pytest.raises(ConfigError, match="--ingress must be one of"):
+        serve_environment("nginx")
+
+
 # ---- the service -------------------------------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:
@@ -282,9 +296,12 @@ def test_serve_with_unloadable_weights_is_a_one_line_error(tmp_path: Path) -> No
         "r50",
         "--model-replicas",
         "0",
+        "--ingress",  # Serve's own proxy: this module's service may hold HAProxy's fixed ports
+        "proxy",
     ]
     run = subprocess.run(cmd + args, env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode != 0
-    last = run.stderr.strip().splitlines()[-1]
-    assert last.startswith("face3d-live: error: the service did not start: ")
-    assert "broken.safetensors" in last and "not a safetensors file" in last
+    errors = [ln for ln in run.stderr.splitlines() if ln.startswith("face3d-live: error: ")]
+    assert len(errors) == 1, run.stderr[-2000:]
+    assert errors[0].startswith("face3d-live: error: the service did not start: ")
+    assert "broken.safetensors" in errors[0] and "not a safetensors file" in errors[0]

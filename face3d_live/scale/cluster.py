@@ -113,6 +113,8 @@ def serve_environment(ingress: str = "auto") -> dict[str, str]:
     # a stopping HTTP replica stays 30 s in HAProxy's drain by default (made for external load balancers'
     # health checks): stopping or redeploying the service took 30 s; the local HAProxy needs a moment
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", str(DRAIN_S))
+    if ingress == "proxy":  # asked for by name: wins over a HAProxy switch inherited from the environment
+        os.environ.pop("RAY_SERVE_ENABLE_HA_PROXY", None)
     if ingress == "auto":
         ingress = "haproxy" if haproxy_available() else "proxy"
         if ingress == "proxy":
