@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from face3d_live.errors import ConfigError, Face3DError
+from face3d_live.errors import ConfigError, Face3DError, ModelError
 from face3d_live.scale.config import BatchConfig
 from face3d_live.scale.inputs import BadInput, InputItem, content_hashes, expand_inputs, job_key
 from face3d_live.scale.work import (
@@ -44,6 +44,7 @@ from face3d_live.scale.work import (
 log = logging.getLogger(__name__)
 
 MARKER = ".face3d-job.json"
+_CREATION_FAILED = "error raised in its creation task"  # Ray's words for an actor whose __init__ raised
 JOB_SUMMARY = "job-summary.json"
 OUTPUTS = ("frames", "obj", "glb", "mesh.npz", "summary.json", MARKER, PARTIAL)
 
@@ -303,7 +304,7 @@ class _Job:
         import ray
 
         from face3d_live.scale.actors import InputWorker, ModelActor, ProgressActor
-        from face3d_live.scale.cluster import gpu_share
+        from face3d_live.scale.cluster import gpu_share, root_cause
 
         cfg = self.config
         n_actors = cfg.model_actors if cfg.model_actors is not None else int(cluster.gpus)
@@ -380,6 +381,9 @@ class _Job:
                 try:
                     result = ray.get(ref)
                 except ray.exceptions.RayError as exc:  # died more often than Ray retries it: a poison input
+                    if _CREATION_FAILED in str(exc):  # a worker or model actor could not start: none will
+                        cause = root_cause(str(exc)) or str(exc).splitlines()[0]
+                        raise ModelError(f"the job's workers could not start: {cause}") from None
                     reason = f"worker failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
                     result = TaskResult(task.task_id, errors=dict.fromkeys(_inputs_of(task), reason))
                     if workers[k] is worker:  # its other tasks fail the same way: replace it once

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -144,3 +145,14 @@ def require_serve() -> None:
         if exc.name and exc.name.split(".")[0] == "ray":
             raise
         raise ModuleNotFoundError(f"{exc.name} is missing: ray[serve] is incomplete", name="ray") from exc
+
+
+_EXCEPTION_LINE = re.compile(r"^\s*(?:[A-Za-z_][\w.]*\.)?[A-Za-z_]\w*(?:Error|Exception): ")
+
+
+def root_cause(text: str, skip: tuple[str, ...] = ("ActorDiedError", "RayTaskError")) -> str | None:
+    """The last ``SomeError: message`` line of a traceback that Ray or Serve passed on as text (Ray's own
+    wrappers skipped): the one line worth showing a user."""
+    lines = [ln.strip() for ln in text.splitlines() if _EXCEPTION_LINE.match(ln)]
+    lines = [ln for ln in lines if not any(w in ln.split(":", 1)[0] for w in skip)]
+    return lines[-1] if lines else None

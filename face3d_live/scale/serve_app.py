@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import queue
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,7 +32,7 @@ from ray.serve.exceptions import BackPressureError
 
 from face3d_live import __version__
 from face3d_live.errors import ModelError
-from face3d_live.scale.cluster import cluster_info, gpu_share
+from face3d_live.scale.cluster import cluster_info, gpu_share, root_cause
 from face3d_live.scale.config import ServeConfig
 from face3d_live.scale.http_api import (
     HttpError,
@@ -500,10 +499,9 @@ def _deploy_failure(app_name: str) -> str | None:
     except Exception:
         return None
     for dep in (app.deployments if app else {}).values():
-        lines = [ln.strip() for ln in (dep.message or "").splitlines() if ln.strip()]
-        errors = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception): ", ln)]
-        if errors:
-            return errors[-1]
+        cause = root_cause(dep.message or "")
+        if cause:
+            return cause
     return None
 
 
