@@ -70,6 +70,8 @@ def _batch_totals(url: str) -> dict[str, float]:
         "crops": total("face3d_batch_crops_sum"),
         "batch_s": total("face3d_batch_latency_seconds_sum"),
         "gpu_util": max((v for _, v in m.get("face3d_gpu_utilization_percent", [])), default=None),
+        # the whole device's memory in use (every process on it: with a model in each HTTP replica, ÷ replicas)
+        "gpu_memory": max((v for _, v in m.get("face3d_gpu_memory_used_bytes", [])), default=None),
     }
 
 
@@ -131,6 +133,8 @@ def _measure(args, url: str, image_path: Path | None) -> dict:
                 "mean_batch_ms": round(d["batch_s"] / d["batches"] * 1000, 3) if d["batches"] else 0.0,
             }
             r["gpu_util_pct"] = after["gpu_util"]
+            mem = after["gpu_memory"]
+            r["gpu_memory_used_mb"] = None if mem is None else round(mem / 2**20, 1)
             rows.append(r)
             lat = r["latency_ms"]
             print(
@@ -138,6 +142,7 @@ def _measure(args, url: str, image_path: Path | None) -> dict:
                 f"{r['socket_errors']} socket errors)  p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  "
                 f"p99 {lat['p99']:.1f} ms  batch: {r['batch']['mean_requests']} requests / "
                 f"{r['batch']['mean_crops']} crops"
+                + (f"  GPU {r['gpu_util_pct'] or 0:.0f} %, {mem / 2**30:.1f} GiB" if mem is not None else "")
             )
     meeting = [r for r in rows if r["ok_rps"] >= TARGET_RPS and r["latency_ms"]["p95"] <= TARGET_P95_MS]
     under_p95 = [r for r in rows if r["latency_ms"]["p95"] <= TARGET_P95_MS and r["non_2xx"] == 0]
