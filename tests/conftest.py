@@ -73,3 +73,25 @@ def ctx():
         pytest.skip(f"no headless GL: {exc}")
     yield context
     context.release()
+
+
+@pytest.fixture
+def cli_error_with_broken_weights(tmp_path: Path):
+    """``run(args)``: `face3d-live ARGS` in a subprocess with FACE3D_R50_WEIGHTS pointing at a corrupt file;
+    asserts a non-zero exit with exactly one ``face3d-live: error:`` line, and returns that line."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a weights file")
+    env = dict(os.environ, FACE3D_R50_WEIGHTS=str(bad))
+    cmd = [sys.executable, "-c", "import sys; from face3d_live.cli import main; sys.exit(main(sys.argv[1:]))"]
+
+    def run(args: list[str]) -> str:
+        proc = subprocess.run(cmd + args, env=env, capture_output=True, text=True, timeout=240)
+        assert proc.returncode != 0
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("face3d-live: error: ")]
+        assert len(errors) == 1, proc.stderr[-2000:]
+        return errors[0]
+
+    return run

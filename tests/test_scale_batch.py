@@ -351,12 +351,12 @@ def test_concurrent_tasks_share_model_actor_calls(ray_local, data_dir: Path) -> 
         model.close()
 
 
-def test_job_whose_workers_cannot_load_the_model_is_a_one_line_error(data_dir: Path, tmp_path: Path) -> None:
+def test_job_whose_workers_cannot_load_the_model_is_a_one_line_error(
+    data_dir: Path, tmp_path: Path, cli_error_with_broken_weights
+) -> None:
     """Every worker would fail the same way (a corrupt weights file): the job stops at the first one with the
     cause in one line and a non-zero exit, instead of failing each input with Ray's traceback."""
     pytest.importorskip("ray")
-    bad = tmp_path / "broken.safetensors"
-    bad.write_bytes(b"not a weights file")
     clip = data_dir / "videos" / "obama.mp4"
     args = [
         "process",
@@ -370,11 +370,6 @@ def test_job_whose_workers_cannot_load_the_model_is_a_one_line_error(data_dir: P
         "--out",
         str(tmp_path / "o"),
     ]
-    cmd = [sys.executable, "-c", "import sys; from face3d_live.cli import main; sys.exit(main(sys.argv[1:]))"]
-    env = dict(os.environ, FACE3D_R50_WEIGHTS=str(bad))
-    run = subprocess.run(cmd + args, env=env, capture_output=True, text=True, timeout=240)
-    assert run.returncode != 0
-    errors = [ln for ln in run.stderr.splitlines() if ln.startswith("face3d-live: error: ")]
-    assert len(errors) == 1, run.stderr[-2000:]
-    assert errors[0].startswith("face3d-live: error: the job's workers could not start: ")
-    assert "broken.safetensors" in errors[0] and "not a safetensors file" in errors[0]
+    error = cli_error_with_broken_weights(args)
+    assert error.startswith("face3d-live: error: the job's workers could not start: ")
+    assert "broken.safetensors" in error and "not a safetensors file" in error

@@ -274,18 +274,11 @@ def test_overload_gets_503_with_retry_after(service, face_jpeg: bytes) -> None:
     assert r.status_code == 200 and len(r.json()["faces"]) == 1
 
 
-def test_serve_with_unloadable_weights_is_a_one_line_error(tmp_path: Path) -> None:
+def test_serve_with_unloadable_weights_is_a_one_line_error(cli_error_with_broken_weights) -> None:
     """`face3d-live serve` whose replicas cannot load the model (a corrupt weights file) exits non-zero
     with the replica's reason in one line, instead of serving 500s (replicas load before they are ready)."""
-    import os
-    import subprocess
-    import sys
-
     pytest.importorskip("ray")
-    bad = tmp_path / "broken.safetensors"
-    bad.write_bytes(b"not a weights file")
-    env = dict(os.environ, FACE3D_R50_WEIGHTS=str(bad))
-    cmd = [sys.executable, "-c", "import sys; from face3d_live.cli import main; sys.exit(main(sys.argv[1:]))"]
+    # --ingress proxy: Serve's own proxy, as this module's service may hold HAProxy's fixed ports
     args = [
         "serve",
         "--num-cpus",
@@ -296,12 +289,7 @@ def test_serve_with_unloadable_weights_is_a_one_line_error(tmp_path: Path) -> No
         "r50",
         "--model-replicas",
         "0",
-        "--ingress",  # Serve's own proxy: this module's service may hold HAProxy's fixed ports
-        "proxy",
     ]
-    run = subprocess.run(cmd + args, env=env, capture_output=True, text=True, timeout=240)
-    assert run.returncode != 0
-    errors = [ln for ln in run.stderr.splitlines() if ln.startswith("face3d-live: error: ")]
-    assert len(errors) == 1, run.stderr[-2000:]
-    assert errors[0].startswith("face3d-live: error: the service did not start: ")
-    assert "broken.safetensors" in errors[0] and "not a safetensors file" in errors[0]
+    error = cli_error_with_broken_weights([*args, "--ingress", "proxy"])
+    assert error.startswith("face3d-live: error: the service did not start: ")
+    assert "broken.safetensors" in error and "not a safetensors file" in error

@@ -172,17 +172,15 @@ class FaceProfiler:
         t = np.maximum(_border_scale(c, oval[:, :2] - c, self.canvas), 1.15 * cfg.ring_scale)
         frame[:, :2] = c + (oval[:, :2] - c) * t[:, None]
         pivot = np.array([v[:, 0].mean(), 0.0, v[:, 2].mean() + cfg.pivot_depth * width])
-        turned = turn_points(v, degrees, pivot)
-        shift = 0.0
-        if cfg.recentre:
-            shift = float(np.ptp(v[:, 0]) / 2 + v[:, 0].min() - np.ptp(turned[:, 0]) / 2 - turned[:, 0].min())
-        turn = Turn(float(degrees), pivot, shift)
         moving = np.concatenate([face, ring])
+        turned = turn_points(moving, degrees, pivot)
+        shift = _mid_x(v) - _mid_x(turned[:468]) if cfg.recentre else 0.0
+        turned[:, 0] += shift
         lo, hi = -0.5, self.canvas - 0.5
         corners = np.array([[lo, lo, 0.0], [hi, lo, 0.0], [hi, hi, 0.0], [lo, hi, 0.0]])
-        moved = np.concatenate([turn.apply(moving), frame, corners])
+        moved = np.concatenate([turned, frame, corners])
         source = np.concatenate([moving, frame, corners])
-        return source, moved, turn
+        return source, moved, Turn(float(degrees), pivot, shift)
 
     def render(self, image: np.ndarray, verts468: np.ndarray, degrees: float) -> tuple[np.ndarray, Turn]:
         """(turned image (S, S, 3) uint8, the turn) for one sample; move the labels with ``Turn.apply``."""
@@ -224,6 +222,10 @@ class FaceProfiler:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _mid_x(points: np.ndarray) -> float:
+    return float(points[:, 0].min() + points[:, 0].max()) / 2
 
 
 def _border_scale(centre: np.ndarray, directions: np.ndarray, canvas: int) -> np.ndarray:
