@@ -45,15 +45,23 @@ def add_service_options(p: argparse.ArgumentParser, max_queued: int = 256) -> No
     p.add_argument("--max-batch", type=int, default=32, help="crops per model batch (default 32)")
     p.add_argument("--batch-wait-ms", type=float, default=2.0, help="batch gathering window, ms (default 2)")
     p.add_argument(
-        "--max-replicas", type=int, default=None, help="HTTP replicas at most (default: one per CPU)"
+        "--max-replicas",
+        type=int,
+        default=None,
+        help="HTTP replicas at most (default: one per CPU; with GPUs, 5 per 8 CPUs within the GPU memory)",
     )
-    p.add_argument("--min-replicas", type=int, default=1, help="HTTP replicas at least (default 1)")
+    p.add_argument(
+        "--min-replicas",
+        type=int,
+        default=None,
+        help="HTTP replicas at least (default: 1; with GPUs, all of --max-replicas: loading a model takes seconds)",
+    )
     p.add_argument(
         "--model-replicas",
         type=int,
         default=None,
-        help="model replicas at most (default: one per GPU; without GPUs, as 0); 0: each HTTP replica loads "
-        "its own model (on a share of the GPUs) and batches its own requests: no model calls between processes",
+        help="default (or 0): each HTTP replica loads its own model (on a share of the GPUs) and batches its own "
+        "requests; N: a model deployment of at most N replicas batches the crops of all HTTP replicas",
     )
     p.add_argument(
         "--threads-per-replica", type=int, default=8, help="reconstruct threads per HTTP replica (default 8)"

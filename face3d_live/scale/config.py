@@ -154,12 +154,12 @@ class ServeConfig:
 
     max_body_bytes / max_pixels: larger uploads get 413. api_key: required in ``Authorization: Bearer`` or
     ``X-API-Key`` when set (healthz, metrics and the docs stay open).
-    max_batch / batch_wait_ms / streams / max_concurrent_batches: the model deployment's ``@serve.batch`` (in
-    crops) and executor. ingress_*: the HTTP deployment (decode, detect, crop, decode outputs), autoscaled
-    between min and max replicas (max None: one per CPU of the cluster) at ``target_ongoing`` requests per
-    replica. model_replicas: the model deployment's maximum (None: one per GPU; without GPUs, as 0); 0: no
-    model deployment, every HTTP replica loads its own model (a share of the GPUs each) and batches its own
-    requests.
+    max_batch / batch_wait_ms / streams / max_concurrent_batches: the model batches (in crops) and executor.
+    ingress_*: the HTTP deployment (decode, detect, crop, model, decode outputs), autoscaled between min and
+    max replicas at ``target_ongoing`` requests per replica; None: ``placement.plan_replicas`` (CPUs: one to
+    one per CPU; GPUs: a fixed 5 per 8 CPUs within the GPU memory). model_replicas: None or 0 (default):
+    every HTTP replica loads its own model (a share of the GPUs each) and batches its own requests; N ≥ 1:
+    a model deployment of at most N replicas takes every HTTP replica's crops.
     max_ongoing / max_queued: per ingress replica, and at each caller (the HTTP proxy); beyond them requests
     get 503 with ``Retry-After: retry_after_s``: the queue is bounded. Waiting is cheapest inside a replica
     (a request parked on the thread pool costs nothing); Serve's router retries and probes the requests it
@@ -176,7 +176,7 @@ class ServeConfig:
     batch_wait_ms: float = 2.0
     streams: int = 2
     max_concurrent_batches: int = 2
-    ingress_min_replicas: int = 1
+    ingress_min_replicas: int | None = None
     ingress_max_replicas: int | None = None
     ingress_cpus: float = 1.0
     threads_per_replica: int = 8
@@ -195,7 +195,7 @@ class ServeConfig:
         if self.max_body_bytes < 1024:
             raise ConfigError(f"--max-body-mb is too small ({self.max_body_bytes} bytes)")
         for name in ("max_batch", "streams", "max_concurrent_batches", "ingress_min_replicas"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if self.max_ongoing < 1 or self.max_queued < 1 or self.threads_per_replica < 1:
             raise ConfigError("max_ongoing, max_queued and threads_per_replica must be ≥ 1")

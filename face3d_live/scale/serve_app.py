@@ -1,16 +1,15 @@
 """The Ray Serve service: ``face3d-live serve``.
 
-Three deployments:
+Deployments (sizes: ``placement.plan_replicas``):
 
-- ``Api`` (the HTTP ingress, FastAPI, autoscaled on CPUs): checks the request, decodes the image, runs the
-  facade (detect, crop, decode, expression) on a thread pool; the facade's model is a proxy that sends the
-  crops to the model deployment.
-- ``FaceModelServer`` (one replica per GPU, or one on the CPU): ``@serve.batch`` gathers the crops of every
-  replica's concurrent requests (batched by crop count) into the multi-stream executor (``ModelRunner``).
-  With ``model_replicas=0`` (the default on a cluster without GPUs) there is no model deployment: every HTTP replica loads its own model (on its
-  share of the GPUs) and batches its own concurrent requests (``AsyncBatcher``). That saves the two
-  deployment calls a request makes (one per model pass) and their serialisation: the choice where the
-  model is cheap next to a call (the CPU rungs) or when many GPU processes are wanted.
+- ``Api`` (the HTTP ingress, FastAPI): checks the request, decodes the image, runs the facade (detect, crop,
+  decode, expression) on a thread pool. By default (``model_replicas`` None or 0) every replica loads its
+  own model (on its share of the GPUs) and batches its own concurrent requests (``AsyncBatcher``): no
+  deployment call per model pass (a still makes two) and no crops serialised between processes. Autoscaled
+  from one replica on CPUs; a fixed set on GPUs.
+- ``FaceModelServer`` (only with ``model_replicas`` ≥ 1): ``@serve.batch`` gathers the crops of every HTTP
+  replica's concurrent requests (batched by crop count) into the multi-stream executor (``ModelRunner``);
+  the HTTP replicas' facade then holds a proxy that sends it the crops.
 - ``MetricsHub``: the Prometheus registry every replica reports to; ``GET /metrics`` renders it.
 
 Overload: each HTTP replica takes ``max_ongoing`` requests and every caller queues at most ``max_queued``;
@@ -32,7 +31,7 @@ from ray.serve.exceptions import BackPressureError
 
 from face3d_live import __version__
 from face3d_live.errors import ModelError
-from face3d_live.scale.cluster import cluster_info, gpu_share, root_cause
+from face3d_live.scale.cluster import cluster_info, root_cause
 from face3d_live.scale.config import ServeConfig
 from face3d_live.scale.http_api import (
     HttpError,
@@ -46,6 +45,7 @@ from face3d_live.scale.http_api import (
     too_large,
 )
 from face3d_live.scale.metrics import FLUSH_S, MetricsBuffer
+from face3d_live.scale.placement import ReplicaPlan, local_gpu_memory_gib, plan_replicas
 
 log = logging.getLogger(__name__)
 
@@ -437,20 +437,17 @@ _SHUTDOWN = {
 }
 
 
-def build_app(config: ServeConfig, model: str, cpus: float, gpus: float):
-    """The application graph for this cluster (CPU and GPU counts decide replicas and resources)."""
+def build_app(config: ServeConfig, model: str, plan: ReplicaPlan):
+    """The application graph for a replica plan (``placement.plan_replicas``: the cluster's CPUs and GPUs)."""
     hub = MetricsHub.options(**_SHUTDOWN).bind()
-    # no GPU: a model in each HTTP replica (2 cores: 57.6 vs 44.8 requests/s at c=64, README)
-    embedded = config.model_replicas == 0 or (config.model_replicas is None and gpus <= 0)
     model_server = None
-    n_model = 0 if embedded else config.model_replicas or max(1, int(gpus))
-    if not embedded:
+    if not plan.embedded:
         model_server = FaceModelServer.options(
             **_SHUTDOWN,
-            ray_actor_options={"num_cpus": config.model_cpus, "num_gpus": gpu_share(gpus, n_model)},
+            ray_actor_options={"num_cpus": config.model_cpus, "num_gpus": plan.gpus_per_model},
             autoscaling_config={
                 "min_replicas": 1,
-                "max_replicas": n_model,
+                "max_replicas": plan.model_replicas,
                 "target_ongoing_requests": max(config.max_batch, 8),
             },
             # many requests in flight per replica are what make its batches: bound them generously
@@ -458,16 +455,12 @@ def build_app(config: ServeConfig, model: str, cpus: float, gpus: float):
             max_queued_requests=config.max_queued,
             backpressure_config={"status_code": 503, "retry_after_s": config.retry_after_s},
         ).bind(config, model, hub)
-    free = max(config.ingress_cpus, cpus - n_model * config.model_cpus)
-    max_ingress = config.ingress_max_replicas or max(1, int(free // config.ingress_cpus))
-    # embedded models: the GPUs split between the HTTP replicas (each holds its own model)
-    gpus_each = gpu_share(gpus, max_ingress) if embedded else 0
     return Api.options(
         **_SHUTDOWN,
-        ray_actor_options={"num_cpus": config.ingress_cpus, "num_gpus": gpus_each},
+        ray_actor_options={"num_cpus": config.ingress_cpus, "num_gpus": plan.gpus_per_http},
         autoscaling_config={
-            "min_replicas": min(config.ingress_min_replicas, max_ingress),
-            "max_replicas": max_ingress,
+            "min_replicas": plan.min_http,
+            "max_replicas": plan.max_http,
             "target_ongoing_requests": config.target_ongoing,
         },
         max_ongoing_requests=config.max_ongoing,
@@ -480,9 +473,11 @@ def start_service(config: ServeConfig) -> str:
     """Deploy on the connected Ray cluster; returns the base URL once the application is ready."""
     info = cluster_info()
     model = config.model.resolved(info.gpus)
+    plan = plan_replicas(config, info.cpus, info.gpus, local_gpu_memory_gib() if info.gpus else None)
+    log.info("service replicas: %s", plan.to_dict())
     serve.start(http_options={"host": config.host, "port": config.port})
     try:
-        serve.run(build_app(config, model, info.cpus, info.gpus), name=config.app_name, route_prefix="/")
+        serve.run(build_app(config, model, plan), name=config.app_name, route_prefix="/")
     except RuntimeError as exc:  # a replica's constructor failed (its model did not load): say why, in a line
         reason = _deploy_failure(config.app_name) or str(exc)
         with contextlib.suppress(Exception):

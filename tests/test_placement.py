@@ -1,0 +1,51 @@
+"""The service's replica plan for CPU and GPU clusters (no Ray: the sizes only)."""
+
+from __future__ import annotations
+
+import pytest
+
+from face3d_live.errors import ConfigError
+from face3d_live.scale.config import ServeConfig
+from face3d_live.scale.placement import local_gpu_memory_gib, plan_replicas
+
+
+def test_cpu_machine_autoscales_http_replicas_that_hold_their_model() -> None:
+    plan = plan_replicas(ServeConfig(), cpus=2, gpus=0)
+    assert plan.embedded and plan.model_replicas == 0
+    assert (plan.min_http, plan.max_http) == (1, 2)
+    assert plan.gpus_per_http == 0 and plan.gpus_per_model == 0
+
+
+def test_gpu_machine_gets_a_fixed_set_of_model_holding_replicas_sharing_the_gpu() -> None:
+    plan = plan_replicas(ServeConfig(), cpus=16, gpus=1, gpu_memory_gib=139.8)
+    assert plan.embedded
+    assert (plan.min_http, plan.max_http) == (10, 10)  # 5 per 8 CPUs (the H200 measurements)
+    assert plan.gpus_per_http == pytest.approx(0.1)
+    # a small consumer GPU: as many as fit at ~1.25 GiB each
+    small = plan_replicas(ServeConfig(), cpus=16, gpus=1, gpu_memory_gib=8.0)
+    assert (small.min_http, small.max_http) == (6, 6)
+    # two GPUs: memory for twice as many, the CPUs still bound them
+    assert plan_replicas(ServeConfig(), cpus=32, gpus=2, gpu_memory_gib=8.0).max_http == 12
+
+
+def test_explicit_sizes_and_the_model_deployment_win() -> None:
+    plan = plan_replicas(
+        ServeConfig(ingress_min_replicas=3, ingress_max_replicas=4), cpus=16, gpus=1, gpu_memory_gib=80
+    )
+    assert (plan.min_http, plan.max_http) == (3, 4)
+    dep = plan_replicas(ServeConfig(model_replicas=2), cpus=16, gpus=2)
+    assert not dep.embedded and dep.model_replicas == 2
+    assert dep.gpus_per_model == 1.0 and dep.gpus_per_http == 0
+    assert (dep.min_http, dep.max_http) == (1, 14)  # the CPUs the model replicas leave, autoscaled from one
+    # a minimum above the maximum is clamped, never an impossible deployment
+    assert plan_replicas(ServeConfig(ingress_min_replicas=8), cpus=2, gpus=0).min_http == 2
+
+
+def test_zero_replicas_is_refused() -> None:
+    with pytest.raises(ConfigError, match="ingress_min_replicas"):
+        ServeConfig(ingress_min_replicas=0)
+
+
+def test_gpu_memory_is_read_where_nvml_answers() -> None:
+    mem = local_gpu_memory_gib()
+    assert mem is None or mem > 1.0
