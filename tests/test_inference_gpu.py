@@ -141,3 +141,43 @@ def test_fused_activations_match_unfused_on_gpu(spec, reference):
     opts = dict(cuda_graphs=False, channels_last=False, fuse_act=True)
     with create_backend("torch", model=spec, precision="fp32", device="cuda", **opts) as b:
         assert b.fuse_act and _rel(b.infer_sync(x), ref) <= 5e-3
+
+
+def test_blocking_sync_events_wait_without_spinning_a_core():
+    """After set_blocking_sync() (Ray workers, Serve replicas) a thread waiting on a slot's event sleeps: its
+    CPU time stays far below the wait (CUDA's default spins it for the whole wait)."""
+    import time
+
+    from face3d_live.inference import cuda
+
+    def wait_on_long_work(blocking: bool) -> tuple[float, float]:
+        cuda.set_blocking_sync(blocking)
+        try:
+            event, stream = cuda.Event(), cuda.Stream()
+        finally:
+            cuda.set_blocking_sync(False)
+        try:
+            a = torch.randn(4096, 4096, device="cuda")
+            torch.cuda.synchronize()
+            with torch.cuda.stream(torch.cuda.ExternalStream(stream.ptr)):
+                for _ in range(60):  # ~0.1-0.3 s of GEMMs queued on the stream
+                    a = torch.nn.functional.normalize(a @ a, dim=1)
+            event.record(stream)
+            t0, c0 = time.perf_counter(), time.thread_time()
+            event.synchronize()
+            return time.perf_counter() - t0, time.thread_time() - c0
+        finally:
+            event.close()
+            stream.close()
+
+    wall, cpu = wait_on_long_work(blocking=True)
+    spin_wall, spin_cpu = wait_on_long_work(blocking=False)
+    logging.getLogger(__name__).warning(
+        "blocking wait %.1f ms, %.1f ms CPU; default wait %.1f ms, %.1f ms CPU",
+        wall * 1e3,
+        cpu * 1e3,
+        spin_wall * 1e3,
+        spin_cpu * 1e3,
+    )
+    assert wall > 0.02  # the GPU work outlasted the launch, so the wait was real
+    assert cpu < 0.25 * wall

@@ -36,3 +36,31 @@ def test_one_blas_thread_by_default():
 def test_user_setting_wins():
     out = _run({"OPENBLAS_NUM_THREADS": "2"})
     assert out.startswith("False")
+
+
+WORKER = (
+    "import sys\n"
+    "from face3d_live.inference import cuda\n"
+    "from face3d_live.threads import GIL_SWITCH_S, limit_worker_threads\n"
+    "before = cuda._blocking_sync\n"
+    "n = limit_worker_threads()\n"
+    "print(before, cuda._blocking_sync, n, sys.getswitchinterval() == GIL_SWITCH_S)\n"
+)
+
+
+def _worker(env_extra: dict[str, str]) -> str:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "FACE3D_CUDA_WAIT")}
+    proc = subprocess.run(
+        [sys.executable, "-c", WORKER], capture_output=True, text=True, env={**env, **env_extra}, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_a_worker_among_many_waits_on_the_gpu_without_spinning():
+    """Ray workers and Serve replicas: CUDA events made after limit_worker_threads() sleep while they wait (the
+    GPU test checks the CPU time), sized to $OMP_NUM_THREADS; FACE3D_CUDA_WAIT=spin keeps CUDA's default."""
+    assert _worker({"OMP_NUM_THREADS": "3"}) == "False True 3 True"
+    assert _worker({"OMP_NUM_THREADS": "1", "FACE3D_CUDA_WAIT": "spin"}) == "False False 1 True"

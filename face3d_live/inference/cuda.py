@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -99,13 +100,30 @@ class Stream:
             self.handle = None
 
 
+_blocking_sync = False
+
+
+def set_blocking_sync(on: bool = True) -> None:
+    """Events made from now on put a thread that waits on them to sleep until the GPU signals, instead of
+    letting it spin a core: CUDA's default (``cudaDeviceScheduleAuto``) spins whenever a process has fewer
+    contexts than the machine has cores. One process gets the lowest latency spinning; many processes that
+    share the cores and a GPU (Ray workers, Serve replicas: 10 per GPU) each spun a core for every batch in
+    flight, on the cores their decode and detection needed. ``FACE3D_CUDA_WAIT=spin`` in the environment
+    keeps spinning (to measure the difference)."""
+    global _blocking_sync
+    _blocking_sync = on and os.environ.get("FACE3D_CUDA_WAIT", "") != "spin"
+
+
 class Event:
-    """A CUDA event; ``timing=False`` (default) makes record/wait cheapest."""
+    """A CUDA event; ``timing=False`` (default) makes record/wait cheapest; waits sleep instead of spinning
+    after ``set_blocking_sync()``."""
 
     def __init__(self, timing: bool = False) -> None:
         rt = runtime()
         self._rt = rt
-        flags = rt.cudaEventDefault if timing else rt.cudaEventDisableTiming
+        flags = int(rt.cudaEventDefault if timing else rt.cudaEventDisableTiming)
+        if _blocking_sync:
+            flags |= int(rt.cudaEventBlockingSync)
         self.handle = check(rt.cudaEventCreateWithFlags(flags))
 
     def record(self, stream: Stream) -> Event:
