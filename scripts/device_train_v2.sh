@@ -14,7 +14,8 @@
 #           → $OUT/ladder (the lite rung also kept as /tmp/keep/lite-v2 for qat); then, unless BENCH=0,
 #           `bench backends` of v2 → $OUT/backends.json
 #
-# Tried (stop 22, measured worse, not shipped: models/weights/README.md): stage part0-2 and profile0 (four calls), `MIN=8 LR=2e-4 train` (fine-tunes the v2 file
+# Tried twice (stops 22 and 23, with the first and the fixed renders; both measured worse at large yaw, not shipped:
+# models/weights/README.md): stage part0-2 and profile0 (four calls), `MIN=8 LR=2e-4 train` (fine-tunes the v2 file
 # in the tree with the turned samples), bring v2 back, `face3d-live eval` on the CPU against the shipped v2
 # (2.36 / 2.45 int8 with mirror averaging); keep it only if it measures better, then `ladder` and `qat`.
 #
