@@ -49,3 +49,12 @@ def test_zero_replicas_is_refused() -> None:
 def test_gpu_memory_is_read_where_nvml_answers() -> None:
     mem = local_gpu_memory_gib()
     assert mem is None or mem > 1.0
+
+
+def test_the_plan_reads_as_one_line() -> None:
+    cpu = plan_replicas(ServeConfig(), cpus=2, gpus=0).describe()
+    assert cpu == "1-2 HTTP replica(s), each with its own model (on the CPU)"
+    gpu = plan_replicas(ServeConfig(), cpus=16, gpus=1, gpu_memory_gib=139.8).describe()
+    assert gpu == "10 HTTP replica(s), each with its own model (0.1 GPU each)"
+    dep = plan_replicas(ServeConfig(model_replicas=1), cpus=16, gpus=1).describe()
+    assert dep == "1-15 HTTP replica(s) and up to 1 model replica(s), 1 GPU each"

@@ -182,12 +182,10 @@ def run(args: argparse.Namespace) -> dict:
     config = ServeConfig.from_args(args, port=args.port, api_key=args.api_key)
     serve_env = serve_environment(args.ingress)
     with ray_session(args.ray, args.num_cpus) as cluster:
-        from face3d_live.scale.placement import local_gpu_memory_gib, plan_replicas
-        from face3d_live.scale.serve_app import start_service, stop_service
+        from face3d_live.scale.serve_app import service_plan, start_service, stop_service
 
-        plan = plan_replicas(
-            config, cluster.cpus, cluster.gpus, local_gpu_memory_gib() if cluster.gpus else None
-        )
+        plan = service_plan(config)
+        print(f"service: {plan.describe()}")
         t0 = time.perf_counter()
         url = start_service(config)
         started = time.perf_counter() - t0

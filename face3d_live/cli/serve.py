@@ -98,12 +98,13 @@ def run(args: argparse.Namespace) -> int:
     require_serve()
     serve_environment(args.ingress)  # Serve's high-throughput data path (read by the processes Ray starts)
     with ray_session(args.ray, args.num_cpus):
-        from face3d_live.scale.serve_app import start_service, stop_service
+        from face3d_live.scale.serve_app import service_plan, start_service, stop_service
 
         stop = threading.Event()
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())  # docker stop, systemd, kill
         url = start_service(config)
         print(f"serving on {url} (docs {url}/docs, metrics {url}/metrics); Ctrl-C stops")
+        print(service_plan(config).describe())
         try:
             stop.wait()
         except KeyboardInterrupt:

@@ -35,6 +35,15 @@ class ReplicaPlan:
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
+    def describe(self) -> str:
+        """One line for people: how many HTTP replicas and where the model runs."""
+        http = f"{self.min_http}" if self.min_http == self.max_http else f"{self.min_http}-{self.max_http}"
+        if self.embedded:
+            where = f"{self.gpus_per_http:.2g} GPU each" if self.gpus_per_http else "on the CPU"
+            return f"{http} HTTP replica(s), each with its own model ({where})"
+        gpu = f", {self.gpus_per_model:.2g} GPU each" if self.gpus_per_model else ""
+        return f"{http} HTTP replica(s) and up to {self.model_replicas} model replica(s){gpu}"
+
 
 def plan_replicas(
     config: ServeConfig, cpus: float, gpus: float, gpu_memory_gib: float | None = None

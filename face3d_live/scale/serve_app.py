@@ -469,12 +469,18 @@ def build_app(config: ServeConfig, model: str, plan: ReplicaPlan):
     ).bind(config, model_server, hub, model)
 
 
+def service_plan(config: ServeConfig) -> ReplicaPlan:
+    """The replicas ``start_service`` deploys on the connected Ray cluster."""
+    info = cluster_info()
+    return plan_replicas(config, info.cpus, info.gpus, local_gpu_memory_gib() if info.gpus else None)
+
+
 def start_service(config: ServeConfig) -> str:
     """Deploy on the connected Ray cluster; returns the base URL once the application is ready."""
     info = cluster_info()
     model = config.model.resolved(info.gpus)
-    plan = plan_replicas(config, info.cpus, info.gpus, local_gpu_memory_gib() if info.gpus else None)
-    log.info("service replicas: %s", plan.to_dict())
+    plan = service_plan(config)
+    log.info("service replicas: %s", plan.describe())
     serve.start(http_options={"host": config.host, "port": config.port})
     try:
         serve.run(build_app(config, model, plan), name=config.app_name, route_prefix="/")
