@@ -8,6 +8,7 @@ gets 503 with Retry-After and the service keeps answering; the API key is enforc
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import time
@@ -41,6 +42,17 @@ def test_request_checks() -> None:
         with pytest.raises(HttpError) as e:
             decode_image(body, 10**6 if status != 413 else 1000)
         assert e.value.status == status, body[:10]
+
+
+def test_answers_are_the_same_json_with_or_without_orjson(monkeypatch) -> None:
+    from face3d_live.scale import http_api
+
+    answer = {"faces": [{"vertices": [[1.25, -3.5, 1e-7]], "score": 0.9871}], "model": "r50", "t": {"ms": 2}}
+    fast = http_api.encode_json(answer)
+    monkeypatch.setattr(http_api, "orjson", None)
+    plain = http_api.encode_json(answer)
+    assert json.loads(fast) == json.loads(plain) == answer
+    assert b" " not in plain  # compact either way
 
 
 def test_serve_environment_follows_the_ingress_asked_for(monkeypatch) -> None:
