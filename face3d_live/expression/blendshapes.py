@@ -102,7 +102,9 @@ class BlendshapeModel:
             return out
         h = features(points, self.reference, self.align, self.inputs)
         for i, (w, b) in enumerate(self.layers):
-            h = h @ w + b
+            # einsum, not BLAS: a face is a 1×447 row, and OpenBLAS's threads (woken for it, then waiting for
+            # cores onnxruntime's spinning threads held) made this 4.6 ms on average instead of 0.5 (2 cores)
+            h = np.einsum("ij,jk->ik", h, w) + b
             if i < len(self.layers) - 1:
                 np.maximum(h, 0.0, out=h)
         out[:, self.outputs] = 1.0 / (1.0 + np.exp(-np.clip(h, -30.0, 30.0)))
