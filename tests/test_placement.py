@@ -58,3 +58,13 @@ def test_the_plan_reads_as_one_line() -> None:
     assert gpu == "10 HTTP replica(s), each with its own model (0.1 GPU each)"
     dep = plan_replicas(ServeConfig(model_replicas=1), cpus=16, gpus=1).describe()
     assert dep == "1-15 HTTP replica(s) and up to 1 model replica(s), 1 GPU each"
+
+
+def test_gpu_replicas_are_sized_by_the_nodes_that_have_gpus() -> None:
+    # a cluster: 48 CPUs on GPU-less nodes, one 16-core node with a GPU: the replicas that hold a model
+    # can only go to the GPU node, so 10, not 5/8 of 64
+    plan = plan_replicas(ServeConfig(), cpus=64, gpus=1, gpu_memory_gib=80, gpu_node_cpus=16)
+    assert (plan.min_http, plan.max_http) == (10, 10)
+    # the model deployment puts the HTTP replicas on every node
+    dep = plan_replicas(ServeConfig(model_replicas=1), cpus=64, gpus=1, gpu_node_cpus=16)
+    assert dep.max_http == 63

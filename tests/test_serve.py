@@ -159,6 +159,13 @@ def _metrics(url: str, until=None) -> dict:
         time.sleep(0.5)
 
 
+def test_only_nodes_with_gpus_count_for_model_holding_gpu_replicas(local_ray) -> None:
+    from face3d_live.scale.cluster import cluster_info, gpu_node_cpus
+
+    assert cluster_info().cpus >= 1
+    assert gpu_node_cpus() == 0.0  # this machine's Ray node has CPUs and no GPU
+
+
 def test_health_and_docs(service) -> None:
     import httpx
 

@@ -50,6 +50,19 @@ def cluster_info() -> ClusterInfo:
     )
 
 
+def gpu_node_cpus() -> float:
+    """CPUs of the live nodes that have GPUs (where a process that holds a model on a GPU can run)."""
+    import ray
+
+    return float(
+        sum(
+            n["Resources"].get("CPU", 0)
+            for n in ray.nodes()
+            if n.get("Alive") and n.get("Resources", {}).get("GPU", 0) > 0
+        )
+    )
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None = "auto", num_cpus: int | None = None) -> Iterator[ClusterInfo]:
     """Connected to Ray inside the block. "auto": ``RAY_ADDRESS`` if set, else a new local instance (with

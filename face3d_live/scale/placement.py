@@ -46,15 +46,23 @@ class ReplicaPlan:
 
 
 def plan_replicas(
-    config: ServeConfig, cpus: float, gpus: float, gpu_memory_gib: float | None = None
+    config: ServeConfig,
+    cpus: float,
+    gpus: float,
+    gpu_memory_gib: float | None = None,
+    gpu_node_cpus: float | None = None,
 ) -> ReplicaPlan:
     """The deployment sizes. ``gpu_memory_gib``: the smallest GPU's memory where it is known (NVML on this
-    node), which caps the HTTP replicas that each hold a model on a GPU."""
+    node), which caps the HTTP replicas that each hold a model on a GPU. ``gpu_node_cpus``: the CPUs of the
+    nodes that have GPUs (default: all ``cpus``): replicas that hold a model on a GPU can only run there, so
+    a cluster's GPU-less nodes do not count for them (``model_replicas`` ≥ 1 uses those nodes for HTTP)."""
     embedded = not config.model_replicas  # None (the default) or 0
     n_model = 0 if embedded else int(config.model_replicas)
+    on_gpu = embedded and gpus > 0
+    if on_gpu and gpu_node_cpus is not None:
+        cpus = gpu_node_cpus
     free = max(config.ingress_cpus, cpus - n_model * config.model_cpus)
     by_cpu = max(1, int(free // config.ingress_cpus))
-    on_gpu = embedded and gpus > 0
     if on_gpu:
         by_cpu = max(1, int(by_cpu * GPU_REPLICAS_PER_CPU))
         if gpu_memory_gib:

@@ -31,7 +31,7 @@ from ray.serve.exceptions import BackPressureError
 
 from face3d_live import __version__
 from face3d_live.errors import ModelError
-from face3d_live.scale.cluster import cluster_info, root_cause
+from face3d_live.scale.cluster import cluster_info, gpu_node_cpus, root_cause
 from face3d_live.scale.config import ServeConfig
 from face3d_live.scale.http_api import (
     HttpError,
@@ -472,7 +472,9 @@ def build_app(config: ServeConfig, model: str, plan: ReplicaPlan):
 def service_plan(config: ServeConfig) -> ReplicaPlan:
     """The replicas ``start_service`` deploys on the connected Ray cluster."""
     info = cluster_info()
-    return plan_replicas(config, info.cpus, info.gpus, local_gpu_memory_gib() if info.gpus else None)
+    if not info.gpus:
+        return plan_replicas(config, info.cpus, 0.0)
+    return plan_replicas(config, info.cpus, info.gpus, local_gpu_memory_gib(), gpu_node_cpus())
 
 
 def start_service(config: ServeConfig) -> str:
