@@ -16,6 +16,23 @@ def test_detector_finds_the_astronaut(astronaut: np.ndarray) -> None:
     assert 160 < x0 < 200 and 60 < y0 < 100 and 250 < x1 < 290 and 150 < y1 < 190
 
 
+def test_a_large_photo_is_detected_as_its_small_copy(astronaut: np.ndarray) -> None:
+    """A 4096-px photo goes through pyrDown before INTER_AREA (detect.blazeface.shrink): the same face, in
+    the same place, as the photo at its own size."""
+    import cv2
+
+    from face3d_live.detect.blazeface import shrink
+
+    big = cv2.resize(astronaut, (4096, 4096), interpolation=cv2.INTER_CUBIC)
+    small = cv2.resize(big, (192, 192), interpolation=cv2.INTER_AREA)
+    assert np.abs(shrink(big, 192, 192).astype(int) - small).mean() < 3.0  # 8 gray levels would show
+    for full_range in (False, True):
+        ref = BlazeFaceDetector(full_range=full_range).detect(astronaut)
+        dets = BlazeFaceDetector(full_range=full_range).detect(big)
+        assert len(dets) == len(ref) == 1
+        np.testing.assert_allclose(np.array(dets[0].box) * 512 / 4096, ref[0].box, atol=4.0)
+
+
 def test_astronaut_mesh(reconstructor, astronaut: np.ndarray) -> None:
     faces = reconstructor.reconstruct(astronaut)
     assert len(faces) == 1
