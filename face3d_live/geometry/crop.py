@@ -43,13 +43,14 @@ class CropTransform:
         return CropTransform(self.center, self.size, self.angle, out_size)
 
     def warp(self, image: np.ndarray) -> np.ndarray:
-        """Cut the crop out of ``image`` (H, W, C) → (out_size, out_size, C); outside is edge-replicated."""
+        """Cut the crop out of ``image`` (H, W, C) → (out_size, out_size, C); outside is edge-replicated.
+
+        Bilinear sampling reads 2×2 pixels per crop pixel: where a crop pixel spans more than two image
+        pixels (a face over 448 px wide in a phone photo) it would skip pixels and alias, so the covered part
+        of the image is first halved with ``pyrDown`` (Gaussian) until it spans at most two."""
+        image, m = _prefiltered(image, self.matrix(), self.scale, self.out_size)
         return cv2.warpAffine(
-            image,
-            self.matrix(),
-            (self.out_size, self.out_size),
-            flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_REPLICATE,
+            image, m, (self.out_size, self.out_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
 
     def to_image(self, pts: np.ndarray) -> np.ndarray:
@@ -97,3 +98,25 @@ class CropTransform:
         center = rot.T @ mid
         size = float(max(hi - lo)) * margin
         return cls((float(center[0]), float(center[1])), max(size, 1.0), angle, out_size)
+
+
+def _prefiltered(image: np.ndarray, m: np.ndarray, scale: float, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the image, or the part the crop covers halved with pyrDown until scale ≥ 0.5, the matrix for it)."""
+    if scale >= 0.5:
+        return image, m
+    h, w = image.shape[:2]
+    inv = cv2.invertAffineTransform(m)
+    corners = np.array([[0, 0, 1], [out, 0, 1], [0, out, 1], [out, out, 1]], np.float64) @ inv.T
+    pad = 2.0 / scale + 4.0  # two crop pixels of context, for the Gaussian and the bilinear taps at the edge
+    x0, y0 = (max(0, int(np.floor(v - pad))) for v in corners.min(0))
+    x1, y1 = min(w, int(np.ceil(corners[:, 0].max() + pad))), min(h, int(np.ceil(corners[:, 1].max() + pad)))
+    if x1 - x0 < 8 or y1 - y0 < 8:  # (almost) all outside the image: edge replication as before
+        return image, m
+    roi = image[y0:y1, x0:x1]
+    m = m.copy()
+    m[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)  # the same crop, from the ROI's pixels
+    while scale < 0.5 and min(roi.shape[:2]) >= 8:
+        roi = cv2.pyrDown(roi)  # dst pixel i is centred on src pixel 2i
+        m[:, :2] *= 2.0
+        scale *= 2.0
+    return roi, m
