@@ -417,3 +417,32 @@ def test_avatar_view_bars_neutral_streaming_and_virtual_camera(qapp, tmp_path):
         elapsed = close_timed(window)
         livelink.close()
     assert elapsed < 1.0
+
+
+@pytest.mark.skipif(not VIDEO.exists(), reason="shared test video not found")
+def test_avatar_view_sets_up_gl_again_when_the_first_try_fails(qapp, tmp_path, monkeypatch):
+    """The first set-up failing (as "cannot create program" did once under Xvfb) leaves a message, then the
+    next paint tries again with the context current and the real renderer draws the head."""
+    from face3d_live.render import avatar
+
+    real, calls = avatar.AvatarRenderer, []
+
+    def first_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("compile error: cannot create program")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(avatar, "AvatarRenderer", first_fails)
+    window = make_window(source=str(VIDEO), snapshot_dir=tmp_path, view="avatar")
+    try:
+        view = window.avatar_view
+        assert wait_until(lambda: view.renderer is not None, 30), view.failed
+        assert len(calls) == 2 and view.failed is None
+        assert wait_until(lambda: window.stats.frames_total >= 10, 60), window.messages
+        wait_until(lambda: False, 0.3)
+        av = region(window.grab().toImage(), view, window).astype(np.int32)
+        skin = (av[..., 0] > 120) & (av[..., 0] > av[..., 2] + 25)
+        assert skin.mean() > 0.05  # the head is drawn
+    finally:
+        close_timed(window)

@@ -36,6 +36,7 @@ class AvatarGLView(QOpenGLWidget):
         self._pending_seq = -1
         self._painted_seq = -1
         self._hint = hint_label(self)
+        self._init_retries = 1  # see paintGL
         self.frameSwapped.connect(self._swapped)
         self.setToolTip(
             "the avatar: driven only by the blendshapes, gaze and head rotation that are streamed"
@@ -79,9 +80,19 @@ class AvatarGLView(QOpenGLWidget):
         except Exception as exc:  # no GL or no rig: the rest of the app still works
             self._say(f"avatar unavailable: {exc}")
             return
+        if self.failed is not None:  # a retry worked (paintGL)
+            log.info("avatar view: GL set up on the second try")
+            self.failed = None
+            self._hint.setText("waiting for a face…")
+            self._hint.setVisible(self.face is None)
         self.context().aboutToBeDestroyed.connect(self.release_gl)
 
     def paintGL(self) -> None:  # noqa: N802 - Qt API
+        if self.renderer is None and self._init_retries > 0:
+            # once more with the context current again: under Xvfb the first set-up once failed to create a
+            # shader program ("cannot create program") where the next run of the same test did not
+            self._init_retries -= 1
+            self.initializeGL()
         if self.renderer is None:
             return
         fbo = self.ctx.detect_framebuffer(self.defaultFramebufferObject())
