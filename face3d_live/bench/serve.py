@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> dict:
         plan = service_plan(config)
         print(f"service: {plan.describe()}")
         t0 = time.perf_counter()
-        url = start_service(config)
+        url = start_service(config, plan)
         started = time.perf_counter() - t0
         try:
             result = _measure(args, url, args.image)

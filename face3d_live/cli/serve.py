@@ -102,9 +102,10 @@ def run(args: argparse.Namespace) -> int:
 
         stop = threading.Event()
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())  # docker stop, systemd, kill
-        url = start_service(config)
+        plan = service_plan(config)
+        url = start_service(config, plan)
         print(f"serving on {url} (docs {url}/docs, metrics {url}/metrics); Ctrl-C stops")
-        print(service_plan(config).describe())
+        print(plan.describe())
         try:
             stop.wait()
         except KeyboardInterrupt:

@@ -195,8 +195,9 @@ class ServeConfig:
         if self.max_body_bytes < 1024:
             raise ConfigError(f"--max-body-mb is too small ({self.max_body_bytes} bytes)")
         for name in ("max_batch", "streams", "max_concurrent_batches", "ingress_min_replicas"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be ≥ 1, got {value}")
         if self.max_ongoing < 1 or self.max_queued < 1 or self.threads_per_replica < 1:
             raise ConfigError("max_ongoing, max_queued and threads_per_replica must be ≥ 1")
         if self.model_replicas is not None and self.model_replicas < 0:

@@ -85,11 +85,7 @@ def plan_replicas(
 
 def local_gpu_memory_gib() -> float | None:
     """GPU 0's memory on this node through NVML, or None (no NVML, no GPU)."""
-    from face3d_live.monitor.gpu import GpuMonitor
+    from face3d_live.monitor.gpu import gpu_summary
 
-    mon = GpuMonitor(0)
-    try:
-        state = mon.read()
-        return state.memory_total_mb / 1024.0 if state is not None else None
-    finally:
-        mon.close()
+    gpu = gpu_summary()
+    return gpu["memory_total_mb"] / 1024.0 if isinstance(gpu, dict) else None

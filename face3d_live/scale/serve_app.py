@@ -477,11 +477,12 @@ def service_plan(config: ServeConfig) -> ReplicaPlan:
     return plan_replicas(config, info.cpus, info.gpus, local_gpu_memory_gib(), gpu_node_cpus())
 
 
-def start_service(config: ServeConfig) -> str:
-    """Deploy on the connected Ray cluster; returns the base URL once the application is ready."""
+def start_service(config: ServeConfig, plan: ReplicaPlan | None = None) -> str:
+    """Deploy on the connected Ray cluster (``plan``: ``service_plan(config)`` if the caller has not made
+    it); returns the base URL once the application is ready."""
     info = cluster_info()
     model = config.model.resolved(info.gpus)
-    plan = service_plan(config)
+    plan = plan or service_plan(config)
     log.info("service replicas: %s", plan.describe())
     serve.start(http_options={"host": config.host, "port": config.port})
     try:
