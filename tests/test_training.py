@@ -226,5 +226,8 @@ def test_eval_writes_json_fields(faces_dir: Path, labelled, tmp_path: Path) -> N
         assert 0 < r["nme68"]["all"] < 20  # 68 points against the 3D labels, % of the label box
         assert r["iris_error_pct_iod"]["n"] == 0 or 0 < r["iris_error_pct_iod"]["centres"] < 30
         assert 0 <= r["blendshapes_crops"]["mae"] < 0.2
+        assert 0 < r["nme68_manual16"]["all"] < 20  # against the manual points no teacher made
+    ref = result["reference_3ddfa_v2"]["nme68_manual16"]  # 3DDFA_V2 itself on the same crops
+    assert 0 < ref["all"] < 20 and ref["all"] != result["models"]["r50"]["nme68_manual16"]["all"]
     assert "all_teacher_found" in result["r50_vs_teacher_vertex_distance_pct"]
     assert isinstance(result["r50_beats_teacher"], bool)

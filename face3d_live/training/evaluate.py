@@ -10,6 +10,10 @@ sqrt(w·h) of the annotated points' bounding box (the AFLW2000-3D normaliser), p
 score is below the Reconstructor's threshold (it would report no face). Also: mean distance of the r50
 vertices to the teacher's (x, y; % of the same normaliser) where the teacher is confident.
 
+Every model's 68 points are also compared with the 16 manual AFLW points they share (brows, eye corners, nose,
+mouth corners, chin; ``nme68_manual16``, the same normaliser): labels no teacher made, so 3DDFA_V2 itself is
+measured the same way (``reference_3ddfa_v2``, its two-pass protocol on the same crops) when its pack is there.
+
 v2 measures, from the training label caches (``face3d-live train --label-only`` makes them):
 - 68 points: ``Face.landmarks68`` against the 3D labels (3DDFA_V2, manual AFLW points winning) on the same
   crops, NME = mean 2D error / sqrt(w·h) of the label's box (the AFLW2000-3D protocol), per |yaw| bin;
@@ -44,6 +48,7 @@ class EvalConfig:
     min_presence: float = 0.5
     flip: bool = True  # Reconstructor.flip_stills: each pass averaged with the mirrored crop's
     videos: bool = True  # blendshape agreement on the teacher-labelled videos (needs the label caches)
+    reference: bool = True  # 3DDFA_V2 on the same crops against the manual points (needs its pack and torch)
 
 
 def held_out_aflw(
@@ -152,11 +157,37 @@ def by_bin(err: np.ndarray, yaw: np.ndarray) -> dict:
     """Mean (%) per |yaw| bin and the mean of the bins (AFLW2000-3D's "all")."""
     out: dict = {}
     for lo, hi in YAW_BINS:
-        m = (yaw >= lo) & (yaw <= hi) if lo == 0 else (yaw > lo) & (yaw <= hi)
+        m = ((yaw >= lo) & (yaw <= hi) if lo == 0 else (yaw > lo) & (yaw <= hi)) & np.isfinite(err)
         out[f"{int(lo)}_{int(hi)}"] = round(100 * float(np.mean(err[m])), 3) if m.any() else None
     vals = [v for v in out.values() if v is not None]
     out["all"] = round(float(np.mean(vals)), 3) if vals else None
     return out
+
+
+def manual16(lm68: np.ndarray, pts: np.ndarray, yaw: np.ndarray) -> dict:
+    """68 points (N, 68, 2|3) against the 16 manual AFLW points they share (N, 21, 2; NaN = not annotated): NME
+    (%) per |yaw| bin, crops with no shared point left out."""
+    from face3d_live.training.teacher_3ddfa import nme as nme_vs_manual
+
+    with np.errstate(invalid="ignore"):
+        return by_bin(np.minimum(nme_vs_manual(lm68, pts), 1.0), yaw)
+
+
+def reference_3ddfa(images: list[np.ndarray], pts: np.ndarray, yaw: np.ndarray) -> dict | None:
+    """3DDFA_V2 MobileNet-0.5 (the 68-point teacher, its labelling protocol) on the same crops against the manual
+    points; None where its pack or torch is missing."""
+    from face3d_live.errors import SourceError
+    from face3d_live.training.teacher_3ddfa import Teacher3DDFA
+
+    try:
+        teacher = Teacher3DDFA()
+    except (ImportError, SourceError, OSError) as exc:
+        log.warning("eval: no 3DDFA_V2 reference (%s)", exc)
+        return None
+    t0 = time.perf_counter()
+    lm68, _ = teacher.predict_two_pass(images)
+    ms = (time.perf_counter() - t0) * 1e3 / max(len(images), 1)
+    return {"nme68_manual16": manual16(lm68, pts, yaw), "mean_ms_per_image_batched": round(ms, 2)}
 
 
 def v2_measures(run: ModelRun, labels: dict[str, np.ndarray], yaw: np.ndarray) -> dict:
@@ -275,7 +306,11 @@ def evaluate(data_dir: Path, cfg: EvalConfig = EvalConfig(), cache_dir: Path | N
         err = np.nan_to_num(point_nme(aflw_points(W, run.verts), pts), nan=1.0)
         err = np.minimum(err, 1.0)  # one wild crop must not dominate the mean
         found = run.score >= cfg.min_presence
-        result["models"][name] = {**summarize(err, found, yaw), "median_ms_per_image": round(run.ms, 2)}
+        result["models"][name] = {
+            **summarize(err, found, yaw),
+            "median_ms_per_image": round(run.ms, 2),
+            "nme68_manual16": manual16(run.lm68, pts, yaw),
+        }
         if labels is not None:
             result["models"][name].update(v2_measures(run, labels, yaw))
         if cache_dir is not None and cfg.videos:
@@ -283,6 +318,8 @@ def evaluate(data_dir: Path, cfg: EvalConfig = EvalConfig(), cache_dir: Path | N
                 name, cfg.backend, data_dir, cache_dir
             )
         meshes[name] = (run.verts, found)
+    if cfg.reference and (ref := reference_3ddfa(images, pts, yaw)) is not None:
+        result["reference_3ddfa_v2"] = ref
     if "r50" in meshes and "mediapipe" in meshes:
         (v_r, _), (v_t, ok_t) = meshes["r50"], meshes["mediapipe"]
         d = np.linalg.norm(v_r[..., :2] - v_t[..., :2], axis=-1).mean(1) / norm
