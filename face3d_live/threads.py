@@ -48,16 +48,17 @@ def worker_threads(default: int) -> int:
 def limit_worker_threads() -> int:
     """A worker among many (Ray): OpenCV's pool and each video decoder sized to the worker's CPU share
     (both otherwise start one thread per core in every worker: 30 workers on 16 cores ran 480 warp threads
-    and as many decoder threads per open video), a short GIL switch interval (GIL_SWITCH_S), and CUDA waits
-    that sleep rather than spin a core (``inference.cuda.set_blocking_sync``). Returns that size."""
+    and as many decoder threads per open video), and a short GIL switch interval (GIL_SWITCH_S); CUDA waits
+    sleep rather than spin only with ``FACE3D_CUDA_WAIT=block`` (``inference.cuda.set_blocking_sync``: measured
+    slower on the H200). Returns that size."""
     import cv2
 
     from face3d_live.capture.video import set_decode_threads
-    from face3d_live.inference.cuda import set_blocking_sync
+    from face3d_live.inference.cuda import blocking_sync_requested, set_blocking_sync
 
     n = worker_threads(default=os.cpu_count() or 1)
     cv2.setNumThreads(n)
     set_decode_threads(n)
     sys.setswitchinterval(GIL_SWITCH_S)  # threads hand work to each other: short GIL waits
-    set_blocking_sync()  # before the model's slots make their events
+    set_blocking_sync(blocking_sync_requested())  # before the model's slots make their events
     return n
