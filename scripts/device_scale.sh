@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# #15's GPU-machine measurements (README "Scale-out on Ray"), after the Ray bundle is on the machine:
+# #15's GPU-machine measurements (README "Scale-out on Ray"), after the Ray bundle is on the machine
+# (scripts/device_ray_bundle.sh builds .devcarry/ray-a..d here: three `bash .devcarry/ray-X/stage.sh` calls, then
+# the call that runs, carrying .devcarry/ray-d and .devcarry/gpuenv (scripts/device_bundle.sh: the detector's
+# LiteRT) and the weights (scripts/device_weights.sh out; carry .devcarry/weights/face3d-r50.safetensors in a
+# call of its own and copy it back into .devcarry/weights/ on the machine):
 #
-#   source .devcarry/ray-d/setup.sh > /tmp/s.log 2>&1; bash scripts/device_scale.sh batch|serve|process ...
+#   source .devcarry/ray-d/setup.sh > /tmp/s.log 2>&1; source scripts/device_env.sh;
+#   bash scripts/device_scale.sh batch|serve|process ...
 #
 #   process  single-process `process` on the 720p clip (per-stage medians: the per-frame cost a worker pays)
 #   batch    `bench batch` on the 720p clip looped 10× (mp4v), linked $COPIES times (default 32); extra
