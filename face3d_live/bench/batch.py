@@ -39,7 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tasks-per-worker", type=int, default=None, help="tasks a worker runs at once (4 with model actors)"
     )
-    p.add_argument("--chunk-frames", type=int, default=0, help="chunk videos longer than this (0 = whole)")
+    p.add_argument(
+        "--chunk-frames",
+        type=int,
+        default=None,
+        help="chunk videos longer than this (0 = whole; default: auto, as `process --ray`)",
+    )
     p.add_argument("--max-batch", type=int, default=64, help="crops per model-actor batch (64)")
     p.add_argument("--batch-wait-ms", type=float, default=2.0, help="model-actor batch window, ms (2)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: a temporary one, removed)")

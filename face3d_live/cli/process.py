@@ -64,7 +64,8 @@ def _add_ray_options(p: argparse.ArgumentParser) -> None:
         "--chunk-frames",
         type=int,
         default=None,
-        help="split longer videos into chunks of N frames (0 = whole)",
+        help="split longer videos into chunks of N frames (0 = keep whole; default: auto, chunks only when the "
+        "job has fewer tasks than task slots, sized to fill them, at least 300 frames)",
     )
     g.add_argument(
         "--chunk-overlap",

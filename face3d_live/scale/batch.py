@@ -5,8 +5,9 @@
 1. INPUTS → videos and photo sets (inputs.py); each gets ``OUT/NAME/``.
 2. Resume: an input whose ``OUT/NAME/.face3d-job.json`` holds the same key (sha256 of its content and the
    output options) is skipped and counted.
-3. Tasks: one per video (or per chunk of a long video with ``chunk_frames``), photos in batches of
-   ``photo_batch`` gathered across all photo inputs. Longest videos go first.
+3. Tasks: one per video, photos in batches of ``photo_batch`` gathered across all photo inputs; long videos
+   are cut into chunks (``chunk_frames``; by default only when there are fewer tasks than task slots, sized
+   to fill them). Longest videos go first.
 4. Actors: model actors (one per GPU) and input workers (work.py runs in them); each worker has
    ``tasks_per_worker`` task slots (threads) and gets the next task when a slot frees.
 5. When all of an input's tasks are done its ``summary.json`` (``process``'s keys, plus "job") and marker are
@@ -38,6 +39,7 @@ from face3d_live.scale.work import (
     PhotoTask,
     TaskResult,
     VideoTask,
+    auto_chunk_frames,
     iter_chunks,
 )
 
@@ -47,6 +49,7 @@ MARKER = ".face3d-job.json"
 _CREATION_FAILED = "error raised in its creation task"  # Ray's words for an actor whose __init__ raised
 JOB_SUMMARY = "job-summary.json"
 OUTPUTS = ("frames", "obj", "glb", "mesh.npz", "summary.json", MARKER, PARTIAL)
+ACTOR_CPUS = 1.0  # a model actor's CPU reservation
 
 
 @dataclass
@@ -155,6 +158,18 @@ class _Pending:
     chunks: int = 0
 
 
+@dataclass(frozen=True)
+class _Capacity:
+    actors: int
+    free_cpus: float
+    per_worker: int
+    workers: int
+
+    @property
+    def slots(self) -> int:
+        return self.per_worker * self.workers
+
+
 def run_batch(
     inputs: Sequence[str],
     out_dir: Path | str,
@@ -204,7 +219,7 @@ class _Job:
                     self._outcome(item, "skipped")
                     continue
                 todo.append((index, item, key, content))
-            tasks, total_frames = self._plan(todo)
+            tasks, total_frames = self._plan(todo, self._capacity(cluster).slots)
             if tasks:
                 self._execute(tasks, total_frames, model, cluster)
         order = {item.name: i for i, item in enumerate(items)}
@@ -236,12 +251,12 @@ class _Job:
             o.corrupt_frames_skipped, o.wall_s = stats.corrupt_frames, round(stats.wall_s, 3)
         self.summary.outcomes.append(o)
 
-    def _plan(self, todo) -> tuple[list[VideoTask | PhotoTask], int]:
+    def _plan(self, todo, slots: int) -> tuple[list[VideoTask | PhotoTask], int]:
         """Probe the videos (an unreadable one fails here), clear stale outputs, cut the tasks."""
         from face3d_live.capture.video import VideoFileSource
 
         cfg = self.config
-        videos: list[tuple[int, VideoTask]] = []
+        probed: list[tuple[_Pending, InputItem, int]] = []  # videos and their frame counts
         photos: list[Photo] = []
         total = 0
         for index, item, key, content in todo:
@@ -255,23 +270,7 @@ class _Job:
                     continue
                 frames = min(count, cfg.max_frames) if cfg.max_frames else count
                 self._clear(item)
-                chunk = 0 if cfg.glb else cfg.chunk_frames  # an animated GLB needs the whole take in one task
-                chunks = list(iter_chunks(frames, chunk, cfg.chunk_overlap, end=cfg.max_frames))
-                for k, (start, stop, warm) in enumerate(chunks):
-                    task = VideoTask(
-                        task_id=f"{index}:{k}",
-                        input_index=index,
-                        path=str(item.path),
-                        out_dir=str(self._dir(item)),
-                        start=start,
-                        stop=stop,
-                        warmup=warm,
-                        max_frames=cfg.max_frames,
-                        whole=len(chunks) == 1,
-                    )
-                    size = ((stop or frames) - start) if len(chunks) > 1 else frames
-                    videos.append((size, task))
-                pend.tasks_left = pend.chunks = len(chunks)
+                probed.append((pend, item, frames))
                 total += frames
             else:
                 self._clear(item)
@@ -279,6 +278,31 @@ class _Job:
                 photos += [Photo(index, str(f), k, str(self._dir(item))) for k, f in enumerate(files)]
                 total += len(files)
             self.pending[index] = pend
+        chunk = cfg.chunk_frames
+        if chunk is None:
+            photo_tasks = -(-len(photos) // cfg.photo_batch)
+            chunk = auto_chunk_frames([f for *_, f in probed], photo_tasks, slots)
+            if chunk:
+                log.info("job: videos cut into chunks of %d frames to fill %d task slots", chunk, slots)
+        videos: list[tuple[int, VideoTask]] = []
+        for pend, item, frames in probed:
+            # an animated GLB needs the whole take in one task
+            chunks = list(iter_chunks(frames, 0 if cfg.glb else chunk, cfg.chunk_overlap, end=cfg.max_frames))
+            for k, (start, stop, warm) in enumerate(chunks):
+                task = VideoTask(
+                    task_id=f"{pend.index}:{k}",
+                    input_index=pend.index,
+                    path=str(item.path),
+                    out_dir=str(self._dir(item)),
+                    start=start,
+                    stop=stop,
+                    warmup=warm,
+                    max_frames=cfg.max_frames,
+                    whole=len(chunks) == 1,
+                )
+                size = ((stop or frames) - start) if len(chunks) > 1 else frames
+                videos.append((size, task))
+            pend.tasks_left = pend.chunks = len(chunks)
         tasks: list[VideoTask | PhotoTask] = [t for _, t in sorted(videos, key=lambda v: -v[0])]
         for k in range(0, len(photos), cfg.photo_batch):
             batch = tuple(photos[k : k + cfg.photo_batch])
@@ -299,6 +323,14 @@ class _Job:
             elif p.exists():
                 p.unlink()
 
+    def _capacity(self, cluster) -> _Capacity:
+        """Model actors, task slots per worker and workers (before the few-tasks cap) on this cluster."""
+        cfg = self.config
+        n_actors = cfg.model_actors if cfg.model_actors is not None else int(cluster.gpus)
+        free_cpus = max(1.0, cluster.cpus - n_actors * ACTOR_CPUS)
+        per_worker = cfg.tasks_per_worker or (4 if n_actors else 1)
+        return _Capacity(n_actors, free_cpus, per_worker, cfg.workers or max(1, int(free_cpus)))  # 1 CPU each
+
     # ---- execute ---------------------------------------------------------------------------------------
     def _execute(self, tasks, total_frames: int, model: str, cluster) -> None:
         import ray
@@ -307,20 +339,17 @@ class _Job:
         from face3d_live.scale.cluster import gpu_share, root_cause
 
         cfg = self.config
-        n_actors = cfg.model_actors if cfg.model_actors is not None else int(cluster.gpus)
+        cap = self._capacity(cluster)
+        n_actors, free_cpus, per_worker = cap.actors, cap.free_cpus, cap.per_worker
         on_gpu = cluster.gpus > 0
-        actor_cpus = 1.0
-        free_cpus = max(1.0, cluster.cpus - n_actors * actor_cpus)
-        per_worker = cfg.tasks_per_worker or (4 if n_actors else 1)
-        n_workers = cfg.workers or max(1, int(free_cpus))  # one CPU each
-        n_workers = max(1, min(n_workers, len(tasks)))  # slots go round the workers: few tasks, one each
+        n_workers = max(1, min(cap.workers, len(tasks)))  # slots go round the workers: few tasks, one each
         worker_cpus = min(1.0, free_cpus / n_workers)  # asked for more than fit: they share the CPUs
         level = logging.getLogger().getEffectiveLevel()
         job = uuid.uuid4().hex[:8]
         names = [f"face3d-model-{job}-{k}" for k in range(n_actors)]
         gpus_each = gpu_share(cluster.gpus, n_actors)
         actors = [
-            ModelActor.options(name=name, num_cpus=actor_cpus, num_gpus=gpus_each).remote(
+            ModelActor.options(name=name, num_cpus=ACTOR_CPUS, num_gpus=gpus_each).remote(
                 model, cfg.model.backend, cfg.max_batch, cfg.batch_wait_ms / 1000, cfg.streams, level
             )
             for name in names

@@ -83,7 +83,9 @@ class BatchConfig:
                     photo: one per image, its largest face). A video with ``glb`` is kept whole.
     chunk_frames:   split videos longer than 1.5 × this into chunks of this many frames, each started
                     ``chunk_overlap`` frames early so that tracking and smoothing have settled at its first
-                    written frame (0 = keep every video whole: its tracking is exactly ``process``'s).
+                    written frame (0 = keep every video whole: its tracking is exactly ``process``'s; None =
+                    auto: whole while the job has a task for every task slot, else chunks sized to fill the
+                    slots, never under ``AUTO_MIN_CHUNK`` frames: ``work.auto_chunk_frames``).
     photo_batch:    photos per task, gathered across all photo inputs.
     workers:        input workers (None: one per CPU of the cluster, two per CPU with model actors, whose
                     workers mostly wait on the GPU).
@@ -102,7 +104,7 @@ class BatchConfig:
     max_frames: int | None = None
     obj: bool = False
     glb: bool = False
-    chunk_frames: int = 0
+    chunk_frames: int | None = None
     chunk_overlap: int = 30
     photo_batch: int = 32
     workers: int | None = None
@@ -143,8 +145,9 @@ class BatchConfig:
             "max_frames": self.max_frames,
             "obj": self.obj,
             "glb": self.glb,
-            "chunk_frames": self.chunk_frames,
-            "chunk_overlap": self.chunk_overlap if self.chunk_frames else 0,
+            # auto: the chunks follow the cluster's size; any chunking gives a valid output, so one key for all
+            "chunk_frames": "auto" if self.chunk_frames is None else self.chunk_frames,
+            "chunk_overlap": self.chunk_overlap if self.chunk_frames != 0 else 0,
         }
 
 

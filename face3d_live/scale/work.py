@@ -18,7 +18,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -313,6 +313,19 @@ def run_photo_task(task: PhotoTask, model, config: BatchConfig, report: Report |
     throttle(done, final=True)
     result.wall_s = time.perf_counter() - t0
     return result
+
+
+AUTO_MIN_CHUNK = 300  # frames (12 s at 25 fps): the 30-frame warm-up of a chunk stays a tenth of its work
+
+
+def auto_chunk_frames(video_frames: Sequence[int], other_tasks: int, slots: int) -> int:
+    """``chunk_frames`` for a job whose videos have ``video_frames`` frames, beside ``other_tasks`` photo tasks,
+    on ``slots`` task slots (workers × tasks per worker): 0 (every video whole) while there is a task for every
+    slot, else the chunk length that gives about one task per slot, never under AUTO_MIN_CHUNK frames. One long
+    video on a 16-core machine is otherwise one task on one core."""
+    if not video_frames or len(video_frames) + other_tasks >= slots:
+        return 0
+    return max(AUTO_MIN_CHUNK, -(-sum(video_frames) // slots))
 
 
 def iter_chunks(
