@@ -84,13 +84,13 @@ def test_chunks_cover_every_frame_once() -> None:
     assert chunks == [(0, 300, 0), (300, 600, 30), (600, 1000, 30)]  # the short tail joins the last
 
 
-def test_auto_chunks_fill_the_task_slots_only_when_tasks_are_few() -> None:
+def test_auto_chunks_only_when_tasks_are_fewer_than_workers() -> None:
     from face3d_live.scale.work import AUTO_MIN_CHUNK, auto_chunk_frames
 
-    assert auto_chunk_frames([550] * 64, 0, 60) == 0  # a task for every slot: every video whole
+    assert auto_chunk_frames([550] * 32, 0, 15) == 0  # a task for every worker: every video whole
     assert auto_chunk_frames([72, 55, 472], 1, 2) == 0  # the CI job on 2 CPUs
-    assert auto_chunk_frames([550] * 32, 0, 60) == AUTO_MIN_CHUNK  # 32 videos, 60 slots: 64 chunks
-    assert auto_chunk_frames([90_000], 0, 60) == 1500  # one hour at 25 fps on 15 workers × 4: 60 chunks
+    assert auto_chunk_frames([90_000], 0, 15) == 3000  # one hour at 25 fps on 15 workers: 30 chunks
+    assert auto_chunk_frames([2200, 300], 0, 15) == AUTO_MIN_CHUNK  # chunks no shorter than the minimum
     assert auto_chunk_frames([200], 0, 8) == AUTO_MIN_CHUNK  # short: iter_chunks keeps it whole
     assert list(iter_chunks(200, AUTO_MIN_CHUNK, 30)) == [(0, None, 0)]
     assert auto_chunk_frames([], 3, 8) == 0
@@ -281,8 +281,8 @@ def test_chunks_through_a_model_actor(ray_local, clips, reference, tmp_path: Pat
     """A long video cut into chunks (decoding starts `overlap` frames early) with the model in one actor that
     batches both workers' crops. Batches of other sizes change an INT8 network's output slightly, and
     tracking carries that on, so the frames match `process` to model noise, not bit for bit. The chunks are
-    the automatic ones: one video, 2 workers × 4 task slots (the shortest chunk lowered from 300 frames to 40
-    for a 120-frame clip)."""
+    the automatic ones: one video for 2 workers (the shortest chunk lowered from 300 frames to 40 for a
+    120-frame clip)."""
     from face3d_live.scale import work
     from face3d_live.scale.batch import run_batch
     from face3d_live.scale.config import BatchConfig, ModelOptions

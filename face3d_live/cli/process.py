@@ -65,7 +65,7 @@ def _add_ray_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="split longer videos into chunks of N frames (0 = keep whole; default: auto, chunks only when the "
-        "job has fewer tasks than task slots, sized to fill them, at least 300 frames)",
+        "job has fewer tasks than workers, about two per worker, at least 300 frames)",
     )
     g.add_argument(
         "--chunk-overlap",

@@ -6,8 +6,8 @@
 2. Resume: an input whose ``OUT/NAME/.face3d-job.json`` holds the same key (sha256 of its content and the
    output options) is skipped and counted.
 3. Tasks: one per video, photos in batches of ``photo_batch`` gathered across all photo inputs; long videos
-   are cut into chunks (``chunk_frames``; by default only when there are fewer tasks than task slots, sized
-   to fill them). Longest videos go first.
+   are cut into chunks (``chunk_frames``; by default only when there are fewer tasks than workers, sized to
+   give each about two). Longest videos go first.
 4. Actors: model actors (one per GPU) and input workers (work.py runs in them); each worker has
    ``tasks_per_worker`` task slots (threads) and gets the next task when a slot frees.
 5. When all of an input's tasks are done its ``summary.json`` (``process``'s keys, plus "job") and marker are
@@ -219,7 +219,7 @@ class _Job:
                     self._outcome(item, "skipped")
                     continue
                 todo.append((index, item, key, content))
-            tasks, total_frames = self._plan(todo, self._capacity(cluster).slots)
+            tasks, total_frames = self._plan(todo, self._capacity(cluster).workers)
             if tasks:
                 self._execute(tasks, total_frames, model, cluster)
         order = {item.name: i for i, item in enumerate(items)}
@@ -251,7 +251,7 @@ class _Job:
             o.corrupt_frames_skipped, o.wall_s = stats.corrupt_frames, round(stats.wall_s, 3)
         self.summary.outcomes.append(o)
 
-    def _plan(self, todo, slots: int) -> tuple[list[VideoTask | PhotoTask], int]:
+    def _plan(self, todo, workers: int) -> tuple[list[VideoTask | PhotoTask], int]:
         """Probe the videos (an unreadable one fails here), clear stale outputs, cut the tasks."""
         from face3d_live.capture.video import VideoFileSource
 
@@ -281,9 +281,9 @@ class _Job:
         chunk = cfg.chunk_frames
         if chunk is None:
             photo_tasks = -(-len(photos) // cfg.photo_batch)
-            chunk = auto_chunk_frames([f for *_, f in probed], photo_tasks, slots)
+            chunk = auto_chunk_frames([f for *_, f in probed], photo_tasks, workers)
             if chunk:
-                log.info("job: videos cut into chunks of %d frames to fill %d task slots", chunk, slots)
+                log.info("job: videos cut into chunks of %d frames for %d workers", chunk, workers)
         videos: list[tuple[int, VideoTask]] = []
         for pend, item, frames in probed:
             # an animated GLB needs the whole take in one task

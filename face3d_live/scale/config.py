@@ -84,8 +84,8 @@ class BatchConfig:
     chunk_frames:   split videos longer than 1.5 × this into chunks of this many frames, each started
                     ``chunk_overlap`` frames early so that tracking and smoothing have settled at its first
                     written frame (0 = keep every video whole: its tracking is exactly ``process``'s; None =
-                    auto: whole while the job has a task for every task slot, else chunks sized to fill the
-                    slots, never under ``AUTO_MIN_CHUNK`` frames: ``work.auto_chunk_frames``).
+                    auto: whole while the job has a task for every worker, else chunks sized to give each worker
+                    about two, never under ``AUTO_MIN_CHUNK`` frames: ``work.auto_chunk_frames``).
     photo_batch:    photos per task, gathered across all photo inputs.
     workers:        input workers (None: one per CPU of the cluster, two per CPU with model actors, whose
                     workers mostly wait on the GPU).
