@@ -15,13 +15,15 @@ from face3d_live.models.tflite import TFLiteModel, bundled_model_path
 
 
 def shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """The image at (width, height) for the detector: halved with ``pyrDown`` while it is still 2× too large,
+    """The image at (width, height) for the detector: halved with ``pyrDown`` while it is still 3× too large,
     then INTER_AREA. OpenCV's INTER_AREA at a large non-integer ratio is slow (a 4000×3000 photo: 36.7 ms on
-    this 2-core CPU, 10.1 ms with halving; 640×480 → 192: 0.90 → 0.46 ms, the service's case), and the
+    this 2-core CPU, 10.1 ms with halving; 640×480 → 192: 0.87 → 0.54 ms, the service's case), and the
     detections stay the same (full-range recall on 1,099 faces pasted into 4000×3000 and 1920×1080 scenes:
-    509 → 512 when halving down to 4×; halving down to 2×, on 600 faces pasted into 640×480 to 1920×1080
-    scenes: 409 → 411, and faces in 177 of 177 video frames against 176)."""
-    while image.shape[1] >= 2 * width and image.shape[0] >= 2 * height:
+    509 → 512 when halving down to 4×; down to 3×, on 600 faces pasted into 640×480 to 1920×1080 scenes: 409
+    → 409, faces in 177 of 177 video frames against 176). Halving further (down to 2×) blurs more than the
+    area filter would (each pyrDown is a Gaussian): 5.9 grey levels off INTER_AREA's result on a 4096-px
+    photo, against 2.9."""
+    while image.shape[1] >= 3 * width and image.shape[0] >= 3 * height:
         image = cv2.pyrDown(image)
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
