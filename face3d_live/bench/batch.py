@@ -157,6 +157,7 @@ def run(args: argparse.Namespace) -> dict:
             "copies": args.copies,
             "loop": args.loop,
             "max_frames": args.max_frames,
+            "chunk_frames": "auto" if args.chunk_frames is None else args.chunk_frames,
             "job": job,
             "per_input": [
                 {
