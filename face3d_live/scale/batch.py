@@ -165,10 +165,6 @@ class _Capacity:
     per_worker: int
     workers: int
 
-    @property
-    def slots(self) -> int:
-        return self.per_worker * self.workers
-
 
 def run_batch(
     inputs: Sequence[str],
@@ -278,7 +274,7 @@ class _Job:
                 photos += [Photo(index, str(f), k, str(self._dir(item))) for k, f in enumerate(files)]
                 total += len(files)
             self.pending[index] = pend
-        chunk = cfg.chunk_frames
+        chunk = 0 if cfg.glb else cfg.chunk_frames  # an animated GLB needs the whole take in one task
         if chunk is None:
             photo_tasks = -(-len(photos) // cfg.photo_batch)
             chunk = auto_chunk_frames([f for *_, f in probed], photo_tasks, workers)
@@ -286,8 +282,7 @@ class _Job:
                 log.info("job: videos cut into chunks of %d frames for %d workers", chunk, workers)
         videos: list[tuple[int, VideoTask]] = []
         for pend, item, frames in probed:
-            # an animated GLB needs the whole take in one task
-            chunks = list(iter_chunks(frames, 0 if cfg.glb else chunk, cfg.chunk_overlap, end=cfg.max_frames))
+            chunks = list(iter_chunks(frames, chunk, cfg.chunk_overlap, end=cfg.max_frames))
             for k, (start, stop, warm) in enumerate(chunks):
                 task = VideoTask(
                     task_id=f"{pend.index}:{k}",
