@@ -128,12 +128,17 @@ def test_only_the_scale_out_modules_import_ray() -> None:
 # ---- on Ray ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ray_local():
-    """One real local Ray instance for the module (2 CPUs, as on CI), shut down at its end."""
+    """One real local Ray instance for the module (2 CPUs and no GPU, as on CI; a GPU machine's own runs are in
+    test_scale_gpu.py), shut down at its end."""
     ray = pytest.importorskip("ray")
     from face3d_live.scale.cluster import LOCAL_SYSTEM_CONFIG
 
     ray.init(
-        num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, _system_config=LOCAL_SYSTEM_CONFIG
+        num_cpus=2,
+        num_gpus=0,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        _system_config=LOCAL_SYSTEM_CONFIG,
     )
     yield
     ray.shutdown()

@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="input workers (default: per CPU)")
     p.add_argument("--model-actors", type=int, default=None, help="model actors (default: one per GPU)")
     p.add_argument(
-        "--tasks-per-worker", type=int, default=None, help="tasks a worker runs at once (4 with model actors)"
+        "--tasks-per-worker", type=int, default=None, help="tasks a worker runs at once (4 with a GPU model)"
     )
     p.add_argument(
         "--chunk-frames",

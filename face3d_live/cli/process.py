@@ -58,7 +58,7 @@ def _add_ray_options(p: argparse.ArgumentParser) -> None:
         "--tasks-per-worker",
         type=int,
         default=None,
-        help="tasks a worker runs at once (default: 4 with model actors, which hides their round trips; else 1)",
+        help="tasks a worker runs at once (default: 4 with a GPU model, which hides its round trips; else 1)",
     )
     g.add_argument(
         "--chunk-frames",

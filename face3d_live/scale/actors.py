@@ -3,10 +3,11 @@
 - ``ModelActor``: owns one face model (one per GPU), batches the crops of every worker's concurrent calls
   into the multi-stream executor (``AsyncBatcher`` over ``ModelRunner``).
 - ``InputWorker``: runs tasks (a video, a chunk, a batch of photos): decode, detect, crop, decode the
-  model's output, smooth, write. It owns its model (a CPU actor on a machine without a GPU; one task at a
-  time) or calls a model actor through ``RemoteModel``; then it runs several tasks at once on threads
-  (``tasks_per_worker``), because a video's next crop needs this frame's mesh: one video alone waits for
-  every round trip to the GPU, several interleave, and their crops go to the actor as one call.
+  model's output, smooth, write. It owns its model (a CPU actor on a machine without a GPU: one task at a
+  time; ``--model-actors 0`` on a GPU: ``OwnedGpuModel`` on its share of the GPU) or calls a model actor
+  through ``RemoteModel``. With a GPU model it runs several tasks at once on threads (``tasks_per_worker``),
+  because a video's next crop needs this frame's mesh: one video alone waits for every round trip to the
+  GPU, several interleave, and their crops go to the model as one batch (``CoalescedModel``).
 - ``ProgressActor``: frames written per task, for the driver's progress bar (which waits on it; nothing
   polls).
 
@@ -88,23 +89,26 @@ class _Call:
     error: BaseException | None = None
 
 
-class RemoteModel:
-    """The FaceModel protocol over a ModelActor, shared by a worker's task threads.
+class CoalescedModel:
+    """The FaceModel protocol shared by a worker's task threads, their concurrent calls coalesced.
 
-    ``predict`` blocks its thread until its crops come back. Calls of concurrent threads are coalesced: a
-    call waits up to ``wait_s`` for every other running task (``active``) to call too, then one of them
-    sends all their crops to the actor in one call (fewer, larger calls: the actor's per-call cost is what
-    limits it). ``close`` leaves the actor to its owner."""
+    ``predict`` blocks its thread until its crops come back. A call waits up to ``wait_s`` for every other
+    running task (``active``) to call too, then one of them runs all their crops as one batch (``_infer``):
+    fewer, larger model calls, whose per-call cost (an actor call, a GPU launch) is what limits them."""
 
-    def __init__(self, actor, info: dict, wait_s: float = 0.002) -> None:
-        self.actor = actor
-        self.name = info["name"]
-        self.input_size = int(info["input_size"])
+    name: str
+    input_size: int
+
+    def __init__(self, wait_s: float = 0.002) -> None:
         self.wait_s = wait_s
         self.active = 0  # tasks running in this worker (InputWorker.run counts them)
         self.calls = 0
+        self.stats = {"batches": 0, "requests": 0, "crops": 0, "max_requests": 0}  # as ModelActor's
         self._cond = threading.Condition()
         self._waiting: list[_Call] = []
+
+    def _infer(self, crops):
+        raise NotImplementedError
 
     def task_started(self) -> None:
         with self._cond:
@@ -141,7 +145,7 @@ class RemoteModel:
 
     def _send(self, batch: list[_Call]) -> None:
         try:
-            out = ray.get(self.actor.predict.remote(join_crops([c.crops for c in batch])))
+            out = self._infer(join_crops([c.crops for c in batch]))
             parts = split_output(out, [len(c.crops) for c in batch])
             for c, part in zip(batch, parts):
                 c.result = part
@@ -151,12 +155,52 @@ class RemoteModel:
                 c.error = exc
         with self._cond:
             self.calls += 1
+            st = self.stats
+            st["batches"] += 1
+            st["requests"] += len(batch)
+            st["crops"] += sum(len(c.crops) for c in batch)
+            st["max_requests"] = max(st["max_requests"], len(batch))
             for c in batch:
                 c.done = True
             self._cond.notify_all()
 
     def close(self) -> None:
-        """The driver owns the model actor."""
+        """Nothing to free here (subclasses that own a model free it)."""
+
+
+class RemoteModel(CoalescedModel):
+    """Over a ModelActor: one actor call per coalesced batch (the actor's per-call cost is what limits it).
+    ``close`` leaves the actor to its owner."""
+
+    def __init__(self, actor, info: dict, wait_s: float = 0.002) -> None:
+        super().__init__(wait_s)
+        self.actor = actor
+        self.name = info["name"]
+        self.input_size = int(info["input_size"])
+
+    def _infer(self, crops):
+        return ray.get(self.actor.predict.remote(crops))
+
+
+class OwnedGpuModel(CoalescedModel):
+    """A worker's own model on its share of a GPU (``--model-actors 0``), behind the multi-stream executor:
+    no round trip through an actor per frame, and the worker's tasks still share batches."""
+
+    def __init__(self, model: str, config: BatchConfig) -> None:
+        super().__init__(config.batch_wait_ms / 1000)
+        from face3d_live.models.registry import create_model
+        from face3d_live.scale.model_runner import ModelRunner
+
+        self.runner = ModelRunner(
+            create_model(model, config.model.backend), streams=config.streams, max_batch=config.max_batch
+        )
+        self.name, self.input_size = self.runner.name, self.runner.input_size
+
+    def _infer(self, crops):
+        return self.runner.predict(crops)
+
+    def close(self) -> None:
+        self.runner.close()
 
 
 @ray.remote(num_cpus=0)
@@ -205,11 +249,13 @@ class InputWorker:
         self.config = config
         self.progress = ray.get_actor(progress) if progress else None
         self._owned = None
-        self._remote: RemoteModel | None = None
+        self._shared: CoalescedModel | None = None  # a model the worker's task threads share
         if model_actor is not None:
             actor = ray.get_actor(model_actor)
             info = ray.get(actor.info.remote())
-            self.model = self._remote = RemoteModel(actor, info, config.batch_wait_ms / 1000)
+            self.model = self._shared = RemoteModel(actor, info, config.batch_wait_ms / 1000)
+        elif ray.get_gpu_ids():  # a share of a GPU (--model-actors 0): its tasks share the model's batches
+            self.model = self._owned = self._shared = OwnedGpuModel(model, config)
         else:
             from face3d_live.models.registry import create_model
 
@@ -221,19 +267,23 @@ class InputWorker:
     def run(self, task: VideoTask | PhotoTask) -> TaskResult:
         """One task (Ray may run ``tasks_per_worker`` of these at once, on threads of this actor)."""
         report = self._report if self.progress is not None else None
-        if self._remote is not None:
-            self._remote.task_started()
+        if self._shared is not None:
+            self._shared.task_started()
         try:
             if isinstance(task, VideoTask):
                 result = run_video_task(task, self.model, self.config, report)
             else:
                 result = run_photo_task(task, self.model, self.config, report)
         finally:
-            if self._remote is not None:
-                self._remote.task_ended()
+            if self._shared is not None:
+                self._shared.task_ended()
         if self.progress is not None:
             self.progress.finished.remote(task.task_id)
         return result
+
+    def batch_stats(self) -> dict | None:
+        """Its own GPU model's batching (as ModelActor.batch_stats); None with a CPU model or a model actor."""
+        return dict(self._shared.stats) if isinstance(self._shared, OwnedGpuModel) else None
 
     def _report(self, task_id: str, frames: int) -> None:
         self.progress.report.remote(task_id, frames, os.getpid())  # fire and forget

@@ -323,7 +323,8 @@ class _Job:
         cfg = self.config
         n_actors = cfg.model_actors if cfg.model_actors is not None else int(cluster.gpus)
         free_cpus = max(1.0, cluster.cpus - n_actors * ACTOR_CPUS)
-        per_worker = cfg.tasks_per_worker or (4 if n_actors else 1)
+        # a GPU model (an actor's or the worker's own) is a round trip per frame: several tasks hide it
+        per_worker = cfg.tasks_per_worker or (4 if n_actors or cluster.gpus > 0 else 1)
         return _Capacity(n_actors, free_cpus, per_worker, cfg.workers or max(1, int(free_cpus)))  # 1 CPU each
 
     # ---- execute ---------------------------------------------------------------------------------------
@@ -420,15 +421,16 @@ class _Job:
             bar.n = sum(o.frames for o in self.summary.outcomes if o.status == "done")
             bar.close()
             self.summary.processing_s = time.perf_counter() - t_start
-            if actors:
+            if actors or worker_gpus:  # the model actors' batches, or the workers' own GPU models'
                 try:
-                    stats = ray.get([a.batch_stats.remote() for a in actors], timeout=10)
+                    stats = ray.get([a.batch_stats.remote() for a in actors or workers], timeout=10)
+                    stats = [s for s in stats if s is not None]
                     b = sum(s["batches"] for s in stats)
                     self.summary.batching = {
                         "batches": b,
                         "mean_requests": round(sum(s["requests"] for s in stats) / b, 2) if b else 0,
                         "mean_crops": round(sum(s["crops"] for s in stats) / b, 2) if b else 0,
-                        "max_requests": max(s["max_requests"] for s in stats),
+                        "max_requests": max((s["max_requests"] for s in stats), default=0),
                     }
                 except ray.exceptions.RayError as exc:
                     log.warning("model actor statistics unavailable: %s", exc)

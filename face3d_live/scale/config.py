@@ -92,8 +92,9 @@ class BatchConfig:
     model_actors:   None: one per GPU of the cluster and none without a GPU (then each worker owns its
                     model: CPU actors); N: N model actors (on GPUs when there are, else on CPUs); 0 on a GPU cluster:
                     every worker owns its model on a share of the GPUs.
-    tasks_per_worker: tasks a worker runs at once, on threads (None: 4 with model actors, whose round trips
-                    they hide and whose calls they share; 1 when the worker owns its model).
+    tasks_per_worker: tasks a worker runs at once, on threads (None: 4 with a GPU model, an actor's or the
+                    worker's own, whose round trips they hide and whose batches they share; 1 when the worker
+                    owns a CPU model).
     max_batch / batch_wait_ms / streams: the model actors' batching (crops per executor batch, how long
                     the first request of a batch waits for others, executor streams).
     ray_address:    "auto" (RAY_ADDRESS if set, else a local Ray instance) or a cluster address.
