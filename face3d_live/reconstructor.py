@@ -110,15 +110,22 @@ class Reconstructor:
 
     # ---- public API -------------------------------------------------------------------------------
     def reconstruct(
-        self, image: np.ndarray, boxes: Sequence[tuple[float, float, float, float]] | None = None
+        self,
+        image: np.ndarray,
+        boxes: Sequence[tuple[float, float, float, float]] | None = None,
+        detections: Sequence[Detection] | None = None,
     ) -> list[Face]:
-        """Faces in one still image, largest first. ``boxes`` (x0, y0, x1, y1) skip the detector."""
+        """Faces in one still image, largest first. ``boxes`` (x0, y0, x1, y1) skip the detector;
+        ``detections`` are the detector's answer for this image made elsewhere (the service detects a batch
+        of images at once on its GPU: scale.gpu_front), used as the detector's would be."""
         check_image(image)
         self.timings_ns = dict.fromkeys(STAGES, 0)
         size = self.model.input_size
         margin = self.tracker.config.margin
         if boxes is None:
-            dets = self._timed("detect", self._detect, image, True)[: self.tracker.config.max_faces]
+            if detections is None:
+                detections = self._timed("detect", self._detect, image, True)
+            dets = list(detections)[: self.tracker.config.max_faces]
             rois = [_roi_from_det(d, margin, size) for d in dets]
         else:
             rois = [_roi_from_box(b, margin, size) for b in boxes]

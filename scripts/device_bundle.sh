@@ -57,11 +57,12 @@ cp "$CACHE"/gl/*.deb "$STAGE/gpuenv/gl/"
 # --- plain wheels ---
 for w in moderngl==5.13.0 glcontext==3.1.0 pyqt6-sip==13.13.0; do cp "$(wheel $w)" "$STAGE/gpuenv/whl/"; done
 
-# --- ai_edge_litert: only what `from ai_edge_litert.interpreter import Interpreter` loads ---
+# --- ai_edge_litert: only what `from ai_edge_litert.interpreter import Interpreter` loads, and the flatbuffer
+# schema the torch BlazeFace port (detect/blazeface_torch.py) reads the graph with ---
 mkdir -p "$STAGE/litert"
 unzip -q "$(wheel ai-edge-litert==2.3.0)" 'ai_edge_litert/*' -d "$STAGE/litert/x"
 mkdir -p "$STAGE/litert/t/ai_edge_litert"
-for f in __init__.py interpreter.py metrics_portable.py metrics_interface.py \
+for f in __init__.py interpreter.py metrics_portable.py metrics_interface.py schema_py_generated.py \
     _pywrap_litert_interpreter_wrapper.so libpywrap_litert_common.so; do
     cp "$STAGE/litert/x/ai_edge_litert/$f" "$STAGE/litert/t/ai_edge_litert/"
 done

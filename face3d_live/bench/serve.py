@@ -195,7 +195,14 @@ def run(args: argparse.Namespace) -> dict:
             stop_service()
     cfg = {
         k: getattr(config, k)
-        for k in ("max_batch", "batch_wait_ms", "streams", "max_concurrent_batches", "threads_per_replica")
+        for k in (
+            "max_batch",
+            "batch_wait_ms",
+            "streams",
+            "max_concurrent_batches",
+            "threads_per_replica",
+            "gpu_decode",
+        )
     }
     return {
         "service": "started here",

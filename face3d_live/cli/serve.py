@@ -73,6 +73,13 @@ def add_service_options(p: argparse.ArgumentParser, max_queued: int = 256) -> No
         help=f"requests queued per caller before 503 (default {max_queued})",
     )
     p.add_argument(
+        "--gpu-decode",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="decode JPEGs (nvJPEG) and detect faces (BlazeFace in torch) on the GPU, batched over each "
+        "replica's requests; auto (default): when a replica holds its model on a GPU and torchvision is there",
+    )
+    p.add_argument(
         "--ingress",
         choices=("auto", "haproxy", "proxy"),
         default="auto",

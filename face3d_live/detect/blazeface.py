@@ -69,42 +69,29 @@ def _anchors(spec: _ModelSpec) -> np.ndarray:
     return np.concatenate(rows).astype(np.float32)
 
 
-class BlazeFaceDetector:
-    """``detect(rgb) -> list[Detection]``, highest score first.
+def letterbox(h: int, w: int, size: int) -> tuple[int, int, int, int]:
+    """(nw, nh, ox, oy): the image's size inside the detector's square input and its offset there (keeps the
+    aspect ratio, like mediapipe's FIT scale mode); shared with the torch port (detect.blazeface_torch)."""
+    scale = size / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    return nw, nh, (size - nw) // 2, (size - nh) // 2
 
-    ``full_range=False``: the short-range model (faces within ~2 m, the webcam case, 128² input, fast);
-    ``True``: the full-range sparse model (small faces in group photos, 192² input).
-    """
 
-    def __init__(
-        self,
-        min_score: float = 0.5,
-        nms_iou: float = 0.3,
-        full_range: bool = False,
-        num_threads: int | None = None,
-    ) -> None:
-        spec = FULL_RANGE if full_range else SHORT_RANGE
-        self.model = TFLiteModel(bundled_model_path(spec.file), num_threads)
+class BlazeFaceDecoder:
+    """Raw model outputs → detections (anchors, box decoding, weighted NMS) for one BlazeFace model. The
+    tflite detector and the torch port (detect.blazeface_torch) share it, so both decode the same way."""
+
+    def __init__(self, spec: _ModelSpec, min_score: float = 0.5, nms_iou: float = 0.3) -> None:
         self.size = spec.input_size
         self.anchors = _anchors(spec)
         self.min_score = min_score
         self.nms_iou = nms_iou
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        h, w = image.shape[:2]
-        side = max(h, w)
+    def decode(self, raw: np.ndarray, logits: np.ndarray, ox: int, oy: int, side: int) -> list[Detection]:
+        """One image's regressors (A, 16) and score logits (A,) → detections in image pixels, highest score
+        first. (ox, oy): the letterbox offset in the input square; side: the image's longer side."""
         size = self.size
-        # letterbox into a square (keeps aspect ratio, like mediapipe's FIT scale mode)
-        scale = size / side
-        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        resized = shrink(image, nw, nh)
-        canvas = np.zeros((size, size, 3), np.uint8)
-        ox, oy = (size - nw) // 2, (size - nh) // 2
-        canvas[oy : oy + nh, ox : ox + nw] = resized
-        x = canvas.astype(np.float32)[None] / 127.5 - 1.0
-        regressors, scores = self.model.run(x)
-        raw = regressors[0]
-        prob = 1.0 / (1.0 + np.exp(-np.clip(scores[0, :, 0], -80.0, 80.0)))
+        prob = 1.0 / (1.0 + np.exp(-np.clip(logits, -80.0, 80.0)))
         keep = np.nonzero(prob >= self.min_score)[0]
         if keep.size == 0:
             return []
@@ -136,6 +123,36 @@ class BlazeFaceDetector:
             out.append(Detection(tuple(float(v) for v in box), kp.astype(np.float32), float(prob[top])))
             remaining = [r for r in remaining if r not in set(group)]
         return out
+
+
+class BlazeFaceDetector(BlazeFaceDecoder):
+    """``detect(rgb) -> list[Detection]``, highest score first.
+
+    ``full_range=False``: the short-range model (faces within ~2 m, the webcam case, 128² input, fast);
+    ``True``: the full-range sparse model (small faces in group photos, 192² input).
+    """
+
+    def __init__(
+        self,
+        min_score: float = 0.5,
+        nms_iou: float = 0.3,
+        full_range: bool = False,
+        num_threads: int | None = None,
+    ) -> None:
+        spec = FULL_RANGE if full_range else SHORT_RANGE
+        self.model = TFLiteModel(bundled_model_path(spec.file), num_threads)
+        super().__init__(spec, min_score, nms_iou)
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        h, w = image.shape[:2]
+        size = self.size
+        nw, nh, ox, oy = letterbox(h, w, size)
+        resized = shrink(image, nw, nh)
+        canvas = np.zeros((size, size, 3), np.uint8)
+        canvas[oy : oy + nh, ox : ox + nw] = resized
+        x = canvas.astype(np.float32)[None] / 127.5 - 1.0
+        regressors, scores = self.model.run(x)
+        return self.decode(regressors[0], scores[0, :, 0], ox, oy, max(h, w))
 
     def close(self) -> None:
         pass

@@ -168,6 +168,9 @@ class ServeConfig:
     get 503 with ``Retry-After: retry_after_s``: the queue is bounded. Waiting is cheapest inside a replica
     (a request parked on the thread pool costs nothing); Serve's router retries and probes the requests it
     holds, which on 2 CPUs cut throughput 2-3x at 96 concurrent requests with 32 per replica (measured).
+    gpu_decode: where a replica that holds its model on a GPU decodes JPEGs and detects faces: "on" (nvJPEG
+    and BlazeFace in torch on its GPU, batched over its threads: scale.gpu_front), "off" (OpenCV and
+    LiteRT on its CPU), "auto" (on when the replica has a GPU and torchvision).
     """
 
     host: str = "127.0.0.1"
@@ -191,6 +194,7 @@ class ServeConfig:
     model_cpus: float = 1.0
     retry_after_s: float = 1.0
     avatar_texture_size: int = 1024
+    gpu_decode: str = "auto"
     app_name: str = "face3d"
 
     def __post_init__(self) -> None:
@@ -208,6 +212,8 @@ class ServeConfig:
             raise ConfigError(f"--model-replicas must be ≥ 0, got {self.model_replicas}")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("the API key is empty")
+        if self.gpu_decode not in ("auto", "on", "off"):
+            raise ConfigError(f"--gpu-decode must be auto, on or off, got {self.gpu_decode!r}")
 
     @classmethod
     def from_args(cls, args, **kwargs) -> ServeConfig:
@@ -221,5 +227,6 @@ class ServeConfig:
             threads_per_replica=args.threads_per_replica,
             max_queued=args.max_queued,
             model_replicas=args.model_replicas,
+            gpu_decode=args.gpu_decode,
             **kwargs,
         )

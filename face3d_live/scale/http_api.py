@@ -94,6 +94,14 @@ def too_large(limit: int) -> HttpError:
 
 def decode_image(body: bytes, max_pixels: int) -> np.ndarray:
     """JPEG/PNG bytes → HxWx3 uint8 RGB; the size is checked from the header before decoding."""
+    check_image_header(body, max_pixels)
+    return decode_rgb(body)
+
+
+def check_image_header(body: bytes, max_pixels: int) -> tuple[int, int, bool]:
+    """(width, height, oriented) from a JPEG/PNG header, ``oriented`` when an EXIF orientation other than
+    "as stored" is set (OpenCV applies it while decoding); HttpError 400 (not an image, unreadable header)
+    or 413."""
     if not body:
         raise HttpError(400, "empty body: send a JPEG or PNG image")
     if not (body.startswith(JPEG_MAGIC) or body.startswith(PNG_MAGIC)):
@@ -103,10 +111,16 @@ def decode_image(body: bytes, max_pixels: int) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(body)) as im:
             w, h = im.size
+            oriented = im.getexif().get(0x0112, 1) not in (0, 1)  # 0x0112: EXIF Orientation
     except (UnidentifiedImageError, OSError, ValueError):
         raise HttpError(400, "the image header cannot be read (corrupt or truncated JPEG/PNG)") from None
     if w * h > max_pixels:
         raise HttpError(413, f"image of {w}×{h} = {w * h} pixels is over the limit of {max_pixels}")
+    return w, h, oriented
+
+
+def decode_rgb(body: bytes) -> np.ndarray:
+    """JPEG/PNG bytes → HxWx3 uint8 RGB on the CPU (OpenCV); HttpError 400 when it does not decode."""
     bgr = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise HttpError(400, "the image does not decode (corrupt or truncated JPEG/PNG)")

@@ -30,7 +30,7 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 
 from face3d_live import __version__
-from face3d_live.errors import ModelError
+from face3d_live.errors import ConfigError, ModelError
 from face3d_live.scale.cluster import cluster_info, gpu_node_cpus, root_cause
 from face3d_live.scale.config import ServeConfig
 from face3d_live.scale.http_api import (
@@ -275,6 +275,7 @@ class Api:
         # Reconstructors not in use (one per thread at most)
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
         self._proxy: _HandleModel | _LocalModel | None = None
+        self._front = None  # GpuFrontEnd: decoding and detection on this replica's GPU (gpu_decode)
         self._setup_lock = asyncio.Lock()
         if model_handle is None:
             await self._setup()
@@ -378,22 +379,51 @@ class Api:
                 self._proxy = await loop.run_in_executor(
                     self.pool, _LocalModel, self.config, self.model_name, loop, self.reporter.buffer
                 )
+                self._front = await loop.run_in_executor(self.pool, self._gpu_front)
             elif self._proxy is None:
                 info = await self.model.info.remote()
                 self._proxy = _HandleModel(self.model, asyncio.get_running_loop(), info)
 
+    def _gpu_front(self):
+        """The replica's GpuFrontEnd when ``gpu_decode`` wants one and it can run here (else None)."""
+        mode = self.config.gpu_decode
+        if mode == "off":
+            return None
+        import ray
+
+        from face3d_live.scale.gpu_front import GpuFrontEnd, gpu_front_available
+
+        why = "this replica has no GPU" if not ray.get_gpu_ids() else gpu_front_available()
+        if why is None:
+            front = GpuFrontEnd(max_batch=self.config.threads_per_replica, min_score=0.5)
+            log.info("JPEG decoding and detection on the GPU (nvJPEG, BlazeFace in torch)")
+            return front
+        if mode == "on":
+            raise ConfigError(f"--gpu-decode on: {why}")
+        log.info("JPEG decoding and detection on the CPU: %s", why)
+        return None
+
     def _run(self, work, body: bytes, arg, t0: float) -> tuple[Response, int]:
         """Pool thread: decode, reconstruct (the model call goes to the model deployment), encode."""
         t_read = time.perf_counter()
-        image = decode_image(body, self.config.max_pixels)
+        detections, extra = None, {}
+        if self._front is not None:  # decoded and detected on the GPU with the replica's other requests
+            front = self._front.decode_and_detect(body, self.config.max_pixels)
+            image, detections = front.image, front.detections
+            extra = {
+                "gpu_decode_batch": round(front.decode_ms, 3),
+                "gpu_detect_batch": round(front.detect_ms, 3),
+            }
+        else:
+            image = decode_image(body, self.config.max_pixels)
         read_ms = (time.perf_counter() - t_read) * 1000
         rec = self._borrow()
         try:
-            faces = rec.reconstruct(image)
+            faces = rec.reconstruct(image, detections=detections)
             timings = {k: round(v / 1e6, 3) for k, v in rec.timings_ns.items() if v}
         finally:
             self._idle.put(rec)
-        return work(image, faces, arg, {"read": round(read_ms, 3), **timings}, t0)
+        return work(image, faces, arg, {"read": round(read_ms, 3), **extra, **timings}, t0)
 
     def _borrow(self):
         try:
@@ -402,6 +432,8 @@ class Api:
             return self.config.model.reconstructor(self._proxy, still=True)
 
     def __del__(self) -> None:
+        if getattr(self, "_front", None) is not None:
+            self._front.close()
         proxy = getattr(self, "_proxy", None)
         if isinstance(proxy, _LocalModel):
             proxy.runner.close()

@@ -1,0 +1,196 @@
+"""A service replica's JPEG decoding and face detection on its GPU, batched over its request threads.
+
+Why: on the H200 the service is bound by the replicas' CPU, and a py-spy profile of one (stop 24) put
+detection at 29 % of its busy thread time (TFLite invoke 17.5 %, the resize before it 6 %) and JPEG decoding
+at 8 %. Here the request threads hand their bodies to one batch thread, which decodes every JPEG of the batch
+with nvJPEG in one call (``torchvision.io.decode_jpeg(device="cuda")``), finds the faces in all of them with
+one BlazeFace pass (``detect.blazeface_torch``: the bundled tflite graph in torch, letterbox and area resize
+on the GPU), and copies the images back for the crops. PNGs (and JPEGs nvJPEG refuses: CMYK, progressive
+oddities) decode on the CPU with OpenCV and join the batch for detection. Stills try the full-range detector
+first and the short-range one where it finds nothing, as ``Reconstructor`` does on the CPU.
+
+nvJPEG and libjpeg-turbo (OpenCV) round the IDCT and the chroma upsampling differently, so pixels differ by a
+few grey levels and the mesh by a fraction of a pixel (tests/test_gpu_front.py, on a GPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+import warnings
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numpy as np
+
+from face3d_live.detect.blazeface import Detection
+from face3d_live.scale.http_api import JPEG_MAGIC, HttpError, check_image_header, decode_rgb
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FrontResult:
+    """One request's image (H, W, 3 uint8 RGB, on the CPU), its detections and the batch's timings."""
+
+    image: np.ndarray
+    detections: list[Detection]
+    decode_ms: float  # the batch's decoding (all its images)
+    detect_ms: float  # the batch's detection
+
+
+def gpu_front_available() -> str | None:
+    """None when nvJPEG decoding and torch detection can run here, else why not (one line)."""
+    try:
+        import torch
+        import torchvision.io  # noqa: F401
+    except ImportError as exc:
+        return f"torch/torchvision missing ({exc.name})"
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    return None
+
+
+class GpuFrontEnd:
+    """``decode_and_detect(body, max_pixels) -> FrontResult`` from any thread; one batch thread does the GPU
+    work for up to ``max_batch`` bodies at a time, the first of a batch waiting at most ``wait_s`` for more.
+    Bad input raises HttpError in the caller's thread (the header is checked there, before queueing)."""
+
+    def __init__(
+        self, device: str = "cuda", max_batch: int = 16, wait_s: float = 0.001, min_score: float = 0.5
+    ) -> None:
+        import torch
+
+        from face3d_live.detect.blazeface_torch import TorchBlazeFaceDetector
+
+        self.device = torch.device(device)
+        self.max_batch, self.wait_s = max_batch, wait_s
+        self.full_range = TorchBlazeFaceDetector(True, self.device, min_score)
+        self.short_range = TorchBlazeFaceDetector(False, self.device, min_score)
+        self.cuda = self.device.type == "cuda"  # "cpu": the same batching, OpenCV decoding (tests)
+        # its own stream: never serialised with the model's
+        self.stream = torch.cuda.Stream(self.device) if self.cuda else None
+        self.batches = 0
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="gpu-front", daemon=True)
+        self._thread.start()
+        # the first batch builds nvJPEG's handles and the detectors' kernels: not in a request's time
+        blank = np.full((480, 640, 3), 128, np.uint8)
+        import cv2
+
+        ok, jpeg = cv2.imencode(".jpg", blank)
+        if ok:
+            self._run_batch([jpeg.tobytes()], [False])
+
+    def decode_and_detect(self, body: bytes, max_pixels: int) -> FrontResult:
+        _, _, oriented = check_image_header(body, max_pixels)
+        if self._closed:
+            raise RuntimeError("the GPU front end is closed")
+        fut: Future = Future()
+        self._queue.put((body, oriented, fut))
+        return fut.result()
+
+    # ---- the batch thread ---------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            items = [first]
+            deadline = time.monotonic() + self.wait_s
+            while len(items) < self.max_batch:
+                left = deadline - time.monotonic()
+                try:
+                    item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                items.append(item)
+            try:
+                results = self._run_batch([b for b, _, _ in items], [o for _, o, _ in items])
+            except BaseException as exc:  # a CUDA failure: every caller gets it (a 500 with the reason)
+                log.exception("GPU front end: batch failed")
+                results = [exc] * len(items)
+            for (_, _, fut), res in zip(items, results):
+                if isinstance(res, BaseException):
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)
+
+    def _run_batch(self, bodies: list[bytes], oriented: list[bool]) -> list[FrontResult | BaseException]:
+        import torch
+
+        self.batches += 1
+        out: list[FrontResult | BaseException | None] = [None] * len(bodies)
+        stream = torch.cuda.stream(self.stream) if self.cuda else contextlib.nullcontext()
+        with stream, torch.inference_mode():
+            t0 = time.perf_counter()
+            images = self._decode(bodies, oriented, out)
+            if self.cuda:
+                self.stream.synchronize()
+            t1 = time.perf_counter()
+            live = [k for k, im in enumerate(images) if im is not None]
+            dets: dict[int, list[Detection]] = {}
+            if live:
+                for k, d in zip(live, self.full_range.detect_batch([images[k] for k in live])):
+                    dets[k] = d
+                # as Reconstructor._detect for stills: the short-range model where nothing was found
+                empty = [k for k in live if not dets[k]]
+                if empty:
+                    for k, d in zip(empty, self.short_range.detect_batch([images[k] for k in empty])):
+                        dets[k] = d
+            host = {k: images[k].permute(1, 2, 0).contiguous().cpu().numpy() for k in live}
+            t2 = time.perf_counter()
+        decode_ms, detect_ms = (t1 - t0) * 1000, (t2 - t1) * 1000
+        for k in live:
+            out[k] = FrontResult(host[k], dets[k], decode_ms, detect_ms)
+        return out  # type: ignore[return-value]
+
+    def _decode(self, bodies: list[bytes], oriented: list[bool], out: list) -> list:
+        """(3, H, W) uint8 CUDA tensors (None where ``out`` got the error instead). nvJPEG ignores EXIF
+        orientation: such JPEGs go to OpenCV, which applies it (as the CPU path does)."""
+        import torch
+
+        images: list = [None] * len(bodies)
+        jpegs = [
+            k for k, b in enumerate(bodies) if self.cuda and b.startswith(JPEG_MAGIC) and not oriented[k]
+        ]
+        if jpegs:
+            from torchvision.io import ImageReadMode, decode_jpeg
+
+            with warnings.catch_warnings():  # bytes are read-only; decode_jpeg only reads them
+                warnings.simplefilter("ignore", UserWarning)
+                data = [torch.frombuffer(bodies[k], dtype=torch.uint8) for k in jpegs]
+            try:
+                decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
+            except RuntimeError:  # one bad file fails nvJPEG's batch: then each on its own
+                decoded = []
+                for d in data:
+                    try:
+                        decoded.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=self.device))
+                    except RuntimeError:
+                        decoded.append(None)
+            for k, img in zip(jpegs, decoded):
+                images[k] = img
+        for k, body in enumerate(bodies):
+            if images[k] is not None:
+                continue
+            try:  # PNG, or a JPEG nvJPEG could not decode: OpenCV (its error is the request's 400)
+                rgb = decode_rgb(body)
+            except HttpError as exc:
+                out[k] = exc
+                continue
+            images[k] = torch.from_numpy(rgb).to(self.device, non_blocking=False).permute(2, 0, 1)
+        return images
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._thread.join(timeout=5)
