@@ -72,7 +72,9 @@ def test_workers_owning_gpu_models_share_batches_and_match_process(ray_gpu, data
     summary = run_batch([str(c) for c in clips], out, config)
     assert summary.count("done") == 3 and summary.model_actors == 0 and summary.tasks_per_worker == 3
     batching = summary.batching
-    assert batching["batches"] > 0 and batching["max_requests"] == 3 and batching["mean_requests"] > 1.5, batching
+    assert batching["batches"] > 0 and batching["max_requests"] == 3 and batching["mean_requests"] > 1.5, (
+        batching
+    )
     for clip in clips:
         ref = tmp_path / "ref" / clip.stem
         _process(clip, ref)
