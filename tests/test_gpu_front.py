@@ -158,3 +158,20 @@ def test_nvjpeg_front_matches_the_cpu_path(bodies) -> None:
                 assert err < 1.0, err
     finally:
         front.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(bool(_cuda_reason()), reason=_cuda_reason() or "CUDA present")
+def test_graphed_detector_equals_eager(bodies) -> None:
+    """The detector's CUDA graphs (one per batch bucket, padded batches, chunks over the largest bucket)
+    give the eager network's detections for batches of 1, 3 and 20 images."""
+    from face3d_live.detect.blazeface_torch import TorchBlazeFaceDetector
+
+    images = [decode_rgb(b) for b in bodies]
+    graphed = TorchBlazeFaceDetector(True, "cuda", max_batch=16)
+    eager = TorchBlazeFaceDetector(True, "cuda", cuda_graphs=False)
+    assert graphed._graphs is not None and graphed._graphs.buckets == [1, 2, 4, 8, 16]
+    for n in (1, 3, 20):
+        batch = [images[k % len(images)] for k in range(n)]
+        for a, b in zip(graphed.detect_batch(batch), eager.detect_batch(batch)):
+            _same_detections(a, b, px=0.01)

@@ -76,6 +76,9 @@ class JobSummary:
     bad_inputs: list[BadInput] = field(default_factory=list)
     wall_s: float = 0.0  # the whole call, Ray start included
     processing_s: float = 0.0  # first task sent → last result in
+    # first task sent → first frames reported: the workers' and model actors' start (processes, imports,
+    # models, CUDA graphs), which a short job pays in full and a long one spreads thin
+    startup_s: float = 0.0
     workers: int = 0
     tasks_per_worker: int = 1
     model_actors: int = 0
@@ -98,6 +101,12 @@ class JobSummary:
         return self.frames / self.processing_s if self.processing_s > 0 else 0.0
 
     @property
+    def running_frames_per_s(self) -> float:
+        """Frames/s once the workers run (processing time less the start): what a long job approaches."""
+        running = self.processing_s - self.startup_s
+        return self.frames / running if running > 0 and self.startup_s > 0 else self.frames_per_s
+
+    @property
     def videos_per_hour(self) -> float:
         videos = sum(o.status == "done" and o.kind == "video" for o in self.outcomes)
         return videos / self.processing_s * 3600 if self.processing_s > 0 else 0.0
@@ -113,7 +122,8 @@ class JobSummary:
                 f"; {self.frames} frames in {self.processing_s:.1f} s = {self.frames_per_s:.1f} frames/s "
                 f"({self.videos_per_hour:.0f} videos/hour) on {self.workers} worker(s) × {self.tasks_per_worker} task(s), "
                 f"{self.model_actors} "
-                f"model actor(s), model {self.model}"
+                f"model actor(s), model {self.model}; after {self.startup_s:.1f} s of start: "
+                f"{self.running_frames_per_s:.1f} frames/s"
             )
         out = [head]
         for o in self.outcomes:
@@ -132,6 +142,8 @@ class JobSummary:
             "wall_s": round(self.wall_s, 3),
             "processing_s": round(self.processing_s, 3),
             "frames_per_s": round(self.frames_per_s, 2),
+            "startup_s": round(self.startup_s, 3),
+            "running_frames_per_s": round(self.running_frames_per_s, 2),
             "videos_per_hour": round(self.videos_per_hour, 1),
             "model": self.model,
             "workers": self.workers,
@@ -394,6 +406,8 @@ class _Job:
                 ref = ready[0]
                 if ref == progress_ref:
                     snap = ray.get(ref)
+                    if not self.summary.startup_s and snap["frames"] > 0:
+                        self.summary.startup_s = time.perf_counter() - t_start
                     bar.n = min(snap["frames"], total_frames) if total_frames else snap["frames"]
                     bar.set_postfix_str(
                         f"{self.summary.count('done')}/{len(self.pending) + self.summary.count('done')} inputs"
