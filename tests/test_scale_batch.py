@@ -96,6 +96,16 @@ def test_auto_chunks_only_when_tasks_are_fewer_than_workers() -> None:
     assert auto_chunk_frames([], 3, 8) == 0
 
 
+def test_workers_owning_gpu_models_fit_the_gpu_nodes_and_memory() -> None:
+    from face3d_live.scale.batch import workers_owning_gpu
+
+    assert workers_owning_gpu(1, 16, 139.8) == 16  # the H200 machine: one per core
+    assert workers_owning_gpu(1, 16, 8.0) == 6  # an 8 GB RTX card: 1.25 GiB each
+    assert workers_owning_gpu(4, 64, 80.0) == 64
+    assert workers_owning_gpu(1, 16, None) == 16  # memory unknown (a cluster's driver without a GPU)
+    assert workers_owning_gpu(1, 2, 1.0) == 1
+
+
 def test_process_without_ray_is_one_input(tmp_path: Path, capsys) -> None:
     from face3d_live.cli import main
 

@@ -35,7 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray", default="auto", metavar="ADDRESS", help="Ray (default: RAY_ADDRESS or local)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance")
     p.add_argument("--workers", type=int, default=None, help="input workers (default: per CPU)")
-    p.add_argument("--model-actors", type=int, default=None, help="model actors (default: one per GPU)")
+    p.add_argument(
+        "--model-actors", type=int, default=None, help="model actors (default 0: each worker owns its model)"
+    )
     p.add_argument(
         "--tasks-per-worker", type=int, default=None, help="tasks a worker runs at once (4 with a GPU model)"
     )

@@ -52,7 +52,8 @@ def _add_ray_options(p: argparse.ArgumentParser) -> None:
         "--model-actors",
         type=int,
         default=None,
-        help="model actors (default: one per GPU; none on CPUs). 0 on a GPU machine: each worker owns its model on a share of the GPUs",
+        help="model actors that take every worker's crops (default 0: each worker owns its model, on a share of "
+        "the GPUs where there are GPUs: measured faster on the H200)",
     )
     g.add_argument(
         "--tasks-per-worker",

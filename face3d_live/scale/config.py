@@ -87,11 +87,12 @@ class BatchConfig:
                     auto: whole while the job has a task for every worker, else chunks sized to give each worker
                     about two, never under ``AUTO_MIN_CHUNK`` frames: ``work.auto_chunk_frames``).
     photo_batch:    photos per task, gathered across all photo inputs.
-    workers:        input workers (None: one per CPU of the cluster, two per CPU with model actors, whose
-                    workers mostly wait on the GPU).
-    model_actors:   None: one per GPU of the cluster and none without a GPU (then each worker owns its
-                    model: CPU actors); N: N model actors (on GPUs when there are, else on CPUs); 0 on a GPU cluster:
-                    every worker owns its model on a share of the GPUs.
+    workers:        input workers (None: one per CPU of the cluster; owning GPU models: one per CPU of the GPU
+                    nodes, within the GPU memory).
+    model_actors:   None or 0 (default): every worker owns its model, on a share of the GPUs where there are
+                    GPUs (one worker per CPU of the GPU nodes, within the GPU memory: batch.workers_owning_gpu),
+                    else on its CPU; N: N model actors (on GPUs when there are, else on CPUs) take every
+                    worker's crops, and the workers run on every node's CPUs.
     tasks_per_worker: tasks a worker runs at once, on threads (None: 4 with a GPU model, an actor's or the
                     worker's own, whose round trips they hide and whose batches they share; 1 when the worker
                     owns a CPU model).
