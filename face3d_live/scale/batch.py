@@ -56,7 +56,7 @@ WORKER_GPU_GIB = 1.25  # GPU memory a worker that owns its model may take (1.0 m
 def workers_owning_gpu(gpus: float, gpu_node_cpus: float, gpu_memory_gib: float | None) -> int:
     """Input workers when each owns its model on a GPU share: one per CPU of the nodes with GPUs (a process
     that holds a GPU model can only run there), within the GPU memory (a CUDA context with the model and its
-    graphs each). Why owning rather than model actors: on the H200 (16 cores, stop 25) the same library ran
+    graphs each). Why owning rather than model actors: on the H200 (16 cores, 2026-12-03) the same library ran
     at 665 frames/s against 532 through one model actor, and each video at 51-67 frames/s against 29 once
     started: no frame waits for a round trip through an actor call."""
     workers = max(1, int(gpu_node_cpus))
