@@ -35,6 +35,7 @@ from face3d_live.threads import limit_worker_threads
 log = logging.getLogger(__name__)
 
 RESTARTS = 4  # process deaths an actor survives (and retries of the call it was running)
+OWNED_MAX_BATCH = 16  # crops per batch of a worker's own GPU model (more are split into several)
 
 
 @ray.remote(max_restarts=RESTARTS, max_task_retries=RESTARTS)
@@ -191,8 +192,11 @@ class OwnedGpuModel(CoalescedModel):
         from face3d_live.models.registry import create_model
         from face3d_live.scale.model_runner import ModelRunner
 
+        # a worker's batches are its few tasks' faces: graphs up to OWNED_MAX_BATCH, not the actors' 64 (each
+        # bucket is a capture, with cuDNN's autotune, in every worker's start)
+        max_batch = min(config.max_batch, OWNED_MAX_BATCH)
         self.runner = ModelRunner(
-            create_model(model, config.model.backend), streams=config.streams, max_batch=config.max_batch
+            create_model(model, config.model.backend), streams=config.streams, max_batch=max_batch
         )
         self.name, self.input_size = self.runner.name, self.runner.input_size
 
