@@ -3,6 +3,8 @@ in ../shared/data/videos (tests that need them skip when the folder is absent, a
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -95,3 +97,22 @@ def cli_error_with_broken_weights(tmp_path: Path):
         return errors[0]
 
     return run
+
+
+@contextlib.contextmanager
+def local_ray(num_cpus: int, num_gpus: int):
+    """A real local Ray instance (the project's system config) for a test module, shut down after."""
+    ray = pytest.importorskip("ray")
+    from face3d_live.scale.cluster import LOCAL_SYSTEM_CONFIG
+
+    ray.init(
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        _system_config=LOCAL_SYSTEM_CONFIG,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()

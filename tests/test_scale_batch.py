@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import local_ray
 
 from face3d_live.scale.inputs import content_hash, expand_inputs, job_key
 from face3d_live.scale.work import iter_chunks
@@ -140,18 +141,8 @@ def test_only_the_scale_out_modules_import_ray() -> None:
 def ray_local():
     """One real local Ray instance for the module (2 CPUs and no GPU, as on CI; a GPU machine's own runs are in
     test_scale_gpu.py), shut down at its end."""
-    ray = pytest.importorskip("ray")
-    from face3d_live.scale.cluster import LOCAL_SYSTEM_CONFIG
-
-    ray.init(
-        num_cpus=2,
-        num_gpus=0,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        _system_config=LOCAL_SYSTEM_CONFIG,
-    )
-    yield
-    ray.shutdown()
+    with local_ray(num_cpus=2, num_gpus=0):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ the GPU (``--model-actors 0``) and run several tasks at once, their crops batche
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import local_ray
 
 from face3d_live.inference.cuda import cuda_status
 
@@ -27,18 +27,8 @@ CLIPS = ("single_face.mp4", "obama.mp4", "WolfgangLanger_Pexels.mp4")
 
 @pytest.fixture(scope="module")
 def ray_gpu():
-    ray = pytest.importorskip("ray")
-    from face3d_live.scale.cluster import LOCAL_SYSTEM_CONFIG
-
-    ray.init(
-        num_cpus=4,
-        num_gpus=1,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        _system_config=LOCAL_SYSTEM_CONFIG,
-    )
-    yield
-    ray.shutdown()
+    with local_ray(num_cpus=4, num_gpus=1):
+        yield
 
 
 def _process(clip: Path, out: Path) -> None:
