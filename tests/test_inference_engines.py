@@ -163,3 +163,45 @@ def test_build_engines_command(weights, workdir, capsys):
     assert main([*args[:3], "--cc", "90", "--out", str(workdir)]) == 2
     err = capsys.readouterr().err
     assert "sm90" in err and len(err.strip().splitlines()) == 1
+
+
+def test_builders_that_start_together_build_once(fp16_onnx, workdir):
+    """Two builders of one engine at once (as Ray workers or service replicas that start together): one
+    builds while the other waits on the cache's lock, then loads that engine; nothing half-written stays."""
+    import threading
+
+    results: dict[int, object] = {}
+
+    def build(k: int) -> None:
+        results[k] = _get(EngineCache(workdir), fp16_onnx, "80")
+
+    threads = [threading.Thread(target=build, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=900)
+    assert sorted(r.built for r in results.values()) == [False, True]
+    assert results[0].path == results[1].path and results[0].path.is_file()
+    assert not list(workdir.glob("*.partial"))
+
+
+def test_onnx_exports_that_start_together_export_once(model, tmp_path, caplog):
+    """The ONNX cache has the same lock: two exporters at once, one export, one valid file."""
+    import threading
+
+    import onnx
+
+    paths: dict[int, object] = {}
+
+    def export(k: int) -> None:
+        paths[k] = ModelSpec(name="r50", module=model).onnx("fp32", tmp_path)
+
+    with caplog.at_level(logging.INFO, logger="face3d_live.inference.spec"):
+        threads = [threading.Thread(target=export, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=600)
+    assert paths[0] == paths[1] and onnx.load(str(paths[0])).graph.node
+    assert sum("exporting" in r.getMessage() for r in caplog.records) == 1
+    assert not list((tmp_path / "onnx").glob("*.partial.onnx"))

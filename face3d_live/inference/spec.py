@@ -210,13 +210,20 @@ class ModelSpec:
         return self._cached(f"{key[:16]}-{precision}{suffix}", cache_dir, make)
 
     def _cached(self, stem: str, cache_dir: str | Path | None, make: Callable[[Path], Path]) -> Path:
+        from filelock import FileLock
+
         path = Path(cache_dir or default_cache_dir()) / "onnx" / f"{self.name}-{stem}.onnx"
         if path.is_file():
             log.debug("ONNX cache hit: %s", path)
             return path
-        log.info("exporting %s to ONNX -> %s", self.name, path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".partial.onnx")
-        make(tmp)
-        tmp.replace(path)
+        # processes that start together (Ray workers, service replicas) would write one .partial file at once:
+        # one exports, the others wait and then find it
+        with FileLock(str(path) + ".lock"):
+            if path.is_file():
+                return path
+            log.info("exporting %s to ONNX -> %s", self.name, path)
+            tmp = path.with_name(path.stem + ".partial.onnx")
+            make(tmp)
+            tmp.replace(path)
         return path

@@ -331,29 +331,38 @@ class EngineCache:
             )
         key = self.key(onnx_path, precision, cc, profile=profile, input_shape=input_shape, trt=trt)
         path = self.path_for(name, key)
-        if not rebuild:
-            reason = self.verify(path, key)
-            if not reason:
-                log.info("engine cache hit: %s", path)
-                return CachedEngine(path, key, False, 0.0, path.stat().st_size / 2**20)
-            if reason != "missing":
-                log.warning("engine %s is unusable (%s); rebuilding it", path.name, reason)
-        log.info(
-            "building %s engine for sm%s from %s (%s)", precision, cc, Path(onnx_path).name, flavour(trt)
-        )
-        t0 = time.perf_counter()
-        data = build_engine(
-            onnx_path,
-            cc=cc,
-            profile=profile,
-            input_shape=input_shape,
-            progress=progress,
-            timing_cache=self.directory / f"timing-{flavour(trt)}.cache",
-            trt=trt,
-        )
-        build_s = time.perf_counter() - t0
-        self._write(path, key, data, build_s, Path(onnx_path))
-        self._drop_stale(name, key, keep=path)
+        if not rebuild and not self.verify(path, key):
+            log.info("engine cache hit: %s", path)
+            return CachedEngine(path, key, False, 0.0, path.stat().st_size / 2**20)
+        from filelock import FileLock
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # workers and replicas that start together would each build (minutes) into one .partial file: one
+        # builds, the others wait and then load its engine
+        with FileLock(str(path.with_suffix(".lock"))):
+            if not rebuild:
+                reason = self.verify(path, key)
+                if not reason:
+                    log.info("engine cache hit: %s (built by another process meanwhile)", path)
+                    return CachedEngine(path, key, False, 0.0, path.stat().st_size / 2**20)
+                if reason != "missing":
+                    log.warning("engine %s is unusable (%s); rebuilding it", path.name, reason)
+            log.info(
+                "building %s engine for sm%s from %s (%s)", precision, cc, Path(onnx_path).name, flavour(trt)
+            )
+            t0 = time.perf_counter()
+            data = build_engine(
+                onnx_path,
+                cc=cc,
+                profile=profile,
+                input_shape=input_shape,
+                progress=progress,
+                timing_cache=self.directory / f"timing-{flavour(trt)}.cache",
+                trt=trt,
+            )
+            build_s = time.perf_counter() - t0
+            self._write(path, key, data, build_s, Path(onnx_path))
+            self._drop_stale(name, key, keep=path)
         return CachedEngine(path, key, True, build_s, len(data) / 2**20)
 
     def _write(self, path: Path, key: EngineKey, data: bytes, build_s: float, onnx_path: Path) -> None:
