@@ -113,13 +113,12 @@ class TorchBlazeFace(nn.Module):
     """A BlazeFace .tflite graph as a torch module: ``forward(x)`` with x (N, 3, S, S) float32 in [-1, 1]
     returns the tflite model's raw outputs in its output order, (regressors (N, A, 16), logits (N, A, 1)).
 
-    On CUDA the convolutions run in full fp32 unless ``tf32`` (see _fp32_convolutions)."""
+    On CUDA the convolutions run in full fp32 (see _fp32_convolutions): cuDNN's TF32, PyTorch's default for
+    convolutions on Ampere and later, moved the short-range logits by up to 3.7 on the H200 (fp32: 2e-3, as
+    on CPU)."""
 
-    def __init__(self, path: str | Path, tf32: bool = False) -> None:
+    def __init__(self, path: str | Path) -> None:
         super().__init__()
-        # cuDNN's TF32 (PyTorch's default for convolutions on Ampere and later) moved the short-range logits
-        # by up to 3.7 on the H200 (fp32: 2e-3, as on CPU); ``tf32=True`` keeps it
-        self.tf32 = tf32
         from ai_edge_litert import schema_py_generated as schema
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -259,22 +258,15 @@ class TorchBlazeFace(nn.Module):
         return cls(bundled_model_path(spec.file))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        with _fp32_convolutions(x.is_cuda and not self.tf32):
-            env = self.run_layers(x)
-        return tuple(env[i] for i in self.output_indices)
-
-    def run_layers(self, x: torch.Tensor, keep_all: bool = False) -> dict[int, torch.Tensor]:
-        """Every layer's output by tflite tensor index (4-D ones NCHW); with ``keep_all`` the intermediate
-        ones too, to compare layer by layer with the interpreter."""
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[2:] != (self.input_size, self.input_size):
             raise ValueError(f"expected (N, 3, {self.input_size}, {self.input_size}), got {tuple(x.shape)}")
         env: dict[int, torch.Tensor] = {self.input_index: x}
-        for layer, free in zip(self.layers, self._free_after):
-            env[layer.output] = self._run(layer, [env[i] for i in layer.inputs])
-            if not keep_all:
+        with _fp32_convolutions(x.is_cuda):
+            for layer, free in zip(self.layers, self._free_after):
+                env[layer.output] = self._run(layer, [env[i] for i in layer.inputs])
                 for i in free:
                     del env[i]
-        return env
+        return tuple(env[i] for i in self.output_indices)
 
     def _run(self, layer: _Layer, xs: list[torch.Tensor]) -> torch.Tensor:
         a = layer.attrs

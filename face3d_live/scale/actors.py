@@ -103,10 +103,14 @@ class CoalescedModel:
     def __init__(self, wait_s: float = 0.002) -> None:
         self.wait_s = wait_s
         self.active = 0  # tasks running in this worker (InputWorker.run counts them)
-        self.calls = 0
         self.stats = {"batches": 0, "requests": 0, "crops": 0, "max_requests": 0}  # as ModelActor's
         self._cond = threading.Condition()
         self._waiting: list[_Call] = []
+
+    @property
+    def calls(self) -> int:
+        """Batches sent so far."""
+        return self.stats["batches"]
 
     def _infer(self, crops):
         raise NotImplementedError
@@ -155,7 +159,6 @@ class CoalescedModel:
             for c in batch:
                 c.error = exc
         with self._cond:
-            self.calls += 1
             st = self.stats
             st["batches"] += 1
             st["requests"] += len(batch)

@@ -65,12 +65,6 @@ def workers_owning_gpu(gpus: float, gpu_node_cpus: float, gpu_memory_gib: float 
     return workers
 
 
-def local_gpu_memory() -> float | None:
-    from face3d_live.scale.placement import local_gpu_memory_gib
-
-    return local_gpu_memory_gib()
-
-
 @dataclass
 class InputOutcome:
     """status: done (processed now), skipped (already done: same content and options), failed."""
@@ -359,14 +353,13 @@ class _Job:
         per_worker = cfg.tasks_per_worker or (4 if n_actors or cluster.gpus > 0 else 1)
         workers = max(1, int(free_cpus))  # 1 CPU each
         if cluster.gpus > 0 and not n_actors:
-            workers = workers_owning_gpu(cluster.gpus, self._gpu_node_cpus(cluster), local_gpu_memory())
+            from face3d_live.scale.cluster import gpu_node_cpus
+            from face3d_live.scale.placement import local_gpu_memory_gib
+
+            workers = workers_owning_gpu(
+                cluster.gpus, gpu_node_cpus() or cluster.cpus, local_gpu_memory_gib()
+            )
         return _Capacity(n_actors, free_cpus, per_worker, cfg.workers or workers)
-
-    @staticmethod
-    def _gpu_node_cpus(cluster) -> float:
-        from face3d_live.scale.cluster import gpu_node_cpus
-
-        return gpu_node_cpus() or cluster.cpus
 
     # ---- execute ---------------------------------------------------------------------------------------
     def _execute(self, tasks, total_frames: int, model: str, cluster) -> None:

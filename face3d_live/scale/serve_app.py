@@ -395,7 +395,7 @@ class Api:
 
         why = "this replica has no GPU" if not ray.get_gpu_ids() else gpu_front_available()
         if why is None:
-            front = GpuFrontEnd(max_batch=self.config.threads_per_replica, min_score=0.5)
+            front = GpuFrontEnd(max_batch=self.config.threads_per_replica)
             log.info("JPEG decoding and detection on the GPU (nvJPEG, BlazeFace in torch)")
             return front
         if mode == "on":
