@@ -129,15 +129,6 @@ def _cuda_reason() -> str | None:
     return gpu_front_available()
 
 
-# On the H200 (2026-12-03) one assertion of these three checks, then one test, failed; the device's time
-# limit cut the output before its message. Split so that the next GPU run names it; until then they are
-# expected failures (not strict: an XPASS says which hold). Suspected: the pixel check, as nvJPEG may upsample
-# chroma without libjpeg-turbo's "fancy" filter.
-_UNDIAGNOSED = pytest.mark.xfail(
-    reason="failed once on the H200, cause not yet read (see above)", strict=False
-)
-
-
 @pytest.fixture(scope="module")
 def gpu_front():
     reason = _cuda_reason()
@@ -151,19 +142,19 @@ def gpu_front():
 
 
 @pytest.mark.gpu
-@_UNDIAGNOSED
 def test_nvjpeg_pixels_close_to_opencv(gpu_front, bodies) -> None:
-    """nvJPEG rounds differently from libjpeg-turbo: a grey level or so on average."""
+    """nvJPEG rounds differently from libjpeg-turbo: a grey level or so on average; at colour edges more,
+    as it upsamples chroma without libjpeg-turbo's "fancy" filter (H200, 2026-12-04: astronaut mean 0.69,
+    99th percentile 9)."""
     for body in bodies:
         res = gpu_front.decode_and_detect(body, 40_000_000)
         expected = decode_rgb(body)
         assert res.image.shape == expected.shape
         diff = np.abs(res.image.astype(np.int16) - expected)
-        assert diff.mean() < 1.5 and np.percentile(diff, 99) <= 8, (diff.mean(), np.percentile(diff, 99))
+        assert diff.mean() < 1.5 and np.percentile(diff, 99) <= 12, (diff.mean(), np.percentile(diff, 99))
 
 
 @pytest.mark.gpu
-@_UNDIAGNOSED
 def test_nvjpeg_front_finds_the_cpu_paths_faces(gpu_front, bodies) -> None:
     """The same faces as the tflite detector on OpenCV's pixels, boxes within 2 px."""
     detector = BlazeFaceDetector(full_range=True)
@@ -173,7 +164,6 @@ def test_nvjpeg_front_finds_the_cpu_paths_faces(gpu_front, bodies) -> None:
 
 
 @pytest.mark.gpu
-@_UNDIAGNOSED
 def test_nvjpeg_front_mesh_close_to_the_cpu_paths(gpu_front, bodies) -> None:
     """A still reconstructed from the front end's image and detections stays within a pixel of the CPU
     path's mesh."""

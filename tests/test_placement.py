@@ -26,6 +26,12 @@ def test_gpu_machine_gets_a_fixed_set_of_model_holding_replicas_sharing_the_gpu(
     assert (small.min_http, small.max_http) == (6, 6)
     # two GPUs: memory for twice as many, the CPUs still bound them
     assert plan_replicas(ServeConfig(), cpus=32, gpus=2, gpu_memory_gib=8.0).max_http == 12
+    # under MPS with GPU decoding the replicas share one context: one per CPU (H200: 16 served 1.5x 10's)
+    shared = plan_replicas(ServeConfig(), cpus=16, gpus=1, gpu_memory_gib=139.8, shared_gpu_context=True)
+    assert (shared.min_http, shared.max_http) == (16, 16)
+    assert (
+        plan_replicas(ServeConfig(), 16, 1, 8.0, shared_gpu_context=True).max_http == 6
+    )  # memory still caps
 
 
 def test_explicit_sizes_and_the_model_deployment_win() -> None:

@@ -172,6 +172,7 @@ def _measure(args, url: str, image_path: Path | None) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from face3d_live.cli.serve import service_mps
     from face3d_live.scale.cluster import ray_session, require_serve, serve_environment
 
     require_serve()
@@ -181,9 +182,10 @@ def run(args: argparse.Namespace) -> dict:
 
     config = ServeConfig.from_args(args, port=args.port, api_key=args.api_key)
     serve_env = serve_environment(args.ingress)
-    with ray_session(args.ray, args.num_cpus) as cluster:
+    with service_mps(args) as mps, ray_session(args.ray, args.num_cpus) as cluster:
         from face3d_live.scale.serve_app import service_plan, start_service, stop_service
 
+        print(mps)
         plan = service_plan(config)
         print(f"service: {plan.describe()}")
         t0 = time.perf_counter()
@@ -207,6 +209,7 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "service": "started here",
         "serve_environment": serve_env,
+        "mps": mps,
         "cluster": cluster.to_dict(),
         "start_s": round(started, 2),
         "config": {

@@ -63,6 +63,15 @@ def gpu_node_cpus() -> float:
     )
 
 
+def starts_local(address: str | None) -> bool:
+    """Whether ``ray_session(address)`` starts a new local instance (rather than joining a cluster)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    return address in LOCAL and not (address == "auto" and os.environ.get("RAY_ADDRESS"))
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None = "auto", num_cpus: int | None = None) -> Iterator[ClusterInfo]:
     """Connected to Ray inside the block. "auto": ``RAY_ADDRESS`` if set, else a new local instance (with

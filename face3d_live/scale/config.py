@@ -170,9 +170,9 @@ class ServeConfig:
     (a request parked on the thread pool costs nothing); Serve's router retries and probes the requests it
     holds, which on 2 CPUs cut throughput 2-3x at 96 concurrent requests with 32 per replica (measured).
     gpu_decode: where a replica that holds its model on a GPU decodes JPEGs and detects faces: "off"
-    (default: OpenCV and LiteRT on its CPU), "on" (nvJPEG and BlazeFace in torch on its GPU, batched over
-    its threads: scale.gpu_front; measured slower on the H200 with 10 replicas time-slicing one GPU, see
-    README), "auto" (on where the replica has a GPU and torchvision).
+    (OpenCV and LiteRT on its CPU), "on" (nvJPEG and BlazeFace in torch on its GPU, batched over its
+    threads: scale.gpu_front), "auto" (default: on where the replica has a GPU and torchvision and is an
+    MPS client, scale.mps; without MPS ten replicas time-slicing one H200 measured slower with it, README).
     """
 
     host: str = "127.0.0.1"
@@ -196,7 +196,7 @@ class ServeConfig:
     model_cpus: float = 1.0
     retry_after_s: float = 1.0
     avatar_texture_size: int = 1024
-    gpu_decode: str = "off"
+    gpu_decode: str = "auto"
     app_name: str = "face3d"
 
     def __post_init__(self) -> None:

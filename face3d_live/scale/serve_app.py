@@ -392,8 +392,12 @@ class Api:
         import ray
 
         from face3d_live.scale.gpu_front import GpuFrontEnd, gpu_front_available
+        from face3d_live.scale.mps import mps_client
 
         why = "this replica has no GPU" if not ray.get_gpu_ids() else gpu_front_available()
+        if why is None and mode == "auto" and not mps_client():
+            # measured: ten replicas' contexts time-slicing one H200 served less with it than without
+            why = "not an MPS client (--mps): the replicas' GPU contexts would time-slice"
         if why is None:
             front = GpuFrontEnd(max_batch=self.config.threads_per_replica)
             log.info("JPEG decoding and detection on the GPU (nvJPEG, BlazeFace in torch)")
@@ -506,7 +510,11 @@ def service_plan(config: ServeConfig) -> ReplicaPlan:
     info = cluster_info()
     if not info.gpus:
         return plan_replicas(config, info.cpus, 0.0)
-    return plan_replicas(config, info.cpus, info.gpus, local_gpu_memory_gib(), gpu_node_cpus())
+    from face3d_live.scale.mps import mps_client
+
+    # MPS here (serve's private daemon or the node's own) and GPU decoding: replicas no longer time-slice
+    shared = mps_client() and config.gpu_decode != "off"
+    return plan_replicas(config, info.cpus, info.gpus, local_gpu_memory_gib(), gpu_node_cpus(), shared)
 
 
 def start_service(config: ServeConfig, plan: ReplicaPlan | None = None) -> str:
