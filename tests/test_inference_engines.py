@@ -125,6 +125,7 @@ def test_int8_qdq_export_runs_in_onnxruntime_and_builds(model, workdir):
     """INT8 Q/DQ with uint8 NHWC input (what build-engines and Reconstructor use by default)."""
     import onnxruntime as ort
 
+    from face3d_live.inference.ort_backend import session_options
     from face3d_live.models.r50_face import calibration_crops
 
     spec = ModelSpec(name="r50", module=model, calibration=lambda: calibration_crops(8))
@@ -132,7 +133,8 @@ def test_int8_qdq_export_runs_in_onnxruntime_and_builds(model, workdir):
     assert onnx_precision(onnx8) == "int8"
     x = calibration_crops(2, seed=5)
     crops = np.ascontiguousarray(np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1))
-    out8 = ort.InferenceSession(str(onnx8), providers=["CPUExecutionProvider"]).run(None, {"input": crops})[0]
+    sess = ort.InferenceSession(str(onnx8), session_options(2), providers=["CPUExecutionProvider"])
+    out8 = sess.run(None, {"input": crops})[0]
     with torch.no_grad():
         ref = model(torch.from_numpy(crops.transpose(0, 3, 1, 2).astype(np.float32) / 255)).numpy()
     assert np.abs(out8 - ref).max() <= 0.1 * np.abs(ref).max()  # INT8 is approximate, not broken

@@ -144,6 +144,7 @@ def test_int8_qdq_runs_in_onnxruntime_with_int8_kernels(models, tmp_path):
     import onnx
     import onnxruntime as ort
 
+    from face3d_live.inference.ort_backend import session_options
     from face3d_live.models.export import export_onnx
     from face3d_live.training.qat import export_qdq, load_int8, ort_flavour, save_int8
 
@@ -161,9 +162,8 @@ def test_int8_qdq_runs_in_onnxruntime_with_int8_kernels(models, tmp_path):
     assert int8_bytes > 0.8 * sum(len(i.raw_data) for i in g.initializer)
     scale = np.abs(fp).max()
     for path in (trt_path, ort_path):
-        (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
-            None, {"input": x.numpy()}
-        )
+        sess = ort.InferenceSession(str(path), session_options(2), providers=["CPUExecutionProvider"])
+        (got,) = sess.run(None, {"input": x.numpy()})
         assert np.abs(got - ref).max() < 0.05 * scale  # same INT8 arithmetic, rounding details aside
     # onnxruntime really runs INT8 kernels on the ort flavour: fused QLinearConv, no float Conv left
     opts = ort.SessionOptions()

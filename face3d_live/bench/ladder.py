@@ -119,11 +119,9 @@ def _cpu_worker(
     if runtime == "onnxruntime":
         import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3  # the Q/DQ fusion's "unused initializer" notices are noise
-        sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+        from face3d_live.inference.ort_backend import session_options
+
+        sess = ort.InferenceSession(onnx_path, session_options(threads), providers=["CPUExecutionProvider"])
         fn = lambda a: sess.run(None, {"input": a})  # noqa: E731
     else:
         import torch
@@ -199,11 +197,10 @@ def interleaved_onnxruntime(keys: list[str], batches: list[int], rounds: int, bl
     {key: {bN_ms}, 'speedup': {key: {bN: ×}}} (medians)."""
     import onnxruntime as ort
 
+    from face3d_live.inference.ort_backend import session_options
+
     threads = min(4, os.cpu_count() or 1)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
+    opts = session_options(threads)
     keys = [k for k in keys if RUNGS[k][2] != "fp16"]  # no FP16 kernels in onnxruntime on the CPU
     sessions = {
         k: ort.InferenceSession(str(rung_files(k)["onnx"]), opts, providers=["CPUExecutionProvider"])

@@ -13,6 +13,26 @@ from face3d_live.threads import worker_threads
 log = logging.getLogger(__name__)
 
 
+EXACT_INT8_ENV = "FACE3D_ORT_EXACT_INT8"
+
+
+def session_options(threads: int):
+    """The CPU session options every onnxruntime session here uses (backend, ladder bench, tests)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3  # errors only: the Q/DQ fusion logs one "unused initializer" line per layer
+    # x86 CPUs without VNNI (AVX2-only: AMD Zen 2/3, Intel before Ice Lake) run INT8 convolutions through
+    # VPMADDUBSW, which saturates pairs of u8 x s8 products at 16 bits and moves the landmarks; this option
+    # makes onnxruntime rewrite the weights to u8 and use the exact U8U8 kernels there (no change on VNNI
+    # or ARM CPUs), so INT8 results do not depend on which CPU runs them.
+    exact = os.environ.get(EXACT_INT8_ENV, "1") != "0"
+    opts.add_session_config_entry("session.x64quantprecision", "1" if exact else "0")
+    return opts
+
+
 class OnnxRuntimeBackend(InferenceBackend):
     name = "onnxruntime"
 
@@ -36,14 +56,9 @@ class OnnxRuntimeBackend(InferenceBackend):
         except ImportError:
             raise BackendUnavailable("onnxruntime is not installed: pip install onnxruntime") from None
         path = self.spec.onnx(self.precision, self.cache_dir, self.input_format)
-        opts = ort.SessionOptions()
         # explicit thread count (OpenSeeFace lesson): the default can oversubscribe small machines
         # ($OMP_NUM_THREADS, e.g. a Ray worker's CPU share, caps it: N workers must not start N × 4 threads)
-        opts.intra_op_num_threads = self.threads or worker_threads(min(4, os.cpu_count() or 1))
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = (
-            3  # errors only: the Q/DQ fusion logs one "unused initializer" line per layer
-        )
+        opts = session_options(self.threads or worker_threads(min(4, os.cpu_count() or 1)))
         self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.detail = f"onnx={path} threads={opts.intra_op_num_threads}"
 
