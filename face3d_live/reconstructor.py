@@ -20,7 +20,7 @@ from face3d_live.detect.tracker import FaceTracker, Track, TrackerConfig, box_io
 from face3d_live.expression.blendshapes import BlendshapeModel
 from face3d_live.expression.calibration import BlendshapeCalibration
 from face3d_live.geometry import mesh
-from face3d_live.geometry.crop import CropTransform
+from face3d_live.geometry.crop import CropTransform, crops_to_image
 from face3d_live.geometry.gaze import gaze_angles
 from face3d_live.geometry.landmarks68 import blend68, blend68_mean_z
 from face3d_live.geometry.one_euro import OneEuroConfig, OneEuroFilter
@@ -120,27 +120,56 @@ class Reconstructor:
         of images at once on its GPU: scale.gpu_front), used as the detector's would be."""
         check_image(image)
         self.timings_ns = dict.fromkeys(STAGES, 0)
-        size = self.model.input_size
-        margin = self.tracker.config.margin
-        if boxes is None:
-            if detections is None:
-                detections = self._timed("detect", self._detect, image, True)
-            dets = list(detections)[: self.tracker.config.max_faces]
-            rois = [_roi_from_det(d, margin, size) for d in dets]
-        else:
-            rois = [_roi_from_box(b, margin, size) for b in boxes]
-        if not rois:
-            return []
-        points, scores = self._run(image, rois, self.flip_stills)
+        size, margin = self.model.input_size, self.tracker.config.margin
+        if boxes is not None:
+            return self._stills([image], [[_roi_from_box(b, margin, size) for b in boxes]], keep_all=True)[0]
+        if detections is None:
+            detections = self._timed("detect", self._detect, image, True)
+        return self._stills([image], [self._rois(detections)])[0]
+
+    def reconstruct_batch(
+        self, images: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]] | None = None
+    ) -> list[list[Face]]:
+        """``[reconstruct(image, detections=d) for ...]``, computed together: the faces of all images go
+        through each model pass, the crop-to-image mapping and the blendshape network as one batch (the
+        service's replicas answer their concurrent requests this way: the per-call costs are paid once)."""
+        for image in images:
+            check_image(image)
+        self.timings_ns = dict.fromkeys(STAGES, 0)
+        if detections is None:
+            detections = [self._timed("detect", self._detect, image, True) for image in images]
+        if len(detections) != len(images):
+            raise ValueError(f"{len(detections)} detection lists for {len(images)} images")
+        return self._stills(images, [self._rois(d) for d in detections])
+
+    def _rois(self, detections: Sequence[Detection]) -> list[CropTransform]:
+        size, margin = self.model.input_size, self.tracker.config.margin
+        return [_roi_from_det(d, margin, size) for d in list(detections)[: self.tracker.config.max_faces]]
+
+    def _stills(
+        self, images: Sequence[np.ndarray], rois: list[list[CropTransform]], keep_all: bool = False
+    ) -> list[list[Face]]:
+        """Each image's faces from its first ROIs: two passes (the second from the first mesh), largest first.
+        ``keep_all``: every ROI gives a face, whatever its presence score (boxes given by the caller)."""
+        owner = [k for k, image_rois in enumerate(rois) for _ in image_rois]
+        flat = [r for image_rois in rois for r in image_rois]
+        if not flat:
+            return [[] for _ in images]
+        crops_of = [images[k] for k in owner]
+        size, margin = self.model.input_size, self.tracker.config.margin
+        points, _ = self._run(crops_of, flat, self.flip_stills)
         # second pass from the first mesh: the crop the model was trained on (tight, level eyes)
-        rois = [roi_from_mesh(p.vertices, margin, size) for p in points]
-        points, scores = self._run(image, rois, self.flip_stills)
+        flat = [roi_from_mesh(p.vertices, margin, size) for p in points]
+        points, scores = self._run(crops_of, flat, self.flip_stills)
         min_p = self.tracker.config.min_presence
-        faces = [
-            self._face(p, s, r) for p, s, r in zip(points, scores, rois) if s >= min_p or boxes is not None
-        ]
-        faces = _dedupe(sorted(faces, key=lambda f: -f.area))
-        return self._timed("expression", self._expression, faces, None)
+        per_image: list[list[Face]] = [[] for _ in images]
+        for k, p, s, r in zip(owner, points, scores, flat):
+            if s >= min_p or keep_all:
+                per_image[k].append(self._face(p, s, r))
+        per_image = [_dedupe(sorted(faces, key=lambda f: -f.area)) for faces in per_image]
+        # the blendshape network once for all images' faces
+        self._timed("expression", self._expression, [f for faces in per_image for f in faces], None)
+        return per_image
 
     def track(self, image: np.ndarray, timestamp_s: float) -> list[Face]:
         """Faces in one video frame, tracked from the previous frames; largest first."""
@@ -213,7 +242,7 @@ class Reconstructor:
     def _track_pass(self, image: np.ndarray, tracks: list[Track]) -> dict[int, Face | None]:
         if not tracks:
             return {}
-        points, scores = self._run(image, [t.roi for t in tracks])
+        points, scores = self._run([image] * len(tracks), [t.roi for t in tracks])
         out: dict[int, Face | None] = {}
         for track, p, s in zip(tracks, points, scores):
             lost = s < self.tracker.config.min_presence
@@ -222,12 +251,12 @@ class Reconstructor:
         return out
 
     def _run(
-        self, image: np.ndarray, rois: list[CropTransform], flip: bool = False
+        self, images: Sequence[np.ndarray], rois: list[CropTransform], flip: bool = False
     ) -> tuple[list[_Points], np.ndarray]:
-        """Crop every ROI, run the model once on the batch (``flip``: with the mirrored crops, averaged), map
-        its points back to image pixels."""
+        """Crop every ROI out of its image (``images[k]`` for ``rois[k]``), run the model once on the batch
+        (``flip``: with the mirrored crops, averaged), map its points back to image pixels."""
         t0 = time.perf_counter_ns()
-        crops = np.stack([r.warp(image) for r in rois])
+        crops = np.stack([r.warp(image) for r, image in zip(rois, images)])
         t1 = time.perf_counter_ns()
         if flip:
             out = merge_flipped(
@@ -241,10 +270,10 @@ class Reconstructor:
         else:  # the head's z is centred per face: put it in the mesh's depth frame (the blend's mean depth)
             lm68 = out.landmarks68.copy()
             lm68[..., 2] += blend68_mean_z(out.vertices) - lm68[..., 2].mean(-1, keepdims=True)
-        points = [
-            _Points.unstack(r.to_image(np.concatenate([v, i, k])).astype(np.float32))
-            for r, v, i, k in zip(rois, out.vertices, out.iris, lm68)
-        ]
+        # every face's points through its crop's inverse at once (one matmul, not one per face)
+        crop_pts = np.concatenate([out.vertices, out.iris, lm68], axis=1).astype(np.float64)
+        image_pts = crops_to_image(rois, crop_pts).astype(np.float32)
+        points = [_Points.unstack(p) for p in image_pts]
         t3 = time.perf_counter_ns()
         self.timings_ns["crop"] += t1 - t0
         self.timings_ns["infer"] += t2 - t1

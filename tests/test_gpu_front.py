@@ -122,6 +122,49 @@ def test_exif_rotated_jpeg_is_decoded_upright(cpu_front, astronaut) -> None:
     assert res.image.shape[:2] == astronaut.shape[1::-1] == decode_rgb(buf.getvalue()).shape[:2]
 
 
+def test_two_batch_threads_finish_each_batch_with_the_reconstruction(bodies) -> None:
+    """The service's path: two batch threads, each running the whole reconstruction on its batch
+    (Reconstructor.reconstruct_batch as ``finish``); every caller gets its own image's faces, as
+    reconstruct gives them for that image alone, and a request that fails decoding fails alone."""
+    from face3d_live import Reconstructor
+    from face3d_live.scale.gpu_front import GpuFrontEnd
+
+    lock = threading.Lock()  # one Reconstructor for both threads here (the service keeps a pool)
+    sizes: list[int] = []
+    with Reconstructor("r50-int8", smoothing=None) as rec:
+
+        def finish(images, detections):
+            with lock:
+                sizes.append(len(images))
+                return rec.reconstruct_batch(images, detections)
+
+        front = GpuFrontEnd(device="cpu", max_batch=8, wait_s=0.05, workers=2, finish=finish)
+        calls = [*bodies, bodies[0][: len(bodies[0]) // 3]]  # the last one truncated
+        out: dict[int, object] = {}
+
+        def call(k: int) -> None:
+            try:
+                out[k] = front.decode_and_detect(calls[k], 40_000_000)
+            except HttpError as exc:
+                out[k] = exc
+
+        try:
+            threads = [threading.Thread(target=call, args=(k,)) for k in range(len(calls))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=300)
+        finally:
+            front.close()
+        assert len(front._threads) == 2 and max(sizes) > 1
+        assert isinstance(out[len(calls) - 1], HttpError)
+        for k in range(len(bodies)):
+            alone = rec.reconstruct(out[k].image, detections=out[k].detections)
+            assert len(out[k].finished) == len(alone) >= 1
+            for a, b in zip(alone, out[k].finished):
+                assert np.abs(a.vertices - b.vertices).max() < 0.05
+
+
 # ---- on a GPU ----------------------------------------------------------------------------------------------
 def _cuda_reason() -> str | None:
     from face3d_live.scale.gpu_front import gpu_front_available

@@ -250,3 +250,31 @@ def test_stills_average_each_pass_with_the_mirrored_crop(astronaut):
     err = np.linalg.norm(flipped.vertices[:, :2] - plain.vertices[:, :2], axis=1).mean()
     assert 0 < err < 3.0
     assert flipped.landmarks68.shape == (68, 3) and flipped.blendshapes.shape == (52,)
+
+
+def test_a_batch_of_photos_gives_what_each_photo_gives_alone(astronaut: np.ndarray) -> None:
+    """reconstruct_batch (the service's path: one model pass per stage for all the images' faces) answers as
+    reconstruct does for each image: a one-face photo, a two-face canvas, a photo without a face."""
+    import cv2
+
+    from face3d_live import Reconstructor
+
+    canvas = np.full((540, 900, 3), 90, np.uint8)
+    canvas[14:526, 0:512] = astronaut
+    canvas[100:480, 520:900] = cv2.resize(astronaut, (380, 380))
+    images = [astronaut, canvas, np.zeros((240, 320, 3), np.uint8), np.ascontiguousarray(astronaut[:, ::-1])]
+    with Reconstructor("r50-int8", smoothing=None) as rec:
+        alone = [rec.reconstruct(im) for im in images]
+        together = rec.reconstruct_batch(images)
+        given = rec.reconstruct_batch(images[:2], [rec._detect(im, True) for im in images[:2]])
+        with pytest.raises(ValueError, match="2 detection lists for 1 images"):
+            rec.reconstruct_batch(images[:1], [[], []])
+    assert [len(f) for f in together] == [len(f) for f in alone] == [1, 2, 0, 1]
+    for a_faces, b_faces in zip(alone, together):
+        for a, b in zip(a_faces, b_faces):
+            assert np.abs(a.vertices - b.vertices).max() < 0.05  # batch size changes rounding only
+            assert np.abs(a.landmarks68 - b.landmarks68).max() < 0.05
+            assert np.abs(a.blendshapes - b.blendshapes).max() < 0.01
+            assert np.allclose(a.pose.rotation, b.pose.rotation, atol=1e-3)
+            assert a.bbox == pytest.approx(b.bbox, abs=0.05)
+    assert np.abs(given[1][1].vertices - alone[1][1].vertices).max() < 0.05

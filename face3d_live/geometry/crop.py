@@ -6,6 +6,7 @@ the face's eye line (angle ``angle`` in the image) becomes horizontal. Depth (z)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -98,6 +99,18 @@ class CropTransform:
         center = rot.T @ mid
         size = float(max(hi - lo)) * margin
         return cls((float(center[0]), float(center[1])), max(size, 1.0), angle, out_size)
+
+
+def crops_to_image(rois: Sequence[CropTransform], pts: np.ndarray) -> np.ndarray:
+    """``np.stack([r.to_image(p) for r, p in zip(rois, pts)])`` in one batched matmul: (F, N, 2|3) crop-space
+    points of F crops → image pixels (float64)."""
+    pts = np.asarray(pts, dtype=np.float64)
+    inv = np.stack([r.inverse_matrix() for r in rois])  # (F, 2, 3)
+    out = np.empty_like(pts)
+    out[..., :2] = pts[..., :2] @ inv[:, :, :2].transpose(0, 2, 1) + inv[:, None, :, 2]
+    if pts.shape[-1] == 3:
+        out[..., 2] = pts[..., 2] / np.array([r.scale for r in rois])[:, None]
+    return out
 
 
 def _prefiltered(image: np.ndarray, m: np.ndarray, scale: float, out: int) -> tuple[np.ndarray, np.ndarray]:

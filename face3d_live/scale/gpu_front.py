@@ -2,12 +2,15 @@
 
 Why: on the H200 the service is bound by the replicas' CPU, and a py-spy profile of one (stop 24) put
 detection at 29 % of its busy thread time (TFLite invoke 17.5 %, the resize before it 6 %) and JPEG decoding
-at 8 %. Here the request threads hand their bodies to one batch thread, which decodes every JPEG of the batch
+at 8 %. Here the request threads hand their bodies to a batch thread, which decodes every JPEG of the batch
 with nvJPEG in one call (``torchvision.io.decode_jpeg(device="cuda")``), finds the faces in all of them with
 one BlazeFace pass (``detect.blazeface_torch``: the bundled tflite graph in torch, letterbox and area resize
 on the GPU), and copies the images back for the crops. PNGs (and JPEGs nvJPEG refuses: CMYK, progressive
 oddities) decode on the CPU with OpenCV and join the batch for detection. Stills try the full-range detector
-first and the short-range one where it finds nothing, as ``Reconstructor`` does on the CPU.
+first and the short-range one where it finds nothing, as ``Reconstructor`` does on the CPU. In the service the
+batch thread then reconstructs the whole batch (``finish``: ``Reconstructor.reconstruct_batch``, one model pass
+per stage for all its faces), so the per-request Python of the crops, the model calls, the crop-to-image mapping
+and the blendshape network is paid once per batch; two such threads keep the GPU busy while one waits.
 
 nvJPEG and libjpeg-turbo (OpenCV) round the IDCT and the chroma upsampling differently, so pixels differ by a
 few grey levels and the mesh by a fraction of a pixel (tests/test_gpu_front.py, on a GPU).
@@ -21,8 +24,10 @@ import queue
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -34,12 +39,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FrontResult:
-    """One request's image (H, W, 3 uint8 RGB, on the CPU), its detections and the batch's timings."""
+    """One request's image (H, W, 3 uint8 RGB, on the CPU), its detections and the batch's timings; with a
+    ``finish`` step, that step's answer for the image too."""
 
     image: np.ndarray
     detections: list[Detection]
     decode_ms: float  # the batch's decoding (all its images)
     detect_ms: float  # the batch's detection
+    finished: Any = None  # finish(images, detections)[k]
 
 
 def gpu_front_available() -> str | None:
@@ -54,37 +61,63 @@ def gpu_front_available() -> str | None:
     return None
 
 
-class GpuFrontEnd:
-    """``decode_and_detect(body, max_pixels) -> FrontResult`` from any thread; one batch thread does the GPU
-    work for up to ``max_batch`` bodies at a time, the first of a batch waiting at most ``wait_s`` for more.
-    Bad input raises HttpError in the caller's thread (the header is checked there, before queueing)."""
+class _Detectors:
+    """One batch thread's detectors and stream (the detectors' CUDA graphs have fixed input buffers: two
+    threads must not replay the same ones at once)."""
 
-    def __init__(
-        self, device: str = "cuda", max_batch: int = 16, wait_s: float = 0.001, min_score: float = 0.5
-    ) -> None:
+    def __init__(self, device, min_score: float, cuda: bool) -> None:
         import torch
 
         from face3d_live.detect.blazeface_torch import TorchBlazeFaceDetector
 
+        self.full_range = TorchBlazeFaceDetector(True, device, min_score)
+        self.short_range = TorchBlazeFaceDetector(False, device, min_score)
+        # its own stream: never serialised with the model's or the other batch threads'
+        self.stream = torch.cuda.Stream(device) if cuda else None
+
+
+class GpuFrontEnd:
+    """``decode_and_detect(body, max_pixels) -> FrontResult`` from any thread; ``workers`` batch threads do
+    the GPU work for up to ``max_batch`` bodies at a time, the first of a batch waiting at most ``wait_s`` for
+    more. With ``finish(images, detections) -> answers``, the batch thread also runs that step on the batch
+    (the service: the whole reconstruction, Reconstructor.reconstruct_batch) and each caller gets its answer;
+    with two threads one prepares a batch while the other's waits for the model. Bad input raises HttpError in
+    the caller's thread (the header is checked there, before queueing)."""
+
+    def __init__(
+        self,
+        device: str = "cuda",
+        max_batch: int = 16,
+        wait_s: float = 0.001,
+        min_score: float = 0.5,
+        workers: int = 1,
+        finish: Callable[[list[np.ndarray], list[list[Detection]]], list] | None = None,
+    ) -> None:
+        import torch
+
         self.device = torch.device(device)
-        self.max_batch, self.wait_s = max_batch, wait_s
-        self.full_range = TorchBlazeFaceDetector(True, self.device, min_score)
-        self.short_range = TorchBlazeFaceDetector(False, self.device, min_score)
+        self.max_batch, self.wait_s, self.finish = max_batch, wait_s, finish
         self.cuda = self.device.type == "cuda"  # "cpu": the same batching, OpenCV decoding (tests)
-        # its own stream: never serialised with the model's
-        self.stream = torch.cuda.Stream(self.device) if self.cuda else None
         self.batches = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="gpu-front", daemon=True)
-        self._thread.start()
-        # the first batch builds nvJPEG's handles and the detectors' kernels: not in a request's time
-        blank = np.full((480, 640, 3), 128, np.uint8)
+        self._threads = []
+        for k in range(max(1, workers)):
+            detectors = _Detectors(self.device, min_score, self.cuda)
+            # the first batch builds nvJPEG's handles and the detectors' kernels: not in a request's time
+            self._warm_up(detectors)
+            thread = threading.Thread(
+                target=self._loop, args=(detectors,), name=f"gpu-front-{k}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _warm_up(self, detectors: _Detectors) -> None:
         import cv2
 
-        ok, jpeg = cv2.imencode(".jpg", blank)
+        ok, jpeg = cv2.imencode(".jpg", np.full((480, 640, 3), 128, np.uint8))
         if ok:
-            self._run_batch([jpeg.tobytes()], [False])
+            self._run_batch(detectors, [jpeg.tobytes()], [False], finish=False)
 
     def decode_and_detect(self, body: bytes, max_pixels: int) -> FrontResult:
         _, _, oriented = check_image_header(body, max_pixels)
@@ -94,11 +127,12 @@ class GpuFrontEnd:
         self._queue.put((body, oriented, fut))
         return fut.result()
 
-    # ---- the batch thread ---------------------------------------------------------------------------
-    def _loop(self) -> None:
+    # ---- the batch threads --------------------------------------------------------------------------
+    def _loop(self, detectors: _Detectors) -> None:
         while True:
             first = self._queue.get()
             if first is None:
+                self._queue.put(None)  # the other batch threads stop too
                 return
             items = [first]
             deadline = time.monotonic() + self.wait_s
@@ -113,8 +147,10 @@ class GpuFrontEnd:
                     break
                 items.append(item)
             try:
-                results = self._run_batch([b for b, _, _ in items], [o for _, o, _ in items])
-            except BaseException as exc:  # a CUDA failure: every caller gets it (a 500 with the reason)
+                results = self._run_batch(detectors, [b for b, _, _ in items], [o for _, o, _ in items])
+            except (
+                BaseException
+            ) as exc:  # a CUDA failure or a bug: every caller gets it (a 500 with the reason)
                 log.exception("GPU front end: batch failed")
                 results = [exc] * len(items)
             for (_, _, fut), res in zip(items, results):
@@ -123,33 +159,38 @@ class GpuFrontEnd:
                 else:
                     fut.set_result(res)
 
-    def _run_batch(self, bodies: list[bytes], oriented: list[bool]) -> list[FrontResult | BaseException]:
+    def _run_batch(
+        self, detectors: _Detectors, bodies: list[bytes], oriented: list[bool], finish: bool = True
+    ) -> list[FrontResult | BaseException]:
         import torch
 
         self.batches += 1
         out: list[FrontResult | BaseException | None] = [None] * len(bodies)
-        stream = torch.cuda.stream(self.stream) if self.cuda else contextlib.nullcontext()
+        stream = torch.cuda.stream(detectors.stream) if self.cuda else contextlib.nullcontext()
         with stream, torch.inference_mode():
             t0 = time.perf_counter()
             images = self._decode(bodies, oriented, out)
             if self.cuda:
-                self.stream.synchronize()
+                detectors.stream.synchronize()
             t1 = time.perf_counter()
             live = [k for k, im in enumerate(images) if im is not None]
             dets: dict[int, list[Detection]] = {}
             if live:
-                for k, d in zip(live, self.full_range.detect_batch([images[k] for k in live])):
+                for k, d in zip(live, detectors.full_range.detect_batch([images[k] for k in live])):
                     dets[k] = d
                 # as Reconstructor._detect for stills: the short-range model where nothing was found
                 empty = [k for k in live if not dets[k]]
                 if empty:
-                    for k, d in zip(empty, self.short_range.detect_batch([images[k] for k in empty])):
+                    for k, d in zip(empty, detectors.short_range.detect_batch([images[k] for k in empty])):
                         dets[k] = d
             host = {k: images[k].permute(1, 2, 0).contiguous().cpu().numpy() for k in live}
             t2 = time.perf_counter()
         decode_ms, detect_ms = (t1 - t0) * 1000, (t2 - t1) * 1000
-        for k in live:
-            out[k] = FrontResult(host[k], dets[k], decode_ms, detect_ms)
+        answers = [None] * len(live)
+        if finish and self.finish is not None and live:
+            answers = self.finish([host[k] for k in live], [dets[k] for k in live])
+        for k, answer in zip(live, answers):
+            out[k] = FrontResult(host[k], dets[k], decode_ms, detect_ms, answer)
         return out  # type: ignore[return-value]
 
     def _decode(self, bodies: list[bytes], oriented: list[bool], out: list) -> list:
@@ -193,4 +234,5 @@ class GpuFrontEnd:
         if not self._closed:
             self._closed = True
             self._queue.put(None)
-            self._thread.join(timeout=5)
+            for thread in self._threads:
+                thread.join(timeout=5)

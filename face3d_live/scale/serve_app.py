@@ -399,8 +399,12 @@ class Api:
             # measured: ten replicas' contexts time-slicing one H200 served less with it than without
             why = "not an MPS client (--mps): the replicas' GPU contexts would time-slice"
         if why is None:
-            front = GpuFrontEnd(max_batch=self.config.threads_per_replica)
-            log.info("JPEG decoding and detection on the GPU (nvJPEG, BlazeFace in torch)")
+            front = GpuFrontEnd(
+                max_batch=self.config.threads_per_replica, workers=2, finish=self._reconstruct_batch
+            )
+            log.info(
+                "JPEG decoding and detection on the GPU (nvJPEG, BlazeFace in torch), batched reconstruction"
+            )
             return front
         if mode == "on":
             raise ConfigError(f"--gpu-decode on: {why}")
@@ -409,25 +413,35 @@ class Api:
 
     def _run(self, work, body: bytes, arg, t0: float) -> tuple[Response, int]:
         """Pool thread: decode, reconstruct (the model call goes to the model deployment), encode."""
-        t_read = time.perf_counter()
-        detections, extra = None, {}
-        if self._front is not None:  # decoded and detected on the GPU with the replica's other requests
+        if self._front is not None:  # the whole reconstruction on a GPU batch thread with concurrent requests
             front = self._front.decode_and_detect(body, self.config.max_pixels)
-            image, detections = front.image, front.detections
-            extra = {
+            faces, timings = front.finished
+            timings = {
                 "gpu_decode_batch": round(front.decode_ms, 3),
                 "gpu_detect_batch": round(front.detect_ms, 3),
+                **timings,
             }
-        else:
-            image = decode_image(body, self.config.max_pixels)
+            return work(front.image, faces, arg, timings, t0)
+        t_read = time.perf_counter()
+        image = decode_image(body, self.config.max_pixels)
         read_ms = (time.perf_counter() - t_read) * 1000
         rec = self._borrow()
         try:
-            faces = rec.reconstruct(image, detections=detections)
+            faces = rec.reconstruct(image)
             timings = {k: round(v / 1e6, 3) for k, v in rec.timings_ns.items() if v}
         finally:
             self._idle.put(rec)
-        return work(image, faces, arg, {"read": round(read_ms, 3), **extra, **timings}, t0)
+        return work(image, faces, arg, {"read": round(read_ms, 3), **timings}, t0)
+
+    def _reconstruct_batch(self, images: list[np.ndarray], detections: list) -> list[tuple[list, dict]]:
+        """The GPU front end's finish step: every image's faces, and the batch's stage times (``_batch`` ms)."""
+        rec = self._borrow()
+        try:
+            per_image = rec.reconstruct_batch(images, detections)
+            timings = {f"{k}_batch": round(v / 1e6, 3) for k, v in rec.timings_ns.items() if v}
+        finally:
+            self._idle.put(rec)
+        return [(faces, timings) for faces in per_image]
 
     def _borrow(self):
         try:
