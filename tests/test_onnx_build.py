@@ -160,3 +160,19 @@ def test_int8_sessions_compute_exactly_on_any_x86_cpu(tmp_path, crops, monkeypat
     assert err < 0.01 * np.abs(want).max(), err  # rounding of the requantised activations only
     monkeypatch.setenv(EXACT_INT8_ENV, "0")
     assert session_options(2).get_session_config_entry("session.x64quantprecision") == "0"
+
+
+def test_benchmarks_record_which_int8_kernels_the_cpu_runs(monkeypatch):
+    """machine_info (every bench JSON) names the INT8 kernels: they set INT8 speed on this CPU."""
+    import platform
+
+    from face3d_live.cli.bench import machine_info
+    from face3d_live.inference.ort_backend import EXACT_INT8_ENV
+
+    if platform.machine() != "x86_64":
+        pytest.skip("the VNNI question is an x86 one")
+    vnni = "vnni" in Path("/proc/cpuinfo").read_text()
+    kernels = machine_info()["cpu_int8"]
+    assert kernels == ("x86 VNNI: exact U8S8" if vnni else "x86 without VNNI: exact U8U8 (slower)")
+    monkeypatch.setenv(EXACT_INT8_ENV, "0")
+    assert ("saturates" in machine_info()["cpu_int8"]) != vnni

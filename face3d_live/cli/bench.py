@@ -36,7 +36,10 @@ def machine_info() -> dict:
                     break
     except OSError:
         pass
+    from face3d_live.inference.ort_backend import int8_kernels
     from face3d_live.monitor.gpu import gpu_summary
+
+    info["cpu_int8"] = int8_kernels()
 
     info["gpu"] = gpu_summary()
     return info

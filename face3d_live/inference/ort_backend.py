@@ -33,6 +33,25 @@ def session_options(threads: int):
     return opts
 
 
+def int8_kernels() -> str:
+    """Which onnxruntime INT8 kernels this CPU runs (benchmarks record it: INT8 speed and, with
+    FACE3D_ORT_EXACT_INT8=0, INT8 results depend on it)."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return f"{platform.machine()}: exact"
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    if "avx512_vnni" in flags or "avx_vnni" in flags:
+        return "x86 VNNI: exact U8S8"
+    if os.environ.get(EXACT_INT8_ENV, "1") == "0":
+        return "x86 without VNNI: U8S8 that saturates (FACE3D_ORT_EXACT_INT8=0)"
+    return "x86 without VNNI: exact U8U8 (slower)" if flags else "x86: unknown flags"
+
+
 class OnnxRuntimeBackend(InferenceBackend):
     name = "onnxruntime"
 
