@@ -237,3 +237,57 @@ def test_graphed_detector_equals_eager(bodies) -> None:
         batch = [images[k % len(images)] for k in range(n)]
         for a, b in zip(graphed.detect_batch(batch), eager.detect_batch(batch)):
             _same_detections(a, b, px=0.01)
+
+
+def test_a_replica_answers_each_request_from_its_batchs_reconstruction(bodies, astronaut) -> None:
+    """The HTTP replica's GPU path (Api._run with a front end whose finish step is the replica's
+    _reconstruct_batch), here with the CPU front end and r50-int8: each request's JSON has its own image's
+    faces, as reconstruct finds them, and the batch's stage times."""
+    pytest.importorskip("ray")
+    import json
+    import queue
+    import time
+
+    from face3d_live import Reconstructor
+    from face3d_live.models.registry import create_model
+    from face3d_live.scale.config import ModelOptions, ServeConfig
+    from face3d_live.scale.gpu_front import GpuFrontEnd
+    from face3d_live.scale.serve_app import Api
+
+    cls = Api.func_or_class.__bases__[0]  # our class, under Serve's ASGI wrapper
+    assert cls.__name__ == "Api"
+    replica = cls.__new__(cls)  # the pieces Api._setup makes, without Serve around them
+    replica.config = ServeConfig(model=ModelOptions(model="r50-int8"))
+    replica._idle = queue.SimpleQueue()
+    replica._proxy = create_model("r50-int8")
+    replica._front = GpuFrontEnd(device="cpu", max_batch=4, wait_s=0.05, finish=replica._reconstruct_batch)
+    answers: dict[int, dict] = {}
+    picked = (0, 1, 4, 7)  # the photo, a frame of each clip, a PNG
+
+    def call(k: int) -> None:
+        response, n = replica._run(replica._reconstruct_json, bodies[k], True, time.perf_counter())
+        answers[k] = json.loads(response.body)
+        assert response.status_code == 200 and n == len(answers[k]["faces"])
+
+    try:
+        threads = [threading.Thread(target=call, args=(k,)) for k in picked]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+    finally:
+        replica._front.close()
+    assert sorted(answers) == list(picked)
+    with Reconstructor(replica._proxy, smoothing=None) as rec:
+        for k in picked:
+            image = decode_rgb(bodies[k])
+            alone = rec.reconstruct(image)
+            got = answers[k]
+            assert got["image"] == {"width": image.shape[1], "height": image.shape[0]}
+            assert len(got["faces"]) == len(alone) >= 1
+            # its own face: the batched torch detector's boxes differ from TFLite's by 1e-5 to 1e-2 px, and the
+            # two passes of the INT8 model carry that to up to ~2 px (another image's face is ≥ 100 px away)
+            err = np.abs(np.array(got["faces"][0]["vertices"]) - alone[0].vertices)
+            assert err.max() < 3.0 and err.mean() < 0.5, (err.max(), err.mean())
+            assert {"gpu_decode_batch", "crop_batch", "infer_batch", "total"} <= set(got["timing_ms"])
+    replica._proxy.close()
