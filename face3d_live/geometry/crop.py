@@ -102,12 +102,16 @@ class CropTransform:
 
 
 def crops_to_image(rois: Sequence[CropTransform], pts: np.ndarray) -> np.ndarray:
-    """``np.stack([r.to_image(p) for r, p in zip(rois, pts)])`` in one batched matmul: (F, N, 2|3) crop-space
-    points of F crops → image pixels (float64)."""
+    """``np.stack([r.to_image(p) for r, p in zip(rois, pts)])`` in a few array operations: (F, N, 2|3)
+    crop-space points of F crops → image pixels (float64)."""
     pts = np.asarray(pts, dtype=np.float64)
-    inv = np.stack([r.inverse_matrix() for r in rois])  # (F, 2, 3)
+    inv = np.stack([r.inverse_matrix() for r in rois])[:, None]  # (F, 1, 2, 3)
     out = np.empty_like(pts)
-    out[..., :2] = pts[..., :2] @ inv[:, :, :2].transpose(0, 2, 1) + inv[:, None, :, 2]
+    x, y = pts[..., 0], pts[..., 1]
+    # elementwise, not matmul: a face's result must not depend on how many faces share the call (BLAS and
+    # numpy's stacked matmul round differently in the last bit)
+    out[..., 0] = x * inv[..., 0, 0] + y * inv[..., 0, 1] + inv[..., 0, 2]
+    out[..., 1] = x * inv[..., 1, 0] + y * inv[..., 1, 1] + inv[..., 1, 2]
     if pts.shape[-1] == 3:
         out[..., 2] = pts[..., 2] / np.array([r.scale for r in rois])[:, None]
     return out

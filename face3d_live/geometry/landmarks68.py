@@ -46,7 +46,9 @@ def _mean_row() -> np.ndarray:
 
 def blend68_mean_z(vertices: np.ndarray) -> np.ndarray:
     """(..., 468, 3) mesh → (..., 1) the mean depth of its blended 68 points, without blending all 68."""
-    return (np.asarray(vertices, np.float32)[..., 2] @ _mean_row())[..., None]
+    # a product and a row sum, not a matrix-vector product: BLAS rounds a row differently with other rows
+    # beside it, and a face's points must not depend on the faces that share its batch
+    return (np.asarray(vertices, np.float32)[..., 2] * _mean_row()).sum(-1, keepdims=True)
 
 
 def blend68(vertices: np.ndarray) -> np.ndarray:

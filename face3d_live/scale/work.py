@@ -250,9 +250,12 @@ def _close_glb(writer, stats: InputStats) -> None:
 
 
 # ---- photos ------------------------------------------------------------------------------------------------
+PHOTOS_TOGETHER = 8  # photos a worker reconstructs as one batch (Reconstructor.reconstruct_batch)
+
+
 def run_photo_task(task: PhotoTask, model, config: BatchConfig, report: Report | None = None) -> TaskResult:
-    """Reconstruct a batch of photos gathered from any number of photo inputs."""
-    from face3d_live.capture.images import read_image
+    """Reconstruct a batch of photos gathered from any number of photo inputs, ``PHOTOS_TOGETHER`` at a time
+    through the model (the faces of several files in each model pass)."""
     from face3d_live.scale.avatar import avatar_glb
 
     t0 = time.perf_counter()
@@ -261,50 +264,35 @@ def run_photo_task(task: PhotoTask, model, config: BatchConfig, report: Report |
     stagings: dict[int, tuple[Path, Path, FrameResultWriter]] = {}
     done = 0
     with config.model.reconstructor(model, still=True) as rec:
-        for photo in task.photos:
-            i = photo.input_index
-            if i in result.errors:
-                continue
-            stats = result.stats.setdefault(i, InputStats())
-            try:
-                if i not in stagings:
-                    staging = staging_dir(Path(photo.out_dir), task.task_id)
-                    stagings[i] = (
-                        staging,
-                        Path(photo.out_dir),
-                        FrameResultWriter(staging, write_obj_files=config.obj),
-                    )
-                staging, _, writer = stagings[i]
-                t_read = time.perf_counter_ns()
-                try:
-                    image = read_image(photo.path)
-                except SourceError as exc:
-                    stats.corrupt_frames += 1
-                    log.warning("skipped: %s", exc)
+        for k in range(0, len(task.photos), PHOTOS_TOGETHER):
+            t_batch = time.perf_counter()
+            read = _read_photos(task.photos[k : k + PHOTOS_TOGETHER], result, stagings, config)
+            written: list[InputStats] = []
+            for photo, frame, error in _reconstruct_photos(rec, read):
+                i = photo.input_index
+                if i in result.errors:  # an earlier photo of its input failed: the input is dropped
                     continue
-                t_start = time.perf_counter_ns()
-                frame = Frame(
-                    frame_id=photo.frame_index,
-                    image=image,
-                    t_capture_ns=t_start,
-                    timestamp_s=photo.frame_index / PHOTO_FPS,
-                )
-                frame.timings_ns["capture"] = t_start - t_read
-                frame.faces = rec.reconstruct(image)
-                frame.timings_ns.update(rec.timings_ns)
-                writer.write(frame)
-                if config.glb and frame.faces:
-                    glb_path = staging / "glb" / f"frame_{photo.frame_index:06d}.glb"
-                    glb_path.parent.mkdir(parents=True, exist_ok=True)
-                    glb_path.write_bytes(avatar_glb(image, frame.faces[0]))
-                stats.add_frame(frame)
-                stats.wall_s += (time.perf_counter_ns() - t_read) / 1e9
-            except Exception as exc:  # the task boundary: this input fails, the others in the batch go on
-                log.warning("%s: %s", photo.path, _one_line(exc))
-                result.errors[i] = _one_line(exc)
-                continue
-            done += 1
-            throttle(done)
+                stats = result.stats[i]
+                try:
+                    if error is not None:
+                        raise error
+                    staging, _, writer = stagings[i]
+                    writer.write(frame)
+                    if config.glb and frame.faces:
+                        glb_path = staging / "glb" / f"frame_{photo.frame_index:06d}.glb"
+                        glb_path.parent.mkdir(parents=True, exist_ok=True)
+                        glb_path.write_bytes(avatar_glb(frame.image, frame.faces[0]))
+                    stats.add_frame(frame)
+                    written.append(stats)
+                except Exception as exc:  # the task boundary: this input fails, the others in the batch go on
+                    log.warning("%s: %s", photo.path, _one_line(exc))
+                    result.errors[i] = _one_line(exc)
+                    continue
+                done += 1
+                throttle(done)
+            share_s = (time.perf_counter() - t_batch) / max(1, len(written))
+            for stats in written:  # each written photo's share of the batch's time
+                stats.wall_s += share_s
     for i, (staging, out_dir, _) in stagings.items():
         if i in result.errors:
             shutil.rmtree(staging, ignore_errors=True)
@@ -313,6 +301,76 @@ def run_photo_task(task: PhotoTask, model, config: BatchConfig, report: Report |
     throttle(done, final=True)
     result.wall_s = time.perf_counter() - t0
     return result
+
+
+def _read_photos(
+    photos, result: TaskResult, stagings: dict, config: BatchConfig
+) -> list[tuple[Photo, Frame]]:
+    """The photos of one batch that read, as Frames (an unreadable file is counted, as by ``process``; a
+    photo of an input that already failed is dropped)."""
+    from face3d_live.capture.images import read_image
+
+    frames = []
+    for photo in photos:
+        i = photo.input_index
+        if i in result.errors:
+            continue
+        stats = result.stats.setdefault(i, InputStats())
+        try:
+            if i not in stagings:
+                staging = staging_dir(Path(photo.out_dir), result.task_id)
+                stagings[i] = (
+                    staging,
+                    Path(photo.out_dir),
+                    FrameResultWriter(staging, write_obj_files=config.obj),
+                )
+            t_read = time.perf_counter_ns()
+            try:
+                image = read_image(photo.path)
+            except SourceError as exc:
+                stats.corrupt_frames += 1
+                log.warning("skipped: %s", exc)
+                continue
+        except Exception as exc:  # the staging folder could not be made: this input fails
+            log.warning("%s: %s", photo.path, _one_line(exc))
+            result.errors[i] = _one_line(exc)
+            continue
+        t_start = time.perf_counter_ns()
+        frame = Frame(
+            frame_id=photo.frame_index,
+            image=image,
+            t_capture_ns=t_start,
+            timestamp_s=photo.frame_index / PHOTO_FPS,
+        )
+        frame.timings_ns["capture"] = t_start - t_read
+        frames.append((photo, frame))
+    return frames
+
+
+def _reconstruct_photos(
+    rec, read: list[tuple[Photo, Frame]]
+) -> Iterator[tuple[Photo, Frame, Exception | None]]:
+    """Each photo's frame with its faces, reconstructed together; if the batch fails, each photo on its own,
+    so that the error stays with the photo that caused it."""
+    if not read:
+        return
+    try:
+        per_photo = rec.reconstruct_batch([frame.image for _, frame in read])
+    except Exception:
+        for photo, frame in read:
+            try:
+                frame.faces = rec.reconstruct(frame.image)
+                frame.timings_ns.update(rec.timings_ns)
+            except Exception as exc:
+                yield photo, frame, exc
+                continue
+            yield photo, frame, None
+        return
+    share = {stage: ns // len(read) for stage, ns in rec.timings_ns.items()}  # each photo's part of the batch
+    for (photo, frame), faces in zip(read, per_photo):
+        frame.faces = faces
+        frame.timings_ns.update(share)
+        yield photo, frame, None
 
 
 AUTO_MIN_CHUNK = 300  # frames (12 s at 25 fps): the 30-frame warm-up of a chunk stays a tenth of its work
