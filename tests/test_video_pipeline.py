@@ -90,3 +90,33 @@ def test_process_bad_inputs_exit_nonzero_with_one_line(tmp_path: Path, capsys) -
         assert main(["process", bad, "--out", str(tmp_path / "o"), "--no-progress"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("face3d-live: error:")
+
+
+def test_a_photo_folder_gives_each_photo_what_it_gives_alone(
+    astronaut, data_dir: Path, tmp_path: Path
+) -> None:
+    """Photos of a folder go through the model several at a time (run_offline → reconstruct_batch, as far
+    as the decoder has read ahead); every photo's numbers are, bit for bit, those it gets on its own."""
+    import tarfile
+
+    from face3d_live import Reconstructor
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    with tarfile.open(data_dir / "faces" / "expressions-00.tar") as tar:
+        members = [m for m in tar.getmembers() if m.name.lower().endswith(".jpg")][:11]
+        for m in members:
+            (folder / Path(m.name).name).write_bytes(tar.extractfile(m).read())
+    cv2.imwrite(str(folder / "zz_astronaut.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    frames = []
+    with Reconstructor("r50-int8", smoothing=None) as rec:
+        with open_source(folder) as src:
+            summary = run_offline(src, rec, frames.append, progress=False)
+        assert summary.frames == len(frames) == 12 and summary.frames_with_face >= 11
+        for frame in frames:
+            alone = rec.reconstruct(frame.image)
+            assert len(alone) == len(frame.faces)
+            for a, b in zip(alone, frame.faces):
+                np.testing.assert_array_equal(a.vertices, b.vertices)
+                np.testing.assert_array_equal(a.landmarks68, b.landmarks68)
+                np.testing.assert_array_equal(a.blendshapes, b.blendshapes)

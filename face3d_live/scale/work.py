@@ -27,7 +27,7 @@ import cv2
 from face3d_live.capture.video import VideoFileSource
 from face3d_live.errors import Face3DError, SourceError
 from face3d_live.pipeline.frame_writer import FrameResultWriter
-from face3d_live.pipeline.offline import RunSummary, run_offline
+from face3d_live.pipeline.offline import STILLS_TOGETHER, RunSummary, reconstruct_stills, run_offline
 from face3d_live.scale.config import BatchConfig
 from face3d_live.types import Frame
 
@@ -250,11 +250,8 @@ def _close_glb(writer, stats: InputStats) -> None:
 
 
 # ---- photos ------------------------------------------------------------------------------------------------
-PHOTOS_TOGETHER = 8  # photos a worker reconstructs as one batch (Reconstructor.reconstruct_batch)
-
-
 def run_photo_task(task: PhotoTask, model, config: BatchConfig, report: Report | None = None) -> TaskResult:
-    """Reconstruct a batch of photos gathered from any number of photo inputs, ``PHOTOS_TOGETHER`` at a time
+    """Reconstruct a batch of photos gathered from any number of photo inputs, ``STILLS_TOGETHER`` at a time
     through the model (the faces of several files in each model pass)."""
     from face3d_live.scale.avatar import avatar_glb
 
@@ -264,9 +261,9 @@ def run_photo_task(task: PhotoTask, model, config: BatchConfig, report: Report |
     stagings: dict[int, tuple[Path, Path, FrameResultWriter]] = {}
     done = 0
     with config.model.reconstructor(model, still=True) as rec:
-        for k in range(0, len(task.photos), PHOTOS_TOGETHER):
+        for k in range(0, len(task.photos), STILLS_TOGETHER):
             t_batch = time.perf_counter()
-            read = _read_photos(task.photos[k : k + PHOTOS_TOGETHER], result, stagings, config)
+            read = _read_photos(task.photos[k : k + STILLS_TOGETHER], result, stagings, config)
             written: list[InputStats] = []
             for photo, frame, error in _reconstruct_photos(rec, read):
                 i = photo.input_index
@@ -355,7 +352,7 @@ def _reconstruct_photos(
     if not read:
         return
     try:
-        per_photo = rec.reconstruct_batch([frame.image for _, frame in read])
+        reconstruct_stills(rec, [frame for _, frame in read])
     except Exception:
         for photo, frame in read:
             try:
@@ -366,10 +363,7 @@ def _reconstruct_photos(
                 continue
             yield photo, frame, None
         return
-    share = {stage: ns // len(read) for stage, ns in rec.timings_ns.items()}  # each photo's part of the batch
-    for (photo, frame), faces in zip(read, per_photo):
-        frame.faces = faces
-        frame.timings_ns.update(share)
+    for photo, frame in read:
         yield photo, frame, None
 
 
