@@ -270,7 +270,7 @@ class Reconstructor:
         else:  # the head's z is centred per face: put it in the mesh's depth frame (the blend's mean depth)
             lm68 = out.landmarks68.copy()
             lm68[..., 2] += blend68_mean_z(out.vertices) - lm68[..., 2].mean(-1, keepdims=True)
-        # every face's points through its crop's inverse at once (one matmul, not one per face)
+        # every face's points through its crop's inverse at once, not one call per face
         crop_pts = np.concatenate([out.vertices, out.iris, lm68], axis=1).astype(np.float64)
         image_pts = crops_to_image(rois, crop_pts).astype(np.float32)
         points = [_Points.unstack(p) for p in image_pts]

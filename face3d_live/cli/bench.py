@@ -40,7 +40,6 @@ def machine_info() -> dict:
     from face3d_live.monitor.gpu import gpu_summary
 
     info["cpu_int8"] = int8_kernels()
-
     info["gpu"] = gpu_summary()
     return info
 

@@ -56,13 +56,7 @@ class CropTransform:
 
     def to_image(self, pts: np.ndarray) -> np.ndarray:
         """Crop-space points (N, 2|3) → image pixels; z is rescaled only (crop z is relative depth)."""
-        pts = np.asarray(pts, dtype=np.float64)
-        inv = self.inverse_matrix()
-        out = np.empty_like(pts)
-        out[..., :2] = pts[..., :2] @ inv[:, :2].T + inv[:, 2]
-        if pts.shape[-1] == 3:
-            out[..., 2] = pts[..., 2] / self.scale
-        return out
+        return crops_to_image([self], np.asarray(pts)[None])[0]
 
     def to_crop(self, pts: np.ndarray) -> np.ndarray:
         """Image-space points (N, 2|3) → crop pixels (exact inverse of ``to_image``)."""
@@ -102,8 +96,7 @@ class CropTransform:
 
 
 def crops_to_image(rois: Sequence[CropTransform], pts: np.ndarray) -> np.ndarray:
-    """``np.stack([r.to_image(p) for r, p in zip(rois, pts)])`` in a few array operations: (F, N, 2|3)
-    crop-space points of F crops → image pixels (float64)."""
+    """``to_image`` for F crops at once: (F, N, 2|3) crop-space points of F crops → image pixels (float64)."""
     pts = np.asarray(pts, dtype=np.float64)
     inv = np.stack([r.inverse_matrix() for r in rois])[:, None]  # (F, 1, 2, 3)
     out = np.empty_like(pts)

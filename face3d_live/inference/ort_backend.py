@@ -16,6 +16,11 @@ log = logging.getLogger(__name__)
 EXACT_INT8_ENV = "FACE3D_ORT_EXACT_INT8"
 
 
+def exact_int8() -> bool:
+    """Exact INT8 kernels on x86 CPUs without VNNI (the default; FACE3D_ORT_EXACT_INT8=0: the faster U8S8)."""
+    return os.environ.get(EXACT_INT8_ENV, "1") != "0"
+
+
 def session_options(threads: int):
     """The CPU session options every onnxruntime session here uses (backend, ladder bench, tests)."""
     import onnxruntime as ort
@@ -28,8 +33,7 @@ def session_options(threads: int):
     # VPMADDUBSW, which saturates pairs of u8 x s8 products at 16 bits and moves the landmarks; this option
     # makes onnxruntime rewrite the weights to u8 and use the exact U8U8 kernels there (no change on VNNI
     # or ARM CPUs), so INT8 results do not depend on which CPU runs them.
-    exact = os.environ.get(EXACT_INT8_ENV, "1") != "0"
-    opts.add_session_config_entry("session.x64quantprecision", "1" if exact else "0")
+    opts.add_session_config_entry("session.x64quantprecision", "1" if exact_int8() else "0")
     return opts
 
 
@@ -47,7 +51,7 @@ def int8_kernels() -> str:
         flags = []
     if "avx512_vnni" in flags or "avx_vnni" in flags:
         return "x86 VNNI: exact U8S8"
-    if os.environ.get(EXACT_INT8_ENV, "1") == "0":
+    if not exact_int8():
         return "x86 without VNNI: U8S8 that saturates (FACE3D_ORT_EXACT_INT8=0)"
     return "x86 without VNNI: exact U8U8 (slower)" if flags else "x86: unknown flags"
 

@@ -85,9 +85,8 @@ class _Decoder(threading.Thread):
             self.queue.close()
 
 
-STILLS_TOGETHER = (
-    8  # photos per model batch (2-core EPYC: +8 % photos/s in `process`, +15 % in the library job)
-)
+# photos per model batch (2-core EPYC: +8 % photos/s in `process`, +15 % in the library job)
+STILLS_TOGETHER = 8
 
 
 def _already_read(queue: BoundedQueue[Frame], n: int) -> list[Frame]:
@@ -106,6 +105,8 @@ def _already_read(queue: BoundedQueue[Frame], n: int) -> list[Frame]:
 
 def reconstruct_stills(reconstructor: Reconstructor, frames: list[Frame]) -> None:
     """Faces of each photo (reconstructed together); each frame gets its share of the batch's stage times."""
+    if not frames:
+        return
     per_frame = reconstructor.reconstruct_batch([f.image for f in frames])
     share = {stage: ns // len(frames) for stage, ns in reconstructor.timings_ns.items()}
     for frame, faces in zip(frames, per_frame):

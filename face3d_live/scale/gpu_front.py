@@ -148,9 +148,7 @@ class GpuFrontEnd:
                 items.append(item)
             try:
                 results = self._run_batch(detectors, [b for b, _, _ in items], [o for _, o, _ in items])
-            except (
-                BaseException
-            ) as exc:  # a CUDA failure or a bug: every caller gets it (a 500 with the reason)
+            except BaseException as exc:  # a CUDA failure or a bug: every caller gets it (a 500, the reason)
                 log.exception("GPU front end: batch failed")
                 results = [exc] * len(items)
             for (_, _, fut), res in zip(items, results):

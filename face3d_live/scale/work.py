@@ -253,8 +253,6 @@ def _close_glb(writer, stats: InputStats) -> None:
 def run_photo_task(task: PhotoTask, model, config: BatchConfig, report: Report | None = None) -> TaskResult:
     """Reconstruct a batch of photos gathered from any number of photo inputs, ``STILLS_TOGETHER`` at a time
     through the model (the faces of several files in each model pass)."""
-    from face3d_live.scale.avatar import avatar_glb
-
     t0 = time.perf_counter()
     result = TaskResult(task.task_id, pid=os.getpid(), host=socket.gethostname())
     throttle = _Throttle(task.task_id, report)
@@ -265,26 +263,22 @@ def run_photo_task(task: PhotoTask, model, config: BatchConfig, report: Report |
             t_batch = time.perf_counter()
             read = _read_photos(task.photos[k : k + STILLS_TOGETHER], result, stagings, config)
             written: list[InputStats] = []
-            for photo, frame, error in _reconstruct_photos(rec, read):
+            errors = _reconstruct_photos(rec, [frame for _, frame in read])
+            for (photo, frame), error in zip(read, errors):
                 i = photo.input_index
                 if i in result.errors:  # an earlier photo of its input failed: the input is dropped
                     continue
-                stats = result.stats[i]
-                try:
-                    if error is not None:
-                        raise error
-                    staging, _, writer = stagings[i]
-                    writer.write(frame)
-                    if config.glb and frame.faces:
-                        glb_path = staging / "glb" / f"frame_{photo.frame_index:06d}.glb"
-                        glb_path.parent.mkdir(parents=True, exist_ok=True)
-                        glb_path.write_bytes(avatar_glb(frame.image, frame.faces[0]))
-                    stats.add_frame(frame)
-                    written.append(stats)
-                except Exception as exc:  # the task boundary: this input fails, the others in the batch go on
-                    log.warning("%s: %s", photo.path, _one_line(exc))
-                    result.errors[i] = _one_line(exc)
+                if error is None:
+                    try:
+                        _write_photo(frame, stagings[i], photo.frame_index, config.glb)
+                    except Exception as exc:  # the task boundary: this input fails, the others go on
+                        error = exc
+                if error is not None:
+                    log.warning("%s: %s", photo.path, _one_line(error))
+                    result.errors[i] = _one_line(error)
                     continue
+                result.stats[i].add_frame(frame)
+                written.append(result.stats[i])
                 done += 1
                 throttle(done)
             share_s = (time.perf_counter() - t_batch) / max(1, len(written))
@@ -344,27 +338,32 @@ def _read_photos(
     return frames
 
 
-def _reconstruct_photos(
-    rec, read: list[tuple[Photo, Frame]]
-) -> Iterator[tuple[Photo, Frame, Exception | None]]:
-    """Each photo's frame with its faces, reconstructed together; if the batch fails, each photo on its own,
-    so that the error stays with the photo that caused it."""
-    if not read:
-        return
+def _reconstruct_photos(rec, frames: list[Frame]) -> list[Exception | None]:
+    """Fill in each frame's faces, all together; if that fails, one by one, so that an error stays with the
+    photo that caused it. Per frame: None, or its error."""
     try:
-        reconstruct_stills(rec, [frame for _, frame in read])
+        reconstruct_stills(rec, frames)
+        return [None] * len(frames)
     except Exception:
-        for photo, frame in read:
+        errors: list[Exception | None] = []
+        for frame in frames:
             try:
-                frame.faces = rec.reconstruct(frame.image)
-                frame.timings_ns.update(rec.timings_ns)
+                reconstruct_stills(rec, [frame])
+                errors.append(None)
             except Exception as exc:
-                yield photo, frame, exc
-                continue
-            yield photo, frame, None
-        return
-    for photo, frame in read:
-        yield photo, frame, None
+                errors.append(exc)
+        return errors
+
+
+def _write_photo(frame: Frame, staging: tuple[Path, Path, FrameResultWriter], index: int, glb: bool) -> None:
+    folder, _, writer = staging
+    writer.write(frame)
+    if glb and frame.faces:
+        from face3d_live.scale.avatar import avatar_glb
+
+        glb_path = folder / "glb" / f"frame_{index:06d}.glb"
+        glb_path.parent.mkdir(parents=True, exist_ok=True)
+        glb_path.write_bytes(avatar_glb(frame.image, frame.faces[0]))
 
 
 AUTO_MIN_CHUNK = 300  # frames (12 s at 25 fps): the 30-frame warm-up of a chunk stays a tenth of its work
