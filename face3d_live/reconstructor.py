@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from face3d_live.detect.blazeface import BlazeFaceDetector, Detection
@@ -256,14 +257,18 @@ class Reconstructor:
         """Crop every ROI out of its image (``images[k]`` for ``rois[k]``), run the model once on the batch
         (``flip``: with the mirrored crops, averaged), map its points back to image pixels."""
         t0 = time.perf_counter_ns()
-        crops = np.stack([r.warp(image) for r, image in zip(rois, images)])
+        n, size = len(rois), self.model.input_size
+        # the crops, then (flip) the same crops mirrored, written in place: numpy's copy of a mirrored view
+        # goes pixel by pixel (0.35 ms a crop, 20× cv2.flip)
+        crops = np.empty((2 * n if flip else n, size, size, 3), np.uint8)
+        for k, (r, image) in enumerate(zip(rois, images)):
+            r.warp(image, out=crops[k])
+            if flip:
+                cv2.flip(crops[k], 1, dst=crops[n + k])
         t1 = time.perf_counter_ns()
+        out = self.model.predict(crops)
         if flip:
-            out = merge_flipped(
-                self.model.predict(np.concatenate([crops, crops[:, :, ::-1]])), crops.shape[2]
-            )
-        else:
-            out = self.model.predict(crops)
+            out = merge_flipped(out, size)
         t2 = time.perf_counter_ns()
         if out.landmarks68 is None:
             lm68 = blend68(out.vertices)

@@ -34,6 +34,18 @@ def test_crop_warp_puts_image_points_where_to_crop_says(astronaut: np.ndarray) -
     assert abs(xs.mean() - expected[0]) < 1.0 and abs(ys.mean() - expected[1]) < 1.0
 
 
+def test_crop_warp_into_a_batch_row(astronaut: np.ndarray) -> None:
+    """warp(out=row) writes the same crop into the caller's batch (the reconstructor's crops and their mirrors
+    share one array); a row that does not fit is refused (OpenCV would write a new array instead)."""
+    ct = CropTransform((230.0, 160.0), 180.0, 0.2, 224)
+    batch = np.zeros((2, 224, 224, 3), np.uint8)
+    assert ct.warp(astronaut, out=batch[1]) is not None
+    assert np.array_equal(batch[1], ct.warp(astronaut)) and not batch[0].any()
+    for bad in (np.zeros((2, 192, 192, 3), np.uint8)[0], np.zeros((224, 224, 3), np.float32)):
+        with pytest.raises(ValueError, match="warp: out"):
+            ct.warp(astronaut, out=bad)
+
+
 def test_a_crop_much_smaller_than_its_region_is_antialiased(astronaut: np.ndarray) -> None:
     """A 224 crop of a 2,000 px region of an 8× upscaled photo is the same picture as the crop of the 250 px
     region of the photo itself, and sensor-like noise at full resolution averages out instead of aliasing

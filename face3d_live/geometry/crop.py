@@ -43,15 +43,23 @@ class CropTransform:
     def with_out_size(self, out_size: int) -> CropTransform:
         return CropTransform(self.center, self.size, self.angle, out_size)
 
-    def warp(self, image: np.ndarray) -> np.ndarray:
+    def warp(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Cut the crop out of ``image`` (H, W, C) → (out_size, out_size, C); outside is edge-replicated.
+        ``out``: a contiguous array of that shape and the image's dtype to write it into (a batch's row).
 
         Bilinear sampling reads 2×2 pixels per crop pixel: where a crop pixel spans more than two image
         pixels (a face over 448 px wide in a phone photo) it would skip pixels and alias, so the covered part
         of the image is first halved with ``pyrDown`` (Gaussian) until it spans at most two."""
+        size = (self.out_size, self.out_size)
+        if out is not None and (
+            out.shape != (*size, *image.shape[2:]) or out.dtype != image.dtype or not out.flags.c_contiguous
+        ):  # OpenCV would silently write a new array instead
+            raise ValueError(
+                f"warp: out is {out.shape} {out.dtype}, the crop {size} of a {image.dtype} image"
+            )
         image, m = _prefiltered(image, self.matrix(), self.scale, self.out_size)
         return cv2.warpAffine(
-            image, m, (self.out_size, self.out_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            image, m, size, dst=out, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
 
     def to_image(self, pts: np.ndarray) -> np.ndarray:
