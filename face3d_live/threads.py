@@ -49,8 +49,8 @@ def limit_worker_threads() -> int:
     """A worker among many (Ray): OpenCV's pool and each video decoder sized to the worker's CPU share
     (both otherwise start one thread per core in every worker: 30 workers on 16 cores ran 480 warp threads
     and as many decoder threads per open video), and a short GIL switch interval (GIL_SWITCH_S); CUDA waits
-    sleep rather than spin only with ``FACE3D_CUDA_WAIT=block`` (``inference.cuda.set_blocking_sync``: measured
-    slower on the H200). Returns that size."""
+    sleep rather than spin in MPS clients or with ``FACE3D_CUDA_WAIT=block`` (``inference.cuda``:
+    blocking_sync_requested says why). Returns that size."""
     import cv2
 
     from face3d_live.capture.video import set_decode_threads

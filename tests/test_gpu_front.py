@@ -240,45 +240,52 @@ def test_graphed_detector_equals_eager(bodies) -> None:
 
 
 def test_a_replica_answers_each_request_from_its_batchs_reconstruction(bodies, astronaut) -> None:
-    """The HTTP replica's GPU path (Api._run with a front end whose finish step is the replica's
-    _reconstruct_batch), here with the CPU front end and r50-int8: each request's JSON has its own image's
-    faces, as reconstruct finds them, and the batch's stage times."""
+    """The HTTP replica's GPU path (Api._run_on_front, concurrent requests on its event loop, with a front
+    end whose finish step is the replica's _reconstruct_batch), here with the CPU front end and r50-int8:
+    each request's JSON has its own image's faces, as reconstruct finds them, and the batch's stage times."""
     pytest.importorskip("ray")
+    import asyncio
     import json
     import queue
     import time
 
     from face3d_live import Reconstructor
-    from face3d_live.models.registry import create_model
     from face3d_live.scale.config import ModelOptions, ServeConfig
     from face3d_live.scale.gpu_front import GpuFrontEnd
-    from face3d_live.scale.serve_app import Api
+    from face3d_live.scale.metrics import MetricsBuffer
+    from face3d_live.scale.serve_app import Api, _LocalModel
 
     cls = Api.func_or_class.__bases__[0]  # our class, under Serve's ASGI wrapper
     assert cls.__name__ == "Api"
     replica = cls.__new__(cls)  # the pieces Api._setup makes, without Serve around them
     replica.config = ServeConfig(model=ModelOptions(model="r50-int8"))
     replica._idle = queue.SimpleQueue()
-    replica._proxy = create_model("r50-int8")
+    buffer = MetricsBuffer()
+    # the replica's own model, as _setup makes it (its batcher's loop is never used here: the front end's
+    # batch threads call the runner directly)
+    replica._proxy = _LocalModel(replica.config, "r50-int8", asyncio.new_event_loop(), buffer)
     replica._front = GpuFrontEnd(device="cpu", max_batch=4, wait_s=0.05, finish=replica._reconstruct_batch)
     answers: dict[int, dict] = {}
     picked = (0, 1, 4, 7)  # the photo, a frame of each clip, a PNG
 
-    def call(k: int) -> None:
-        response, n = replica._run(replica._reconstruct_json, bodies[k], True, time.perf_counter())
+    async def call(k: int) -> None:
+        json_answer = replica._reconstruct_json
+        response, n = await replica._run_on_front(json_answer, bodies[k], True, time.perf_counter(), True)
         answers[k] = json.loads(response.body)
         assert response.status_code == 200 and n == len(answers[k]["faces"])
 
+    async def all_at_once() -> None:
+        await asyncio.wait_for(asyncio.gather(*(call(k) for k in picked)), timeout=300)
+
     try:
-        threads = [threading.Thread(target=call, args=(k,)) for k in picked]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=300)
+        asyncio.run(all_at_once())
     finally:
         replica._front.close()
+    assert replica._front.batches < 1 + len(picked)  # some requests shared a batch (the first is the warm-up)
     assert sorted(answers) == list(picked)
-    with Reconstructor(replica._proxy, smoothing=None) as rec:
+    crops = buffer.observations[("face3d_batch_crops", ("model",))]
+    assert sum(crops) == 2 * 2 * len(picked)  # two passes, each mirrored, one face a photo: all observed
+    with Reconstructor(replica._proxy.runner, smoothing=None) as rec:
         for k in picked:
             image = decode_rgb(bodies[k])
             alone = rec.reconstruct(image)
@@ -290,4 +297,4 @@ def test_a_replica_answers_each_request_from_its_batchs_reconstruction(bodies, a
             err = np.abs(np.array(got["faces"][0]["vertices"]) - alone[0].vertices)
             assert err.max() < 3.0 and err.mean() < 0.5, (err.max(), err.mean())
             assert {"gpu_decode_batch", "crop_batch", "infer_batch", "total"} <= set(got["timing_ms"])
-    replica._proxy.close()
+    replica._proxy.runner.close()

@@ -50,6 +50,8 @@ def test_explicit_sizes_and_the_model_deployment_win() -> None:
 def test_zero_replicas_is_refused() -> None:
     with pytest.raises(ConfigError, match="ingress_min_replicas"):
         ServeConfig(ingress_min_replicas=0)
+    with pytest.raises(ConfigError, match="gpu_batch_threads must be"):
+        ServeConfig(gpu_batch_threads=0)
 
 
 def test_gpu_memory_is_read_where_nvml_answers() -> None:

@@ -59,9 +59,14 @@ def _worker(env_extra: dict[str, str]) -> str:
     return proc.stdout.strip()
 
 
-def test_a_worker_among_many_sizes_its_threads_and_waits_on_the_gpu_as_asked():
+def test_a_worker_among_many_sizes_its_threads_and_waits_on_the_gpu_as_asked(tmp_path):
     """Ray workers and Serve replicas: sized to $OMP_NUM_THREADS, a short GIL switch interval; CUDA's default
-    wait unless FACE3D_CUDA_WAIT=block asks for events that sleep (measured slower on the H200; the GPU test
-    checks the sleeping events' CPU time)."""
+    wait, except in an MPS client (the service's replicas, one per CPU) or where FACE3D_CUDA_WAIT=block asks
+    for waits that sleep; FACE3D_CUDA_WAIT=spin keeps the default in an MPS client (the GPU tests check the
+    sleeping waits' CPU time)."""
+    (tmp_path / "control").touch()  # an MPS control pipe's place: the process would be an MPS client
+    mps = {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path)}
     assert _worker({"OMP_NUM_THREADS": "3"}) == "False False 3 True"
     assert _worker({"OMP_NUM_THREADS": "1", "FACE3D_CUDA_WAIT": "block"}) == "False True 1 True"
+    assert _worker({"OMP_NUM_THREADS": "1", **mps}) == "False True 1 True"
+    assert _worker({"OMP_NUM_THREADS": "1", "FACE3D_CUDA_WAIT": "spin", **mps}) == "False False 1 True"

@@ -204,6 +204,7 @@ def run(args: argparse.Namespace) -> dict:
             "max_concurrent_batches",
             "threads_per_replica",
             "gpu_decode",
+            "gpu_batch_threads",
         )
     }
     return {

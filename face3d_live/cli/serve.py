@@ -67,6 +67,13 @@ def add_service_options(p: argparse.ArgumentParser, max_queued: int = 256) -> No
         "--threads-per-replica", type=int, default=8, help="reconstruct threads per HTTP replica (default 8)"
     )
     p.add_argument(
+        "--gpu-batch-threads",
+        type=int,
+        default=2,
+        help="with --gpu-decode: batch threads per HTTP replica, each carrying the requests queued (up to "
+        "--threads-per-replica) through decoding, detection and the model together (default 2)",
+    )
+    p.add_argument(
         "--max-queued",
         type=int,
         default=max_queued,

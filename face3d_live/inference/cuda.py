@@ -101,22 +101,36 @@ class Stream:
 
 
 _blocking_sync = False
+DEFAULT_MPS_PIPE = "/tmp/nvidia-mps"  # the driver's default CUDA_MPS_PIPE_DIRECTORY
+
+
+def mps_client(environ: os._Environ | dict | None = None) -> bool:
+    """Whether CUDA in a process with ``environ`` (default: this one's) connects to an MPS server: the control
+    pipe of ``CUDA_MPS_PIPE_DIRECTORY`` (or the default directory) exists."""
+    env = os.environ if environ is None else environ
+    return os.path.exists(os.path.join(env.get("CUDA_MPS_PIPE_DIRECTORY") or DEFAULT_MPS_PIPE, "control"))
 
 
 def set_blocking_sync(on: bool = True) -> None:
     """Events made from now on put a thread that waits on them to sleep until the GPU signals, instead of
     letting it spin a core (CUDA's default, ``cudaDeviceScheduleAuto``, spins whenever a process has fewer
-    contexts than the machine has cores). Measured on the H200 with 10 model-holding Serve replicas and with a
-    library job (stop 24, README): no CPU saved in the replicas and 3-7 % fewer requests or frames per second
-    (each wake-up adds latency to a model call that a request waits for), so the workers keep CUDA's default
-    and this is used only where ``FACE3D_CUDA_WAIT=block`` asks for it (and by the GPU test of the mechanism)."""
+    contexts than the machine has cores). See blocking_sync_requested for where it is used. torch's own waits
+    (``.cpu()``, stream syncs) keep CUDA's default: making the primary context's waits sleep too
+    (``cuDevicePrimaryCtxSetFlags``) cost the H200 service 13 % (1,203 → 1,044 requests/s at c=64, 2026-12-04):
+    on cores that 16 replicas keep busy, a sleeping wait wakes late."""
     global _blocking_sync
     _blocking_sync = on
 
 
 def blocking_sync_requested() -> bool:
-    """``FACE3D_CUDA_WAIT=block`` in the environment: Ray workers and replicas wait on the GPU asleep."""
-    return os.environ.get("FACE3D_CUDA_WAIT", "").strip().lower() == "block"
+    """Whether this worker's CUDA waits should sleep: ``FACE3D_CUDA_WAIT=block`` or ``spin`` says; unset, they
+    sleep in an MPS client (the service's replicas, one per CPU: a spinning wait takes the core another
+    replica needs; how the H200 service figures were measured, 2026-12-04) and spin elsewhere
+    (library-job workers and 10 replicas without MPS measured 3-7 % slower with sleeping waits, stop 24)."""
+    wait = os.environ.get("FACE3D_CUDA_WAIT", "").strip().lower()
+    if wait in ("block", "spin"):
+        return wait == "block"
+    return mps_client()
 
 
 class Event:

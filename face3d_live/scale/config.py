@@ -173,6 +173,8 @@ class ServeConfig:
     (OpenCV and LiteRT on its CPU), "on" (nvJPEG and BlazeFace in torch on its GPU, batched over its
     threads: scale.gpu_front), "auto" (default: on where the replica has a GPU and torchvision and is an
     MPS client, scale.mps; without MPS ten replicas time-slicing one H200 measured slower with it, README).
+    gpu_batch_threads: the GPU front end's batch threads per replica (each takes whatever requests are queued,
+    up to threads_per_replica, and carries them through the whole reconstruction).
     """
 
     host: str = "127.0.0.1"
@@ -197,6 +199,7 @@ class ServeConfig:
     retry_after_s: float = 1.0
     avatar_texture_size: int = 1024
     gpu_decode: str = "auto"
+    gpu_batch_threads: int = 2
     app_name: str = "face3d"
 
     def __post_init__(self) -> None:
@@ -208,8 +211,10 @@ class ServeConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be ≥ 1, got {value}")
-        if self.max_ongoing < 1 or self.max_queued < 1 or self.threads_per_replica < 1:
-            raise ConfigError("max_ongoing, max_queued and threads_per_replica must be ≥ 1")
+        if min(self.max_ongoing, self.max_queued, self.threads_per_replica, self.gpu_batch_threads) < 1:
+            raise ConfigError(
+                "max_ongoing, max_queued, threads_per_replica and gpu_batch_threads must be ≥ 1"
+            )
         if self.model_replicas is not None and self.model_replicas < 0:
             raise ConfigError(f"--model-replicas must be ≥ 0, got {self.model_replicas}")
         if self.api_key is not None and not self.api_key.strip():
@@ -230,5 +235,6 @@ class ServeConfig:
             max_queued=args.max_queued,
             model_replicas=args.model_replicas,
             gpu_decode=args.gpu_decode,
+            gpu_batch_threads=args.gpu_batch_threads,
             **kwargs,
         )

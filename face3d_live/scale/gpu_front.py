@@ -77,7 +77,8 @@ class _Detectors:
 
 
 class GpuFrontEnd:
-    """``decode_and_detect(body, max_pixels) -> FrontResult`` from any thread; ``workers`` batch threads do
+    """``decode_and_detect(body, max_pixels) -> FrontResult`` from any thread (``submit``: its Future);
+    ``workers`` batch threads do
     the GPU work for up to ``max_batch`` bodies at a time, the first of a batch waiting at most ``wait_s`` for
     more. With ``finish(images, detections) -> answers``, the batch thread also runs that step on the batch
     (the service: the whole reconstruction, Reconstructor.reconstruct_batch) and each caller gets its answer;
@@ -120,12 +121,16 @@ class GpuFrontEnd:
             self._run_batch(detectors, [jpeg.tobytes()], [False], finish=False)
 
     def decode_and_detect(self, body: bytes, max_pixels: int) -> FrontResult:
+        return self.submit(body, max_pixels).result()
+
+    def submit(self, body: bytes, max_pixels: int) -> Future:
+        """A Future of the body's FrontResult (``asyncio.wrap_future`` awaits it on an event loop)."""
         _, _, oriented = check_image_header(body, max_pixels)
         if self._closed:
             raise RuntimeError("the GPU front end is closed")
         fut: Future = Future()
         self._queue.put((body, oriented, fut))
-        return fut.result()
+        return fut
 
     # ---- the batch threads --------------------------------------------------------------------------
     def _loop(self, detectors: _Detectors) -> None:
@@ -181,7 +186,7 @@ class GpuFrontEnd:
                 if empty:
                     for k, d in zip(empty, detectors.short_range.detect_batch([images[k] for k in empty])):
                         dets[k] = d
-            host = {k: images[k].permute(1, 2, 0).contiguous().cpu().numpy() for k in live}
+            host = _to_host(images, live)
             t2 = time.perf_counter()
         decode_ms, detect_ms = (t1 - t0) * 1000, (t2 - t1) * 1000
         answers = [None] * len(live)
@@ -234,3 +239,18 @@ class GpuFrontEnd:
             self._queue.put(None)
             for thread in self._threads:
                 thread.join(timeout=5)
+
+
+def _to_host(images: list, live: list[int]) -> dict[int, np.ndarray]:
+    """The (3, H, W) device images ``images[k]``, k in ``live``, as (H, W, 3) host arrays: one layout kernel
+    and one copy per image size rather than per image (each copy is a wait for the GPU)."""
+    import torch
+
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for k in live:
+        by_shape.setdefault(tuple(images[k].shape), []).append(k)
+    host: dict[int, np.ndarray] = {}
+    for members in by_shape.values():
+        batch = torch.stack([images[k] for k in members]).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        host.update(zip(members, batch))
+    return host

@@ -26,12 +26,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from face3d_live.errors import ConfigError
+from face3d_live.inference.cuda import mps_client
 
 log = logging.getLogger(__name__)
 
 MPS_MODES = ("auto", "on", "off")
 CONTROL = "nvidia-cuda-mps-control"
-DEFAULT_PIPE = "/tmp/nvidia-mps"  # the driver's default CUDA_MPS_PIPE_DIRECTORY
 _ENV = ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY")
 
 # a CUDA context on device 0 through the driver API: under MPS this connects to (and starts) the MPS server,
@@ -47,13 +47,6 @@ for step, rc in (("cuInit", lambda: cu.cuInit(0)), ("cuDeviceGet", lambda: cu.cu
         sys.exit(f"{step} failed with CUDA error {code}")
 cu.cuCtxDestroy_v2(ctx)
 """
-
-
-def mps_client(environ: os._Environ | dict | None = None) -> bool:
-    """Whether CUDA in a process with ``environ`` (default: this one's) connects to an MPS server: the control
-    pipe of ``CUDA_MPS_PIPE_DIRECTORY`` (or the default directory) exists."""
-    env = os.environ if environ is None else environ
-    return (Path(env.get("CUDA_MPS_PIPE_DIRECTORY") or DEFAULT_PIPE) / "control").exists()
 
 
 @contextlib.contextmanager

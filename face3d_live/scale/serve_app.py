@@ -154,6 +154,26 @@ class _LocalModel:
         """The replica's pooled Reconstructors borrow it; the replica closes it (``Api.__del__``)."""
 
 
+class _DirectModel:
+    """The FaceModel protocol for the GPU front end's batch threads (``gpu_decode``): their batches, already
+    gathered from the replica's concurrent requests, go straight to the model runner and the thread waits,
+    without the event loop's batcher (its gathering window, up to ``batch_wait_ms``, and two more thread
+    hand-overs, twice a request: both passes)."""
+
+    def __init__(self, local: _LocalModel) -> None:
+        self.runner, self.buffer = local.runner, local.buffer
+        self.name, self.input_size = local.name, local.input_size
+
+    def predict(self, crops: np.ndarray):
+        t0 = time.perf_counter()
+        out = self.runner.predict(crops)
+        observe_batch(self.buffer, 1, len(crops), time.perf_counter() - t0)
+        return out
+
+    def close(self) -> None:
+        """The replica closes the runner (``Api.__del__``)."""
+
+
 class _Reporter:
     """Flushes a replica's MetricsBuffer to the hub every FLUSH_S seconds (a timer, started on first use)."""
 
@@ -291,7 +311,7 @@ class Api:
     async def reconstruct(self, request: Request, blendshapes: bool = True) -> Response:
         """Faces, largest first: box, presence score, 468 mesh vertices and 68 landmarks in image pixels,
         head pose, ARKit-52 blendshapes (``blendshapes=false`` leaves them out). No face: ``faces`` is []."""
-        return await self._handle("reconstruct", request, self._reconstruct_json, blendshapes)
+        return await self._handle("reconstruct", request, self._reconstruct_json, blendshapes, inline=True)
 
     @api.post(
         "/v1/avatar",
@@ -325,7 +345,9 @@ class Api:
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # ---- request flow -----------------------------------------------------------------------------
-    async def _handle(self, endpoint: str, request: Request, work, arg) -> Response:
+    async def _handle(self, endpoint: str, request: Request, work, arg, inline: bool = False) -> Response:
+        """``work(image, faces, arg, timings, t0) -> (Response, faces)`` answers from the faces; ``inline``: it
+        is cheap enough for the event loop (the JSON answer) where the GPU front end did the rest."""
         self.reporter.start()
         t0 = time.perf_counter()
         m = self.reporter.buffer
@@ -337,7 +359,10 @@ class Api:
             body = await self._read_body(request)
             await self._setup()
             loop = asyncio.get_running_loop()
-            response, faces = await loop.run_in_executor(self.pool, self._run, work, body, arg, t0)
+            if self._front is not None:
+                response, faces = await self._run_on_front(work, body, arg, t0, inline)
+            else:
+                response, faces = await loop.run_in_executor(self.pool, self._run, work, body, arg, t0)
             m.inc("face3d_faces", (endpoint,), faces)
         except HttpError as exc:
             response = Response(
@@ -400,7 +425,9 @@ class Api:
             why = "not an MPS client (--mps): the replicas' GPU contexts would time-slice"
         if why is None:
             front = GpuFrontEnd(
-                max_batch=self.config.threads_per_replica, workers=2, finish=self._reconstruct_batch
+                max_batch=self.config.threads_per_replica,
+                workers=self.config.gpu_batch_threads,
+                finish=self._reconstruct_batch,
             )
             log.info(
                 "JPEG decoding and detection on the GPU (nvJPEG, BlazeFace in torch), batched reconstruction"
@@ -411,17 +438,25 @@ class Api:
         log.info("JPEG decoding and detection on the CPU: %s", why)
         return None
 
-    def _run(self, work, body: bytes, arg, t0: float) -> tuple[Response, int]:
-        """Pool thread: decode, reconstruct (the model call goes to the model deployment), encode."""
-        if self._front is not None:  # the whole reconstruction on a GPU batch thread with concurrent requests
-            front = self._front.decode_and_detect(body, self.config.max_pixels)
-            faces, timings = front.finished
-            timings = {
-                "gpu_decode_batch": round(front.decode_ms, 3),
-                "gpu_detect_batch": round(front.detect_ms, 3),
-                **timings,
-            }
+    async def _run_on_front(self, work, body: bytes, arg, t0: float, inline: bool) -> tuple[Response, int]:
+        """The whole reconstruction on a GPU batch thread with the replica's concurrent requests, handed over
+        from the event loop and back without a pool thread in between (each hop is a wake-up and a GIL
+        hand-over; the pool takes only slow answers, the GLB)."""
+        front = await asyncio.wrap_future(self._front.submit(body, self.config.max_pixels))
+        faces, timings = front.finished
+        timings = {
+            "gpu_decode_batch": round(front.decode_ms, 3),
+            "gpu_detect_batch": round(front.detect_ms, 3),
+            **timings,
+        }
+        if inline:
             return work(front.image, faces, arg, timings, t0)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, work, front.image, faces, arg, timings, t0)
+
+    def _run(self, work, body: bytes, arg, t0: float) -> tuple[Response, int]:
+        """Pool thread (no GPU front end): decode, reconstruct (the model call goes to the model deployment
+        where there is one), answer."""
         t_read = time.perf_counter()
         image = decode_image(body, self.config.max_pixels)
         read_ms = (time.perf_counter() - t_read) * 1000
@@ -447,7 +482,10 @@ class Api:
         try:
             return self._idle.get_nowait()
         except queue.Empty:
-            return self.config.model.reconstructor(self._proxy, still=True)
+            # the front end's batch threads are the only callers where there is one (_run_on_front)
+            direct = self._front is not None and isinstance(self._proxy, _LocalModel)
+            model = _DirectModel(self._proxy) if direct else self._proxy
+            return self.config.model.reconstructor(model, still=True)
 
     def __del__(self) -> None:
         if getattr(self, "_front", None) is not None:
