@@ -242,12 +242,14 @@ def test_graphed_detector_equals_eager(bodies) -> None:
 def test_a_replica_answers_each_request_from_its_batchs_reconstruction(bodies, astronaut) -> None:
     """The HTTP replica's GPU path (Api._run_on_front, concurrent requests on its event loop, with a front
     end whose finish step is the replica's _reconstruct_batch), here with the CPU front end and r50-int8:
-    each request's JSON has its own image's faces, as reconstruct finds them, and the batch's stage times."""
+    each request's JSON has its own image's faces, as reconstruct finds them, and the batch's stage times;
+    the avatar's GLB is built on the replica's pool."""
     pytest.importorskip("ray")
     import asyncio
     import json
     import queue
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     from face3d_live import Reconstructor
     from face3d_live.scale.config import ModelOptions, ServeConfig
@@ -277,14 +279,25 @@ def test_a_replica_answers_each_request_from_its_batchs_reconstruction(bodies, a
     async def all_at_once() -> None:
         await asyncio.wait_for(asyncio.gather(*(call(k) for k in picked)), timeout=300)
 
+    async def avatar() -> bytes:  # a slow answer (the GLB) goes to the pool, not the event loop
+        response, n = await replica._run_on_front(
+            replica._avatar_glb, bodies[0], None, time.perf_counter(), False
+        )
+        assert response.status_code == 200 and n == 1
+        return response.body
+
+    replica.pool = ThreadPoolExecutor(2)
     try:
         asyncio.run(all_at_once())
+        glb = asyncio.run(avatar())
     finally:
         replica._front.close()
+        replica.pool.shutdown()
+    assert glb[:4] == b"glTF" and len(glb) > 10_000
     assert replica._front.batches < 1 + len(picked)  # some requests shared a batch (the first is the warm-up)
     assert sorted(answers) == list(picked)
     crops = buffer.observations[("face3d_batch_crops", ("model",))]
-    assert sum(crops) == 2 * 2 * len(picked)  # two passes, each mirrored, one face a photo: all observed
+    assert sum(crops) == 2 * 2 * (len(picked) + 1)  # two passes, mirrored, one face a photo (+ the avatar)
     with Reconstructor(replica._proxy.runner, smoothing=None) as rec:
         for k in picked:
             image = decode_rgb(bodies[k])
