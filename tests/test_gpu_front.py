@@ -4,6 +4,7 @@ torch BlazeFace port: the batching and error paths, in CI) and on a GPU (nvJPEG;
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 
 import cv2
 import numpy as np
@@ -106,6 +107,19 @@ def test_cpu_front_bad_input_fails_alone(cpu_front, bodies) -> None:
     with pytest.raises(HttpError) as err:
         cpu_front.decode_and_detect(good, 1000)
     assert err.value.status == 413
+
+
+def test_a_caller_that_went_away_is_dropped_and_the_batch_thread_lives_on(cpu_front, bodies) -> None:
+    """A request whose Future was cancelled before its batch (an HTTP client that hung up: Serve cancels its
+    task, and asyncio.wrap_future cancels the Future) is left out; setting its result would raise in the batch
+    thread and stop it, and every later request of the replica would wait forever."""
+    gone: Future = Future()
+    assert gone.cancel()
+    cpu_front._queue.put((bodies[0], False, gone))  # as submit() queues it, cancelled before the batch
+    later = cpu_front.submit(bodies[0], 40_000_000)
+    assert later.result(timeout=60).detections
+    assert gone.cancelled()
+    assert all(t.is_alive() for t in cpu_front._threads)
 
 
 def test_exif_rotated_jpeg_is_decoded_upright(cpu_front, astronaut) -> None:

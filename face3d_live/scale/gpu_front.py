@@ -139,7 +139,9 @@ class GpuFrontEnd:
             if first is None:
                 self._queue.put(None)  # the other batch threads stop too
                 return
-            items = [first]
+            # a caller that went away (an HTTP client that hung up: its asyncio task cancels the Future) is
+            # dropped here; once running, a Future can no longer be cancelled, so setting it below is safe
+            items = [first] if first[2].set_running_or_notify_cancel() else []
             deadline = time.monotonic() + self.wait_s
             while len(items) < self.max_batch:
                 left = deadline - time.monotonic()
@@ -150,7 +152,10 @@ class GpuFrontEnd:
                 if item is None:
                     self._queue.put(None)  # stop after this batch
                     break
-                items.append(item)
+                if item[2].set_running_or_notify_cancel():
+                    items.append(item)
+            if not items:
+                continue
             try:
                 results = self._run_batch(detectors, [b for b, _, _ in items], [o for _, o, _ in items])
             except BaseException as exc:  # a CUDA failure or a bug: every caller gets it (a 500, the reason)
