@@ -404,19 +404,21 @@ def shrink_torch(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
     gathers before were ~40 ops and 11 % of a replica's CPU on the H200). On a GPU in float64: no TF32 (cuDNN
     and cuBLAS may round float32 inputs to 10 mantissa bits, and switching that off is process-wide), and
     cheap at these sizes (a 640×480 image: ~0.1 GFLOP); on the CPU float32 is exact (and 6× faster)."""
-    dtype = x.dtype
-    x = x.to(torch.float64 if x.is_cuda else torch.float32)
+    return _shrink(x.to(torch.float64 if x.is_cuda else torch.float32), width, height).to(x.dtype)
+
+
+def _shrink(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
     while x.shape[3] >= 3 * width and x.shape[2] >= 3 * height:
         x = _pyr_down(x)
     h, w = x.shape[2:]
     if (h, w) == (height, width):
-        return x.to(dtype)
+        return x
     if h < height or w < width:
-        return _cv2_area_upscale(x, height, width).to(dtype)
+        return _cv2_area_upscale(x, height, width)
     y = _area_down(x, height, width)
     if (h, w) == (2 * height, 2 * width):  # OpenCV's 2×2 fast path rounds halves up: (sum + 2) >> 2
-        return torch.floor(y + 0.5).to(dtype)
-    return torch.round(y).clamp_(0.0, 255.0).to(dtype)
+        return torch.floor(y + 0.5)
+    return torch.round(y).clamp_(0.0, 255.0)
 
 
 ImageInput = np.ndarray | torch.Tensor

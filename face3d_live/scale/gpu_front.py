@@ -78,9 +78,8 @@ class _Detectors:
 
 class GpuFrontEnd:
     """``decode_and_detect(body, max_pixels) -> FrontResult`` from any thread (``submit``: its Future);
-    ``workers`` batch threads do
-    the GPU work for up to ``max_batch`` bodies at a time, the first of a batch waiting at most ``wait_s`` for
-    more. With ``finish(images, detections) -> answers``, the batch thread also runs that step on the batch
+    ``workers`` batch threads do the GPU work for up to ``max_batch`` bodies at a time, the first of a batch
+    waiting at most ``wait_s`` for more. With ``finish(images, detections) -> answers``, the batch thread also runs that step on the batch
     (the service: the whole reconstruction, Reconstructor.reconstruct_batch) and each caller gets its answer;
     with two threads one prepares a batch while the other's waits for the model. Bad input raises HttpError in
     the caller's thread (the header is checked there, before queueing)."""

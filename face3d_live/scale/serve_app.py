@@ -358,10 +358,10 @@ class Api:
             check_length(h.get("content-length"), self.config.max_body_bytes)
             body = await self._read_body(request)
             await self._setup()
-            loop = asyncio.get_running_loop()
             if self._front is not None:
                 response, faces = await self._run_on_front(work, body, arg, t0, inline)
             else:
+                loop = asyncio.get_running_loop()
                 response, faces = await loop.run_in_executor(self.pool, self._run, work, body, arg, t0)
             m.inc("face3d_faces", (endpoint,), faces)
         except HttpError as exc:
@@ -482,9 +482,9 @@ class Api:
         try:
             return self._idle.get_nowait()
         except queue.Empty:
-            # the front end's batch threads are the only callers where there is one (_run_on_front)
-            direct = self._front is not None and isinstance(self._proxy, _LocalModel)
-            model = _DirectModel(self._proxy) if direct else self._proxy
+            # the front end's batch threads are the only callers where there is one (_run_on_front), and it
+            # exists only beside the replica's own model (_LocalModel)
+            model = self._proxy if self._front is None else _DirectModel(self._proxy)
             return self.config.model.reconstructor(model, still=True)
 
     def __del__(self) -> None:
