@@ -253,11 +253,15 @@ def test_graphed_detector_equals_eager(bodies) -> None:
             _same_detections(a, b, px=0.01)
 
 
-def test_a_replica_answers_each_request_from_its_batchs_reconstruction(bodies, astronaut) -> None:
+@pytest.mark.parametrize("model_at", ["replica", "host"])
+def test_a_replica_answers_each_request_from_its_batchs_reconstruction(
+    bodies, astronaut, model_at, tmp_path
+) -> None:
     """The HTTP replica's GPU path (Api._run_on_front, concurrent requests on its event loop, with a front
     end whose finish step is the replica's _reconstruct_batch), here with the CPU front end and r50-int8:
     each request's JSON has its own image's faces, as reconstruct finds them, and the batch's stage times;
-    the avatar's GLB is built on the replica's pool."""
+    the avatar's GLB is built on the replica's pool. The model is the replica's own or, as with
+    ``--model-host``, a model host's behind its real socket and shared memory."""
     pytest.importorskip("ray")
     import asyncio
     import json
@@ -269,7 +273,8 @@ def test_a_replica_answers_each_request_from_its_batchs_reconstruction(bodies, a
     from face3d_live.scale.config import ModelOptions, ServeConfig
     from face3d_live.scale.gpu_front import GpuFrontEnd
     from face3d_live.scale.metrics import MetricsBuffer
-    from face3d_live.scale.serve_app import Api, _LocalModel
+    from face3d_live.scale.model_host import ModelHostClient, ModelHostServer
+    from face3d_live.scale.serve_app import Api, _LocalModel, observe_batch
 
     cls = Api.func_or_class.__bases__[0]  # our class, under Serve's ASGI wrapper
     assert cls.__name__ == "Api"
@@ -279,7 +284,15 @@ def test_a_replica_answers_each_request_from_its_batchs_reconstruction(bodies, a
     buffer = MetricsBuffer()
     # the replica's own model, as _setup makes it (its batcher's loop is never used here: the front end's
     # batch threads call the runner directly)
-    replica._proxy = _LocalModel(replica.config, "r50-int8", asyncio.new_event_loop(), buffer)
+    local = _LocalModel(replica.config, "r50-int8", asyncio.new_event_loop(), buffer)
+    host = None
+    if model_at == "host":  # the host observes the batches (ModelHost.__init__), the replica does not
+        host = ModelHostServer(
+            local.runner, str(tmp_path / "host.sock"), on_batch=lambda *a: observe_batch(buffer, *a)
+        )
+        replica._proxy = ModelHostClient(host.path)
+    else:
+        replica._proxy = local
     replica._front = GpuFrontEnd(device="cpu", max_batch=4, wait_s=0.05, finish=replica._reconstruct_batch)
     answers: dict[int, dict] = {}
     picked = (0, 1, 4, 7)  # the photo, a frame of each clip, a PNG
@@ -307,12 +320,15 @@ def test_a_replica_answers_each_request_from_its_batchs_reconstruction(bodies, a
     finally:
         replica._front.close()
         replica.pool.shutdown()
+        if host is not None:
+            replica._proxy.close()
+            host.close()
     assert glb[:4] == b"glTF" and len(glb) > 10_000
     assert replica._front.batches < 1 + len(picked)  # some requests shared a batch (the first is the warm-up)
     assert sorted(answers) == list(picked)
     crops = buffer.observations[("face3d_batch_crops", ("model",))]
     assert sum(crops) == 2 * 2 * (len(picked) + 1)  # two passes, mirrored, one face a photo (+ the avatar)
-    with Reconstructor(replica._proxy.runner, smoothing=None) as rec:
+    with Reconstructor(local.runner, smoothing=None) as rec:
         for k in picked:
             image = decode_rgb(bodies[k])
             alone = rec.reconstruct(image)
@@ -324,4 +340,4 @@ def test_a_replica_answers_each_request_from_its_batchs_reconstruction(bodies, a
             err = np.abs(np.array(got["faces"][0]["vertices"]) - alone[0].vertices)
             assert err.max() < 3.0 and err.mean() < 0.5, (err.max(), err.mean())
             assert {"gpu_decode_batch", "crop_batch", "infer_batch", "total"} <= set(got["timing_ms"])
-    replica._proxy.runner.close()
+    local.runner.close()

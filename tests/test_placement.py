@@ -34,6 +34,20 @@ def test_gpu_machine_gets_a_fixed_set_of_model_holding_replicas_sharing_the_gpu(
     )  # memory still caps
 
 
+def test_a_model_host_per_gpu_takes_a_cpu_and_a_gpu_share_beside_the_replicas() -> None:
+    plan = plan_replicas(ServeConfig(), 16, 1, 139.8, shared_gpu_context=True, model_host=True)
+    assert plan.model_hosts == 1 and (plan.min_http, plan.max_http) == (15, 15)
+    assert plan.gpus_per_http == plan.gpus_per_model == pytest.approx(1 / 16)  # 15 replicas + 1 host
+    assert "1 model host(s), one per GPU" in plan.describe()
+    two = plan_replicas(ServeConfig(), 32, 2, 139.8, shared_gpu_context=True, model_host=True)
+    assert two.model_hosts == 2 and two.max_http == 30
+    # only beside replicas that share a context and decode on the GPU, never without GPUs
+    assert plan_replicas(ServeConfig(), 16, 1, 139.8, model_host=True).model_hosts == 0
+    assert plan_replicas(ServeConfig(), 2, 0, model_host=True).model_hosts == 0
+    with pytest.raises(ConfigError, match="--model-host must be on or off"):
+        ServeConfig(model_host="yes")
+
+
 def test_explicit_sizes_and_the_model_deployment_win() -> None:
     plan = plan_replicas(
         ServeConfig(ingress_min_replicas=3, ingress_max_replicas=4), cpus=16, gpus=1, gpu_memory_gib=80

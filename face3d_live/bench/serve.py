@@ -205,6 +205,7 @@ def run(args: argparse.Namespace) -> dict:
             "threads_per_replica",
             "gpu_decode",
             "gpu_batch_threads",
+            "model_host",
         )
     }
     return {

@@ -175,6 +175,8 @@ class ServeConfig:
     MPS client, scale.mps; without MPS ten replicas time-slicing one H200 measured slower with it, README).
     gpu_batch_threads: the GPU front end's batch threads per replica (each takes whatever requests are queued,
     up to threads_per_replica, and carries them through the whole reconstruction).
+    model_host: "on": where replicas decode on a GPU under MPS, one process per GPU holds the model and
+    batches the crops of every replica there (scale.model_host); "off" (default): each replica its own model.
     """
 
     host: str = "127.0.0.1"
@@ -200,6 +202,7 @@ class ServeConfig:
     avatar_texture_size: int = 1024
     gpu_decode: str = "auto"
     gpu_batch_threads: int = 2
+    model_host: str = "off"
     app_name: str = "face3d"
 
     def __post_init__(self) -> None:
@@ -221,6 +224,8 @@ class ServeConfig:
             raise ConfigError("the API key is empty")
         if self.gpu_decode not in ("auto", "on", "off"):
             raise ConfigError(f"--gpu-decode must be auto, on or off, got {self.gpu_decode!r}")
+        if self.model_host not in ("on", "off"):
+            raise ConfigError(f"--model-host must be on or off, got {self.model_host!r}")
 
     @classmethod
     def from_args(cls, args, **kwargs) -> ServeConfig:
@@ -236,5 +241,6 @@ class ServeConfig:
             model_replicas=args.model_replicas,
             gpu_decode=args.gpu_decode,
             gpu_batch_threads=args.gpu_batch_threads,
+            model_host=args.model_host,
             **kwargs,
         )

@@ -102,13 +102,7 @@ class ModelRunner:
     # ---- submit -----------------------------------------------------------------------------------------
     def submit(self, crops: np.ndarray) -> Future:
         """(N, S, S, 3) uint8 RGB crops → a Future of their ModelOutput (N rows, in order)."""
-        if self._closed:
-            raise ConfigError("the model runner is closed")
-        if self._broken is not None:
-            raise ConfigError(f"the model runner failed earlier: {self._broken}")
-        s = self.input_size
-        if crops.ndim != 4 or crops.shape[1:] != (s, s, 3) or crops.dtype != np.uint8:
-            raise ValueError(f"expected (N, {s}, {s}, 3) uint8 RGB crops, got {crops.shape} {crops.dtype}")
+        self._check(crops)
         if self._executor is None:
             return self._submitter.submit(self.model.predict, crops)
         parts = [crops[i : i + self.max_batch] for i in range(0, len(crops), self.max_batch)]
@@ -117,26 +111,53 @@ class ModelRunner:
             self._submitter.submit(self._enqueue, part, fut)
         return futures[0] if len(futures) == 1 else _joined(futures)
 
+    def submit_parts(self, parts: list[np.ndarray]) -> Future:
+        """``submit(np.concatenate(parts))``, where the parts fit one executor batch without the concatenation:
+        each part is copied straight into the slot's input (the model host: many callers' crops)."""
+        n = sum(len(p) for p in parts)
+        if self._executor is None or len(parts) == 1 or n > self.max_batch:
+            return self.submit(join_crops(parts))
+        for part in parts:
+            self._check(part)
+        fut: Future = Future()
+        self._submitter.submit(self._enqueue, parts, fut)
+        return fut
+
+    def _check(self, crops: np.ndarray) -> None:
+        if self._closed:
+            raise ConfigError("the model runner is closed")
+        if self._broken is not None:
+            raise ConfigError(f"the model runner failed earlier: {self._broken}")
+        s = self.input_size
+        if crops.ndim != 4 or crops.shape[1:] != (s, s, 3) or crops.dtype != np.uint8:
+            raise ValueError(f"expected (N, {s}, {s}, 3) uint8 RGB crops, got {crops.shape} {crops.dtype}")
+
     def predict(self, crops: np.ndarray) -> ModelOutput:
         """Blocking form (FaceModel protocol)."""
         return self.submit(crops).result()
 
-    def _fill(self, view: np.ndarray, crops: np.ndarray) -> None:
+    def _fill(self, view: np.ndarray, crops: np.ndarray | list[np.ndarray]) -> None:
         """The model's own input conversion, written straight into the slot's input buffer: uint8 NHWC as it
         is (R50FaceModel), else float NCHW in [0, 1] exactly as Int8FaceModel.predict computes it."""
-        if self._uint8:
+        if isinstance(crops, list):
+            a = 0
+            for part in crops:
+                self._fill(view[a : a + len(part)], part)
+                a += len(part)
+        elif self._uint8:
             np.copyto(view, crops)
         else:
             np.multiply(crops.transpose(0, 3, 1, 2), np.float32(1.0 / 255.0), out=view, dtype=np.float32)
 
-    def _enqueue(self, crops: np.ndarray, fut: Future) -> None:
+    def _enqueue(self, crops: np.ndarray | list[np.ndarray], fut: Future) -> None:
         """Submit thread: blocks while every slot is busy (the collector frees them)."""
         if not fut.set_running_or_notify_cancel():
             return
+        n = sum(len(p) for p in crops) if isinstance(crops, list) else len(crops)
         try:
             with self._lock:
                 self._pending.append(fut)
-            self._executor.submit_fill(len(crops), lambda view: self._fill(view, crops), tag=fut)
+            self._executor.submit_fill(n, lambda view: self._fill(view, crops), tag=fut)
         except BaseException as exc:
             with self._lock:
                 if self._pending and self._pending[-1] is fut:

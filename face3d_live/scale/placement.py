@@ -11,11 +11,14 @@ With GPUs, each such replica is a CUDA context of its own (1.0 GiB each on the H
 seconds to load and capture its graphs, so on GPUs the HTTP replicas are a fixed set (5/8 of the CPUs,
 within the GPU memory) rather than autoscaled from one. Under MPS (one shared context, ``scale.mps``) with
 decoding and detection on the GPU that limit goes: on the H200 10, 14 and 16 replicas served 662, 851 and 986
-requests/s at c=64 (1,214 at c=256 with 16), so there it is one replica per CPU.
+requests/s at c=64 (1,214 at c=256 with 16), so there it is one replica per CPU. There too, a model host per
+GPU (``scale.model_host``: one process holds the model and batches the crops of all the replicas on its GPU)
+takes a CPU and a GPU share like a replica.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from face3d_live.scale.cluster import gpu_share
@@ -33,6 +36,7 @@ class ReplicaPlan:
     max_http: int
     gpus_per_http: float  # each HTTP replica's GPU share (embedded models on GPUs)
     gpus_per_model: float  # each model replica's GPU share
+    model_hosts: int = 0  # shared model hosts (one per GPU; they take the embedded replicas' model calls)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -40,6 +44,11 @@ class ReplicaPlan:
     def describe(self) -> str:
         """One line for people: how many HTTP replicas and where the model runs."""
         http = f"{self.min_http}" if self.min_http == self.max_http else f"{self.min_http}-{self.max_http}"
+        if self.model_hosts:
+            return (
+                f"{http} HTTP replica(s) ({self.gpus_per_http:.2g} GPU each) and {self.model_hosts} model "
+                "host(s), one per GPU, batching the replicas' crops"
+            )
         if self.embedded:
             where = f"{self.gpus_per_http:.2g} GPU each" if self.gpus_per_http else "on the CPU"
             return f"{http} HTTP replica(s), each with its own model ({where})"
@@ -54,18 +63,21 @@ def plan_replicas(
     gpu_memory_gib: float | None = None,
     gpu_node_cpus: float | None = None,
     shared_gpu_context: bool = False,
+    model_host: bool = False,
 ) -> ReplicaPlan:
     """The deployment sizes. ``gpu_memory_gib``: the smallest GPU's memory where it is known (NVML on this
     node), which caps the HTTP replicas that each hold a model on a GPU. ``gpu_node_cpus``: the CPUs of the
     nodes that have GPUs (default: all ``cpus``): replicas that hold a model on a GPU can only run there, so
     a cluster's GPU-less nodes do not count for them (``model_replicas`` ≥ 1 uses those nodes for HTTP).
-    ``shared_gpu_context``: the replicas run under MPS with decoding on the GPU (one replica per CPU)."""
+    ``shared_gpu_context``: the replicas run under MPS with decoding on the GPU (one replica per CPU);
+    ``model_host``: with it, one model host per GPU takes the replicas' model calls."""
     embedded = not config.model_replicas  # None (the default) or 0
     n_model = 0 if embedded else int(config.model_replicas)
     on_gpu = embedded and gpus > 0
+    hosts = math.ceil(gpus) if on_gpu and shared_gpu_context and model_host else 0
     if on_gpu and gpu_node_cpus is not None:
         cpus = gpu_node_cpus
-    free = max(config.ingress_cpus, cpus - n_model * config.model_cpus)
+    free = max(config.ingress_cpus, cpus - n_model * config.model_cpus - hosts * config.model_cpus)
     by_cpu = max(1, int(free // config.ingress_cpus))
     if on_gpu:
         if not shared_gpu_context:
@@ -83,8 +95,10 @@ def plan_replicas(
         model_replicas=n_model,
         min_http=min_http,
         max_http=max_http,
-        gpus_per_http=gpu_share(gpus, max_http) if embedded else 0.0,
-        gpus_per_model=gpu_share(gpus, n_model),
+        gpus_per_http=gpu_share(gpus, max_http + hosts) if embedded else 0.0,
+        # a model host takes the same share as a replica (under MPS the shares only place them)
+        gpus_per_model=gpu_share(gpus, max_http + hosts) if hosts else gpu_share(gpus, n_model),
+        model_hosts=hosts,
     )
 
 

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -45,6 +46,7 @@ from face3d_live.scale.http_api import (
     too_large,
 )
 from face3d_live.scale.metrics import FLUSH_S, MetricsBuffer
+from face3d_live.scale.model_host import ModelHostClient
 from face3d_live.scale.placement import ReplicaPlan, local_gpu_memory_gib, plan_replicas
 
 log = logging.getLogger(__name__)
@@ -156,18 +158,20 @@ class _LocalModel:
 
 class _DirectModel:
     """The FaceModel protocol for the GPU front end's batch threads (``gpu_decode``): their batches, already
-    gathered from the replica's concurrent requests, go straight to the model runner and the thread waits,
-    without the event loop's batcher (its gathering window, up to ``batch_wait_ms``, and two more thread
-    hand-overs, twice a request: both passes)."""
+    gathered from the replica's concurrent requests, go straight to the model runner (or the GPU's model
+    host) and the thread waits, without the event loop's batcher (its gathering window, up to
+    ``batch_wait_ms``, and two more thread hand-overs, twice a request: both passes). ``buffer``: where the
+    model batches are observed (None: the model host observes its own)."""
 
-    def __init__(self, local: _LocalModel) -> None:
-        self.runner, self.buffer = local.runner, local.buffer
-        self.name, self.input_size = local.name, local.input_size
+    def __init__(self, model, buffer) -> None:
+        self.model, self.buffer = model, buffer
+        self.name, self.input_size = model.name, model.input_size
 
     def predict(self, crops: np.ndarray):
         t0 = time.perf_counter()
-        out = self.runner.predict(crops)
-        observe_batch(self.buffer, 1, len(crops), time.perf_counter() - t0)
+        out = self.model.predict(crops)
+        if self.buffer is not None:
+            observe_batch(self.buffer, 1, len(crops), time.perf_counter() - t0)
         return out
 
     def close(self) -> None:
@@ -270,11 +274,52 @@ class FaceModelServer:
 
 
 @serve.deployment
+class ModelHost:
+    """One GPU's model for every HTTP replica there (``scale.model_host``): they reach it through a Unix
+    socket named by ``token`` and the GPU, and its batches hold the crops of all of them."""
+
+    def __init__(self, config: ServeConfig, model: str, hub, token: str) -> None:
+        import ray
+
+        from face3d_live.models.registry import create_model
+        from face3d_live.scale.model_host import ModelHostServer, host_socket_path
+        from face3d_live.scale.model_runner import ModelRunner
+        from face3d_live.threads import limit_worker_threads
+
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        limit_worker_threads()
+        gpus = ray.get_gpu_ids()
+        self.runner = ModelRunner(
+            create_model(model, config.model.backend), streams=config.streams, max_batch=config.max_batch
+        )
+        self.reporter = _Reporter(hub)
+        self.server = ModelHostServer(
+            self.runner,
+            host_socket_path(token, gpus[0] if gpus else None),
+            in_flight=config.streams,
+            on_batch=lambda r, c, s: observe_batch(self.reporter.buffer, r, c, s),
+        )
+        log.info("model host: %s on %s", self.runner.label, self.server.path)
+
+    async def ready(self) -> str:
+        self.reporter.start()
+        return self.server.path
+
+    def __del__(self) -> None:
+        if getattr(self, "server", None) is not None:
+            self.server.close()
+            self.runner.close()
+
+
+@serve.deployment
 @serve.ingress(api)
 class Api:
-    async def __init__(self, config: ServeConfig, model_handle, hub, model: str) -> None:
+    async def __init__(
+        self, config: ServeConfig, model_handle, hub, model: str, host=None, host_token: str = ""
+    ) -> None:
         """``model_handle``: the model deployment, or None to load ``model`` in this replica (here, before
-        the replica reports ready: Serve routes nothing to it while it loads and captures its graphs)."""
+        the replica reports ready: Serve routes nothing to it while it loads and captures its graphs) or, with
+        ``host`` (the ModelHost deployment), to use the model host on this replica's GPU."""
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         from face3d_live.threads import limit_worker_threads
 
@@ -283,6 +328,7 @@ class Api:
         self.model = model_handle
         self.model_name = model
         self.hub = hub
+        self.host, self.host_token = host, host_token
         self.gpus = None
         if model_handle is None:  # its own model: it also reports its GPUs' state
             import ray
@@ -294,7 +340,7 @@ class Api:
         self.pool = ThreadPoolExecutor(config.threads_per_replica, thread_name_prefix="reconstruct")
         # Reconstructors not in use (one per thread at most)
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
-        self._proxy: _HandleModel | _LocalModel | None = None
+        self._proxy: _HandleModel | _LocalModel | ModelHostClient | None = None
         self._front = None  # GpuFrontEnd: decoding and detection on this replica's GPU (gpu_decode)
         self._setup_lock = asyncio.Lock()
         if model_handle is None:
@@ -400,14 +446,39 @@ class Api:
         async with self._setup_lock:
             if self._proxy is None and self.model is None:
                 loop = asyncio.get_running_loop()
-                # loading takes a while: off the event loop (Serve health checks go on meanwhile)
-                self._proxy = await loop.run_in_executor(
-                    self.pool, _LocalModel, self.config, self.model_name, loop, self.reporter.buffer
-                )
+                if self.host is not None:
+                    await self.host.ready.remote()  # a host is up (this GPU's, or another's)
+                    self._proxy = await loop.run_in_executor(self.pool, self._host_client)
+                if self._proxy is None:
+                    # loading takes a while: off the event loop (Serve health checks go on meanwhile)
+                    self._proxy = await loop.run_in_executor(
+                        self.pool, _LocalModel, self.config, self.model_name, loop, self.reporter.buffer
+                    )
                 self._front = await loop.run_in_executor(self.pool, self._gpu_front)
             elif self._proxy is None:
                 info = await self.model.info.remote()
                 self._proxy = _HandleModel(self.model, asyncio.get_running_loop(), info)
+
+    def _host_client(self, wait_s: float = 60.0) -> ModelHostClient | None:
+        """A client of the model host on this replica's GPU, or None (the replica loads its own model) where
+        none comes up within ``wait_s`` (on a machine of several GPUs the hosts may share one)."""
+        import ray
+
+        from face3d_live.scale.model_host import ModelHostClient, host_socket_path
+
+        gpus = ray.get_gpu_ids()
+        path = host_socket_path(self.host_token, gpus[0] if gpus else None)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                client = ModelHostClient(path)
+                log.info("model calls go to the GPU's model host (%s)", path)
+                return client
+            except ModelError as exc:
+                if time.monotonic() > deadline:
+                    log.warning("no model host on this replica's GPU (%s): loading its own model", exc)
+                    return None
+            time.sleep(0.5)
 
     def _gpu_front(self):
         """The replica's GpuFrontEnd when ``gpu_decode`` wants one and it can run here (else None)."""
@@ -484,7 +555,10 @@ class Api:
         except queue.Empty:
             # the front end's batch threads are the only callers where there is one (_run_on_front), and it
             # exists only beside the replica's own model (_LocalModel)
-            model = self._proxy if self._front is None else _DirectModel(self._proxy)
+            model = self._proxy
+            if self._front is not None:
+                local = isinstance(model, _LocalModel)
+                model = _DirectModel(model.runner, model.buffer) if local else _DirectModel(model, None)
             return self.config.model.reconstructor(model, still=True)
 
     def __del__(self) -> None:
@@ -493,6 +567,8 @@ class Api:
         proxy = getattr(self, "_proxy", None)
         if isinstance(proxy, _LocalModel):
             proxy.runner.close()
+        elif proxy is not None and not isinstance(proxy, _HandleModel):  # the model host's client
+            proxy.close()
         if getattr(self, "gpus", None) is not None:
             self.gpus.close()
 
@@ -528,7 +604,14 @@ _SHUTDOWN = {
 def build_app(config: ServeConfig, model: str, plan: ReplicaPlan):
     """The application graph for a replica plan (``placement.plan_replicas``: the cluster's CPUs and GPUs)."""
     hub = MetricsHub.options(**_SHUTDOWN).bind()
-    model_server = None
+    model_server = host = None
+    token = secrets.token_hex(4)  # this service's model host sockets
+    if plan.model_hosts:
+        host = ModelHost.options(
+            **_SHUTDOWN,
+            num_replicas=plan.model_hosts,
+            ray_actor_options={"num_cpus": config.model_cpus, "num_gpus": plan.gpus_per_model},
+        ).bind(config, model, hub, token)
     if not plan.embedded:
         model_server = FaceModelServer.options(
             **_SHUTDOWN,
@@ -554,19 +637,35 @@ def build_app(config: ServeConfig, model: str, plan: ReplicaPlan):
         max_ongoing_requests=config.max_ongoing,
         max_queued_requests=config.max_queued,
         backpressure_config={"status_code": 503, "retry_after_s": config.retry_after_s},
-    ).bind(config, model_server, hub, model)
+    ).bind(config, model_server, hub, model, host, token)
 
 
 def service_plan(config: ServeConfig) -> ReplicaPlan:
     """The replicas ``start_service`` deploys on the connected Ray cluster."""
     info = cluster_info()
     if not info.gpus:
+        if config.model_host == "on":
+            raise ConfigError("--model-host on: the cluster has no GPU")
         return plan_replicas(config, info.cpus, 0.0)
     from face3d_live.scale.mps import mps_client
 
     # MPS here (serve's private daemon or the node's own) and GPU decoding: replicas no longer time-slice
     shared = mps_client() and config.gpu_decode != "off"
-    return plan_replicas(config, info.cpus, info.gpus, local_gpu_memory_gib(), gpu_node_cpus(), shared)
+    host = config.model_host != "off" and not config.model_replicas
+    if host:
+        from face3d_live.scale.model_host import model_host_available
+
+        why = model_host_available() or (
+            None if shared else "the replicas are not MPS clients decoding on the GPU"
+        )
+        if why and config.model_host == "on":
+            raise ConfigError(f"--model-host on: {why}")
+        host = why is None
+    elif config.model_host == "on":
+        raise ConfigError("--model-host on: not with --model-replicas (the model deployment takes the crops)")
+    return plan_replicas(
+        config, info.cpus, info.gpus, local_gpu_memory_gib(), gpu_node_cpus(), shared, model_host=host
+    )
 
 
 def start_service(config: ServeConfig, plan: ReplicaPlan | None = None) -> str:
