@@ -84,8 +84,13 @@ def test_raw_outputs_match_tflite(faces: list[np.ndarray], full_range: bool) -> 
     assert (d_log / np.maximum(np.abs(want_log), 1.0)).max() < 1e-3
 
 
-def test_shrink_matches_opencv(astronaut: np.ndarray) -> None:
-    """The device-side resize gives cv2's pixels: pyrDown, INTER_AREA down (exact box) and up (2 taps)."""
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))],
+)
+def test_shrink_matches_opencv(astronaut: np.ndarray, device: str) -> None:
+    """The device-side resize gives cv2's pixels: pyrDown, INTER_AREA down (exact box) and up (2 taps); on
+    a GPU too, where cuDNN and cuBLAS may round float32 to TF32."""
     for h, w in [
         (3000, 4000),
         (1080, 1920),
@@ -100,8 +105,9 @@ def test_shrink_matches_opencv(astronaut: np.ndarray) -> None:
         for size in (128, 192):
             nw, nh, _, _ = letterbox(h, w, size)
             want = shrink(image, nw, nh).astype(np.float32)
-            got = shrink_torch(torch.from_numpy(image).permute(2, 0, 1)[None].float(), nw, nh)
-            diff = np.abs(got[0].permute(1, 2, 0).numpy() - want)
+            x = torch.from_numpy(image).permute(2, 0, 1)[None].float().to(device)
+            got = shrink_torch(x, nw, nh)
+            diff = np.abs(got[0].permute(1, 2, 0).cpu().numpy() - want)
             # off by one grey level at a few ties (OpenCV sums its fractional area weights in another order)
             assert diff.max() <= 1.0 and (diff > 0).mean() < 0.01, (
                 (h, w),

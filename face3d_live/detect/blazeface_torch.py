@@ -401,15 +401,19 @@ def shrink_torch(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
     while 3× too large, then INTER_AREA (the exact box average going down, its 2-tap form going up); the
     result rounded to integers like cv2.resize's uint8 output, in the input's dtype. A handful of ops whatever
     the size (each is a Python call and a launch in a service replica's request path: the strided sums and
-    gathers before were ~40 ops and 11 % of a replica's CPU on the H200). On a GPU in float64: no TF32 (cuDNN
-    and cuBLAS may round float32 inputs to 10 mantissa bits, and switching that off is process-wide), and
-    cheap at these sizes (a 640×480 image: ~0.1 GFLOP); on the CPU float32 is exact (and 6× faster)."""
-    return _shrink(x.to(torch.float64 if x.is_cuda else torch.float32), width, height).to(x.dtype)
+    gathers before were ~40 ops and 11 % of a replica's CPU on the H200). pyrDown in float32: its sums are
+    exact there even where cuDNN rounds inputs to TF32 (integer pixels and taps of ≤ 6 bits, integer sums
+    below 2^16); in float64 cuDNN took 0.19 ms of GPU time an image for it, the largest item of the service's
+    decoding and detection (H200, torch.profiler). The area step on a GPU in float64: no TF32 (cuBLAS may
+    round its fractional weights to 10 mantissa bits, and switching that off is process-wide), and cheap at
+    these sizes; on the CPU float32 is exact (and 6× faster)."""
+    return _shrink(x.float(), width, height, torch.float64 if x.is_cuda else torch.float32).to(x.dtype)
 
 
-def _shrink(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
+def _shrink(x: torch.Tensor, width: int, height: int, dtype: torch.dtype) -> torch.Tensor:
     while x.shape[3] >= 3 * width and x.shape[2] >= 3 * height:
         x = _pyr_down(x)
+    x = x.to(dtype)
     h, w = x.shape[2:]
     if (h, w) == (height, width):
         return x
