@@ -32,10 +32,18 @@ def test_modes_and_the_reasons_mps_is_not_started(monkeypatch) -> None:
     assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ  # nothing left behind
 
 
-def test_client_detection_follows_the_pipe_directory(tmp_path) -> None:
-    assert not mps_client({"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path)})
-    (tmp_path / "control").touch()
-    assert mps_client({"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path)})
+def test_client_detection_follows_the_pipe_directory_and_a_live_daemon(tmp_path) -> None:
+    """A control socket counts while something listens on it; the file a daemon that quit leaves does not."""
+    import socket
+
+    env = {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path)}
+    assert not mps_client(env)
+    daemon = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    daemon.bind(str(tmp_path / "control"))
+    daemon.listen(4)
+    assert mps_client(env)
+    daemon.close()  # the daemon quit: its socket file stays
+    assert (tmp_path / "control").exists() and not mps_client(env)
 
 
 def _gpu_reason() -> str | None:
