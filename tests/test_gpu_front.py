@@ -109,6 +109,46 @@ def test_cpu_front_bad_input_fails_alone(cpu_front, bodies) -> None:
     assert err.value.status == 413
 
 
+@pytest.mark.parametrize("front_bytes", [64 << 20, 4 << 20])
+def test_decoding_and_detection_in_the_model_host_match_the_replicas_own(
+    cpu_front, bodies, tmp_path, front_bytes
+) -> None:
+    """``HostFrontEnd``: a replica's requests decoded and run through the detectors' networks in the model
+    host (its front end, on the CPU here: OpenCV decoding, the torch port) behind the real socket and shared
+    memory, the detections decoded in the replica: the same images and faces as the replica's own front end,
+    a truncated JPEG that request's 400 alone. With 4 MiB of room a call holds one 720p image and its raw
+    outputs, so the others of the batch are sent again in later calls."""
+    from face3d_live.models.registry import create_model
+    from face3d_live.scale.gpu_front import GpuFrontEnd, HostFrontEnd
+    from face3d_live.scale.model_host import ModelHostClient, ModelHostServer
+    from face3d_live.scale.model_runner import ModelRunner
+
+    runner = ModelRunner(create_model("r50-int8"), streams=1, max_batch=8)
+    host_front = GpuFrontEnd(device="cpu", max_batch=8, wait_s=0.02, raw=True)
+    host = ModelHostServer(runner, str(tmp_path / "h.sock"), front=host_front, front_bytes=front_bytes)
+    client = ModelHostClient(host.path)
+    replica_front = HostFrontEnd(client, max_batch=8, wait_s=0.05)
+    try:
+        assert client.front_bytes == front_bytes
+        sent = [*bodies, bodies[0][: len(bodies[0]) // 3]]
+        futures = [replica_front.submit(b, 40_000_000) for b in sent]
+        for k, fut in enumerate(futures[:-1]):
+            got, own = fut.result(timeout=120), cpu_front.decode_and_detect(bodies[k], 40_000_000)
+            np.testing.assert_array_equal(got.image, own.image)
+            _same_detections(got.detections, own.detections, px=1e-3)
+            assert got.decode_ms >= 0 and got.detect_ms > 0
+        with pytest.raises(HttpError) as err:
+            futures[-1].result(timeout=120)
+        assert err.value.status == 400
+        assert host_front.batches < len(sent)  # the host batched them
+    finally:
+        replica_front.close()
+        client.close()
+        host.close()
+        host_front.close()
+        runner.close()
+
+
 def test_a_caller_that_went_away_is_dropped_and_the_batch_thread_lives_on(cpu_front, bodies) -> None:
     """A request whose Future was cancelled before its batch (an HTTP client that hung up: Serve cancels its
     task, and asyncio.wrap_future cancels the Future) is left out; setting its result would raise in the batch
@@ -253,7 +293,7 @@ def test_graphed_detector_equals_eager(bodies) -> None:
             _same_detections(a, b, px=0.01)
 
 
-@pytest.mark.parametrize("model_at", ["replica", "host"])
+@pytest.mark.parametrize("model_at", ["replica", "host", "host-front"])
 def test_a_replica_answers_each_request_from_its_batchs_reconstruction(
     bodies, astronaut, model_at, tmp_path
 ) -> None:
@@ -261,7 +301,8 @@ def test_a_replica_answers_each_request_from_its_batchs_reconstruction(
     end whose finish step is the replica's _reconstruct_batch), here with the CPU front end and r50-int8:
     each request's JSON has its own image's faces, as reconstruct finds them, and the batch's stage times;
     the avatar's GLB is built on the replica's pool. The model is the replica's own or, as with
-    ``--model-host``, a model host's behind its real socket and shared memory."""
+    ``--model-host``, a model host's behind its real socket and shared memory (with "host-front" the host
+    decodes and detects too)."""
     pytest.importorskip("ray")
     import asyncio
     import json
@@ -271,7 +312,7 @@ def test_a_replica_answers_each_request_from_its_batchs_reconstruction(
 
     from face3d_live import Reconstructor
     from face3d_live.scale.config import ModelOptions, ServeConfig
-    from face3d_live.scale.gpu_front import GpuFrontEnd
+    from face3d_live.scale.gpu_front import GpuFrontEnd, HostFrontEnd
     from face3d_live.scale.metrics import MetricsBuffer
     from face3d_live.scale.model_host import ModelHostClient, ModelHostServer
     from face3d_live.scale.serve_app import Api, _LocalModel, observe_batch
@@ -285,15 +326,28 @@ def test_a_replica_answers_each_request_from_its_batchs_reconstruction(
     # the replica's own model, as _setup makes it (its batcher's loop is never used here: the front end's
     # batch threads call the runner directly)
     local = _LocalModel(replica.config, "r50-int8", asyncio.new_event_loop(), buffer)
-    host = None
-    if model_at == "host":  # the host observes the batches (ModelHost.__init__), the replica does not
+    host = host_front = None
+    if model_at.startswith("host"):  # the host observes the batches (ModelHost.__init__), the replica not
+        if model_at == "host-front":
+            host_front = GpuFrontEnd(device="cpu", max_batch=8, wait_s=0.02, raw=True)
         host = ModelHostServer(
-            local.runner, str(tmp_path / "host.sock"), on_batch=lambda *a: observe_batch(buffer, *a)
+            local.runner,
+            str(tmp_path / "host.sock"),
+            on_batch=lambda *a: observe_batch(buffer, *a),
+            front=host_front,
+            front_bytes=64 << 20,
         )
         replica._proxy = ModelHostClient(host.path)
     else:
         replica._proxy = local
-    replica._front = GpuFrontEnd(device="cpu", max_batch=4, wait_s=0.05, finish=replica._reconstruct_batch)
+    if host_front is not None:
+        replica._front = HostFrontEnd(
+            replica._proxy, max_batch=4, wait_s=0.05, finish=replica._reconstruct_batch
+        )
+    else:
+        replica._front = GpuFrontEnd(
+            device="cpu", max_batch=4, wait_s=0.05, finish=replica._reconstruct_batch
+        )
     answers: dict[int, dict] = {}
     picked = (0, 1, 4, 7)  # the photo, a frame of each clip, a PNG
 
@@ -323,6 +377,8 @@ def test_a_replica_answers_each_request_from_its_batchs_reconstruction(
         if host is not None:
             replica._proxy.close()
             host.close()
+        if host_front is not None:
+            host_front.close()
     assert glb[:4] == b"glTF" and len(glb) > 10_000
     assert replica._front.batches < 1 + len(picked)  # some requests shared a batch (the first is the warm-up)
     assert sorted(answers) == list(picked)

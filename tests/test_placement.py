@@ -41,10 +41,12 @@ def test_a_model_host_per_gpu_takes_a_cpu_and_a_gpu_share_beside_the_replicas() 
     assert "1 model host(s), one per GPU" in plan.describe()
     two = plan_replicas(ServeConfig(), 32, 2, 139.8, shared_gpu_context=True, model_host=True)
     assert two.model_hosts == 2 and two.max_http == 30
-    # only beside replicas that share a context and decode on the GPU, never without GPUs
+    # on GPUs only beside replicas that share a context (MPS) or hold none
     assert plan_replicas(ServeConfig(), 16, 1, 139.8, model_host=True).model_hosts == 0
-    assert plan_replicas(ServeConfig(), 2, 0, model_host=True).model_hosts == 0
-    with pytest.raises(ConfigError, match="--model-host must be on or off"):
+    # without GPUs: one host shares the model, the replicas get the CPUs left
+    cpu = plan_replicas(ServeConfig(), 4, 0, model_host=True)
+    assert cpu.model_hosts == 1 and cpu.max_http == 3 and cpu.gpus_per_model == 0
+    with pytest.raises(ConfigError, match="--model-host must be off, model or all"):
         ServeConfig(model_host="yes")
 
 

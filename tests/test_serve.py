@@ -94,9 +94,14 @@ def local_ray():
         ray.shutdown()
 
 
-# the two placements of the model: its own deployment (GPU clusters) and one in each HTTP replica (the
-# default without GPUs); the second run redeploys the same application in place
-@pytest.fixture(scope="module", params=[1, 0], ids=["model-deployment", "model-in-http-replicas"])
+# the placements of the model: its own deployment (GPU clusters), one in each HTTP replica (the default
+# without GPUs) and one model host shared through shared memory (--model-host); each run redeploys the same
+# application in place
+@pytest.fixture(
+    scope="module",
+    params=[(1, "off"), (0, "off"), (0, "model")],
+    ids=["model-deployment", "model-in-http-replicas", "model-host"],
+)
 def service(local_ray, request):
     """The service with small, CI-sized settings: fractional CPUs so that both deployments (and an autoscaled
     HTTP replica) fit in 2 CPUs; 64 requests per HTTP replica + 64 queued per caller, beyond that 503."""
@@ -117,7 +122,8 @@ def service(local_ray, request):
         max_ongoing=64,
         max_queued=64,
         retry_after_s=2,
-        model_replicas=request.param,
+        model_replicas=request.param[0],
+        model_host=request.param[1],
     )
     return start_service(config)
 
@@ -166,11 +172,13 @@ def test_only_nodes_with_gpus_count_for_model_holding_gpu_replicas(local_ray) ->
     assert gpu_node_cpus() == 0.0  # this machine's Ray node has CPUs and no GPU
 
 
-def test_health_and_docs(service) -> None:
+def test_health_and_docs(service, request) -> None:
     import httpx
 
     h = httpx.get(f"{service}/healthz", timeout=30)
     assert h.status_code == 200 and h.json()["status"] == "ok" and h.json()["api_key"] is True
+    # with --model-host the replicas found the host (its socket, through shared memory), none loaded its own
+    assert h.json()["model_host"] is ("model-host" in request.node.callspec.id)
     spec = httpx.get(f"{service}/openapi.json", timeout=30).json()
     assert {"/v1/reconstruct", "/v1/avatar", "/healthz", "/metrics"} <= set(spec["paths"])
     assert "image/jpeg" in spec["paths"]["/v1/reconstruct"]["post"]["requestBody"]["content"]

@@ -90,12 +90,13 @@ def add_service_options(p: argparse.ArgumentParser, max_queued: int = 256) -> No
     )
     p.add_argument(
         "--model-host",
-        choices=("on", "off"),
+        choices=("off", "model", "all"),
         default="off",
-        help="on: where the replicas decode on a GPU under MPS, one process per GPU holds the model and "
-        "batches the crops of all the replicas there, passed through shared memory (3-4x larger model "
-        "batches, less GPU memory; on the H200 not more requests/s yet: README); off (default): every "
-        "replica holds its own model",
+        help="one process per GPU holds the model and batches the crops of all the replicas there, passed "
+        "through shared memory: 'model' (the replicas decode and detect on the GPU themselves, under MPS) or "
+        "'all' (the host also decodes the JPEGs and runs the detectors, batched over all the replicas, which "
+        "then need no GPU context); off (default): every replica holds its own model. Measured on the H200: "
+        "README",
     )
     p.add_argument(
         "--mps",

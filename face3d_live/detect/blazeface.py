@@ -87,6 +87,13 @@ class BlazeFaceDecoder:
         self.min_score = min_score
         self.nms_iou = nms_iou
 
+    def finds_any(self, logits: np.ndarray) -> bool:
+        """Whether ``decode`` finds at least one face in these score logits (A,) (its threshold, no boxes)."""
+        if not logits.size:
+            return False
+        top = np.max(logits)[None]  # the same dtype and formula as decode's scores
+        return bool((1.0 / (1.0 + np.exp(-np.clip(top, -80.0, 80.0))) >= self.min_score)[0])
+
     def decode(self, raw: np.ndarray, logits: np.ndarray, ox: int, oy: int, side: int) -> list[Detection]:
         """One image's regressors (A, 16) and score logits (A,) → detections in image pixels, highest score
         first. (ox, oy): the letterbox offset in the input square; side: the image's longer side."""

@@ -468,9 +468,22 @@ class TorchBlazeFaceDetector(BlazeFaceDecoder):
         any sizes (a tensor whose first dimension is 3 is taken as CHW, torchvision's layout); or one uint8
         tensor batch, (N, 3, H, W) or (N, H, W, 3).
         """
+        regressors, logits, geometry = self.raw_batch(images)
+        return [
+            self.decode(regressors[k], logits[k, :, 0], ox, oy, side)
+            for k, (ox, oy, side) in enumerate(geometry)
+        ]
+
+    @torch.inference_mode()
+    def raw_batch(
+        self, images: Sequence[ImageInput] | torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]]]:
+        """The network's raw outputs for ``detect_batch``'s ``images``: regressors (N, anchors, 16) and logits
+        (N, anchors, 1) on the host, and each image's letterbox (ox, oy, side); ``decode`` turns image k's
+        into detections (the model host returns these, so that the per-image decoding runs in its clients)."""
         chw = _as_chw_list(images, self.device)
         if not chw:
-            return []
+            return np.zeros((0, 0, 16), np.float32), np.zeros((0, 0, 1), np.float32), []
         size = self.size
         canvas = torch.zeros((len(chw), 3, size, size), dtype=torch.float32, device=self.device)
         geometry: list[tuple[int, int, int]] = []
@@ -491,11 +504,7 @@ class TorchBlazeFaceDetector(BlazeFaceDecoder):
                 canvas[part, :, oy : oy + nh, ox : ox + nw] = shrink_torch(batch, nw, nh)
         x = (canvas / 127.5 - 1.0).contiguous(memory_format=self.memory_format)
         regressors, logits = self._graphs(x) if self._graphs is not None else self.model(x)
-        regressors, logits = regressors.cpu().numpy(), logits.cpu().numpy()
-        return [
-            self.decode(regressors[k], logits[k, :, 0], ox, oy, side)
-            for k, (ox, oy, side) in enumerate(geometry)
-        ]
+        return regressors.cpu().numpy(), logits.cpu().numpy(), geometry
 
     def close(self) -> None:
         pass

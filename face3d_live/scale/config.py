@@ -175,8 +175,10 @@ class ServeConfig:
     MPS client, scale.mps; without MPS ten replicas time-slicing one H200 measured slower with it, README).
     gpu_batch_threads: the GPU front end's batch threads per replica (each takes whatever requests are queued,
     up to threads_per_replica, and carries them through the whole reconstruction).
-    model_host: "on": where replicas decode on a GPU under MPS, one process per GPU holds the model and
-    batches the crops of every replica there (scale.model_host); "off" (default): each replica its own model.
+    model_host: one process per GPU holds the model and batches the crops of every replica there
+    (scale.model_host): "model" (the replicas decode and detect on the GPU themselves, under MPS) or "all"
+    (the host decodes the JPEGs and runs the detectors' networks too, batched over all the replicas; they
+    need no GPU context); "off" (default): each replica holds its own model.
     """
 
     host: str = "127.0.0.1"
@@ -224,8 +226,8 @@ class ServeConfig:
             raise ConfigError("the API key is empty")
         if self.gpu_decode not in ("auto", "on", "off"):
             raise ConfigError(f"--gpu-decode must be auto, on or off, got {self.gpu_decode!r}")
-        if self.model_host not in ("on", "off"):
-            raise ConfigError(f"--model-host must be on or off, got {self.model_host!r}")
+        if self.model_host not in ("off", "model", "all"):
+            raise ConfigError(f"--model-host must be off, model or all, got {self.model_host!r}")
 
     @classmethod
     def from_args(cls, args, **kwargs) -> ServeConfig:

@@ -12,6 +12,10 @@ batch thread then reconstructs the whole batch (``finish``: ``Reconstructor.reco
 per stage for all its faces), so the per-request Python of the crops, the model calls, the crop-to-image mapping
 and the blendshape network is paid once per batch; two such threads keep the GPU busy while one waits.
 
+In the GPU's model host (``--model-host all``) a ``GpuFrontEnd(raw=True)`` does the decoding and runs the
+detectors' networks for every replica there, answering with each image and the networks' raw outputs; the
+replicas' ``HostFrontEnd`` decodes the detections and runs ``finish`` (scale/model_host.py).
+
 nvJPEG and libjpeg-turbo (OpenCV) round the IDCT and the chroma upsampling differently, so pixels differ by a
 few grey levels and the mesh by a fraction of a pixel (tests/test_gpu_front.py, on a GPU).
 """
@@ -31,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from face3d_live.detect.blazeface import Detection
+from face3d_live.detect.blazeface import FULL_RANGE, SHORT_RANGE, BlazeFaceDecoder, Detection
 from face3d_live.scale.http_api import JPEG_MAGIC, HttpError, check_image_header, decode_rgb
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,22 @@ class FrontResult:
     decode_ms: float  # the batch's decoding (all its images)
     detect_ms: float  # the batch's detection
     finished: Any = None  # finish(images, detections)[k]
+
+
+# one detector's raw outputs for one image: regressors (A, 16), logits (A,), letterbox (ox, oy, side)
+RawDetector = tuple[np.ndarray, np.ndarray, tuple[int, int, int]]
+
+
+@dataclass
+class RawFront:
+    """One image decoded on the host side and its detectors' raw outputs, before the per-image decoding
+    (``GpuFrontEnd(raw=True)``'s answer: the model host sends these to its clients)."""
+
+    image: np.ndarray
+    full: RawDetector
+    short: RawDetector | None  # the short-range detector's, where the full-range one found nothing
+    decode_ms: float
+    detect_ms: float
 
 
 def gpu_front_available() -> str | None:
@@ -92,25 +112,34 @@ class GpuFrontEnd:
         min_score: float = 0.5,
         workers: int = 1,
         finish: Callable[[list[np.ndarray], list[list[Detection]]], list] | None = None,
+        raw: bool = False,
     ) -> None:
-        import torch
-
-        self.device = torch.device(device)
-        self.max_batch, self.wait_s, self.finish = max_batch, wait_s, finish
-        self.cuda = self.device.type == "cuda"  # "cpu": the same batching, OpenCV decoding (tests)
+        self.max_batch, self.wait_s, self.finish, self.raw = max_batch, wait_s, finish, raw
+        self.min_score = min_score
+        # numpy decoders of the detectors' raw outputs (the same anchors and NMS as the torch port's)
+        self.decoders = (BlazeFaceDecoder(FULL_RANGE, min_score), BlazeFaceDecoder(SHORT_RANGE, min_score))
+        self._set_device(device)
         self.batches = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
         self._threads = []
         for k in range(max(1, workers)):
-            detectors = _Detectors(self.device, min_score, self.cuda)
+            state = self._worker_state()
             # the first batch builds nvJPEG's handles and the detectors' kernels: not in a request's time
-            self._warm_up(detectors)
-            thread = threading.Thread(
-                target=self._loop, args=(detectors,), name=f"gpu-front-{k}", daemon=True
-            )
+            self._warm_up(state)
+            thread = threading.Thread(target=self._loop, args=(state,), name=f"gpu-front-{k}", daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def _set_device(self, device: str) -> None:
+        import torch
+
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"  # "cpu": the same batching, OpenCV decoding (tests)
+
+    def _worker_state(self):
+        """What one batch thread works with: its detectors and stream."""
+        return _Detectors(self.device, self.min_score, self.cuda)
 
     def _warm_up(self, detectors: _Detectors) -> None:
         import cv2
@@ -125,6 +154,10 @@ class GpuFrontEnd:
     def submit(self, body: bytes, max_pixels: int) -> Future:
         """A Future of the body's FrontResult (``asyncio.wrap_future`` awaits it on an event loop)."""
         _, _, oriented = check_image_header(body, max_pixels)
+        return self.submit_checked(body, oriented)
+
+    def submit_checked(self, body: bytes, oriented: bool) -> Future:
+        """``submit`` for a body whose header was checked already (``oriented``: it has an EXIF rotation)."""
         if self._closed:
             raise RuntimeError("the GPU front end is closed")
         fut: Future = Future()
@@ -132,7 +165,7 @@ class GpuFrontEnd:
         return fut
 
     # ---- the batch threads --------------------------------------------------------------------------
-    def _loop(self, detectors: _Detectors) -> None:
+    def _loop(self, state) -> None:
         while True:
             first = self._queue.get()
             if first is None:
@@ -156,7 +189,7 @@ class GpuFrontEnd:
             if not items:
                 continue
             try:
-                results = self._run_batch(detectors, [b for b, _, _ in items], [o for _, o, _ in items])
+                results = self._run_batch(state, [b for b, _, _ in items], [o for _, o, _ in items])
             except BaseException as exc:  # a CUDA failure or a bug: every caller gets it (a 500, the reason)
                 log.exception("GPU front end: batch failed")
                 results = [exc] * len(items)
@@ -167,12 +200,40 @@ class GpuFrontEnd:
                     fut.set_result(res)
 
     def _run_batch(
-        self, detectors: _Detectors, bodies: list[bytes], oriented: list[bool], finish: bool = True
-    ) -> list[FrontResult | BaseException]:
+        self, state, bodies: list[bytes], oriented: list[bool], finish: bool = True
+    ) -> list[FrontResult | RawFront | BaseException]:
+        self.batches += 1
+        raws = self._raw_batch(state, bodies, oriented)
+        if self.raw:
+            return raws
+        out: list[FrontResult | BaseException | None] = [None] * len(bodies)
+        live = []
+        for k, r in enumerate(raws):
+            if isinstance(r, BaseException):
+                out[k] = r
+            else:
+                live.append(k)
+                out[k] = FrontResult(r.image, self._detections(r), r.decode_ms, r.detect_ms)
+        if finish and self.finish is not None and live:
+            answers = self.finish([out[k].image for k in live], [out[k].detections for k in live])
+            for k, answer in zip(live, answers):
+                out[k].finished = answer
+        return out  # type: ignore[return-value]
+
+    def _detections(self, raw: RawFront) -> list[Detection]:
+        """As Reconstructor._detect for stills: the full-range model's faces, else the short-range one's."""
+        full, short = self.decoders
+        found = full.decode(raw.full[0], raw.full[1], *raw.full[2])
+        if found or raw.short is None:
+            return found
+        return short.decode(raw.short[0], raw.short[1], *raw.short[2])
+
+    def _raw_batch(self, detectors: _Detectors, bodies: list[bytes], oriented: list[bool]) -> list:
+        """Each body decoded and both detectors' raw outputs (the short-range one only where the full-range
+        one finds nothing), or its error."""
         import torch
 
-        self.batches += 1
-        out: list[FrontResult | BaseException | None] = [None] * len(bodies)
+        out: list = [None] * len(bodies)
         stream = torch.cuda.stream(detectors.stream) if self.cuda else contextlib.nullcontext()
         with stream, torch.inference_mode():
             t0 = time.perf_counter()
@@ -181,24 +242,23 @@ class GpuFrontEnd:
                 detectors.stream.synchronize()
             t1 = time.perf_counter()
             live = [k for k, im in enumerate(images) if im is not None]
-            dets: dict[int, list[Detection]] = {}
+            full: dict[int, RawDetector] = {}
+            short: dict[int, RawDetector] = {}
             if live:
-                for k, d in zip(live, detectors.full_range.detect_batch([images[k] for k in live])):
-                    dets[k] = d
-                # as Reconstructor._detect for stills: the short-range model where nothing was found
-                empty = [k for k in live if not dets[k]]
+                reg, logits, geometry = detectors.full_range.raw_batch([images[k] for k in live])
+                for i, k in enumerate(live):
+                    full[k] = (reg[i], logits[i, :, 0], geometry[i])
+                empty = [k for k in live if not self.decoders[0].finds_any(full[k][1])]
                 if empty:
-                    for k, d in zip(empty, detectors.short_range.detect_batch([images[k] for k in empty])):
-                        dets[k] = d
+                    reg, logits, geometry = detectors.short_range.raw_batch([images[k] for k in empty])
+                    for i, k in enumerate(empty):
+                        short[k] = (reg[i], logits[i, :, 0], geometry[i])
             host = _to_host(images, live)
             t2 = time.perf_counter()
         decode_ms, detect_ms = (t1 - t0) * 1000, (t2 - t1) * 1000
-        answers = [None] * len(live)
-        if finish and self.finish is not None and live:
-            answers = self.finish([host[k] for k in live], [dets[k] for k in live])
-        for k, answer in zip(live, answers):
-            out[k] = FrontResult(host[k], dets[k], decode_ms, detect_ms, answer)
-        return out  # type: ignore[return-value]
+        for k in live:
+            out[k] = RawFront(host[k], full[k], short.get(k), decode_ms, detect_ms)
+        return out
 
     def _decode(self, bodies: list[bytes], oriented: list[bool], out: list) -> list:
         """(3, H, W) uint8 CUDA tensors (None where ``out`` got the error instead). nvJPEG ignores EXIF
@@ -243,6 +303,28 @@ class GpuFrontEnd:
             self._queue.put(None)
             for thread in self._threads:
                 thread.join(timeout=5)
+
+
+class HostFrontEnd(GpuFrontEnd):
+    """GpuFrontEnd whose decoding and detectors' networks run in the GPU's model host (``client``: a
+    ModelHostClient whose host has a front end), batched there with every other replica's; this process
+    decodes the detections and runs ``finish``, and needs no GPU context (nor torch)."""
+
+    def __init__(self, client, **kwargs) -> None:
+        self.client = client
+        super().__init__(device="cpu", **kwargs)
+
+    def _set_device(self, device: str) -> None:
+        self.device, self.cuda = None, False
+
+    def _worker_state(self):
+        return None
+
+    def _warm_up(self, state) -> None:
+        """The host warmed its own up."""
+
+    def _raw_batch(self, state, bodies: list[bytes], oriented: list[bool]) -> list:
+        return self.client.front(bodies, oriented)
 
 
 def _to_host(images: list, live: list[int]) -> dict[int, np.ndarray]:

@@ -1,4 +1,5 @@
-"""One face model per GPU for every service replica on its node, fed through shared memory.
+"""One face model per GPU (one on a machine without GPUs) for every service replica beside it, fed through
+shared memory (``--model-host model|all``).
 
 Why: under MPS, 16 replicas each running their own small model batches left the H200 99 % busy at
 ~1,500 requests/s. Measured there (r50, torch, CUDA graphs, MPS, 2026-12-04): 16 processes × 2 threads
@@ -7,12 +8,23 @@ two processes calling batches of 32-64 got 15,800-18,600 crops/s. A request take
 each with its mirror), so the replicas' own small batches cap the GPU near 2,300 requests/s with nothing else
 on it. Here one process holds the model and gathers the crops of all its clients into one batch.
 
+With a front end (``front``: a ``GpuFrontEnd(raw=True)``), the host also decodes its clients' JPEGs with
+nvJPEG and runs the detectors' networks, batched over all of them; it returns each image and the networks' raw
+outputs, and the client decodes the detections (``HostFrontEnd``): the per-image Python stays in the many
+client processes, the GPU work goes to the one that batches it, and the clients need no GPU context at all.
+
 Protocol (a Unix socket per client thread, Linux): the host sends its info (JSON, length-prefixed); the
-client creates a memfd large enough for ``max_batch`` crops and their output rows and passes its descriptor
-(``socket.send_fds``); the host maps it. A call: the client writes n crops into the shared input, sends n
-(int32), and waits for the host's int32 reply: n when the n output rows are in the shared output, -1 and a
-length-prefixed reason when the model failed. The memory goes when both sides close it: nothing to clean up
-after a crash. Output rows: ``pack_output`` (468 × 3 vertices, 10 × 3 iris, 68 × 3 points or NaN, score).
+client creates a memfd large enough for ``max_batch`` crops, their output rows and (with a front end) the
+front region, and passes its descriptor (``socket.send_fds``); the host maps it. A call is a header (op, n):
+- model (op 0): the client has written n crops into the shared input; the host answers int32 n when the n
+  output rows (``pack_output``: 468 × 3 vertices, 10 × 3 iris, 68 × 3 points or NaN, score) are in place, or
+  -1 and a length-prefixed reason when the model failed;
+- front (op 1): n bodies written one after another at the front region's start, then n (length, oriented)
+  records on the socket; the host answers int32 n and one ``_FRONT`` record per body (its status, the
+  image's and the raw outputs' places in the front region, the letterboxes, the batch's timings) and any
+  reasons. Status 0: done; 1: no room left in this call's region (send it again in another call); else the
+  HTTP status of a bad image.
+The memory goes when both sides close it: nothing to clean up after a crash.
 """
 
 from __future__ import annotations
@@ -41,6 +53,13 @@ log = logging.getLogger(__name__)
 _V, _I, _L = NUM_VERTICES * 3, NUM_IRIS * 3, NUM_LM68 * 3
 ROW = _V + _I + _L + 1  # float32 per crop in the shared output
 _INT = struct.Struct("<i")
+_HEADER = struct.Struct("<ii")  # op, n
+_BODY = struct.Struct("<ii")  # length, oriented
+# status, h, w, image offset, raw offset, full anchors, short anchors, reason length, full and short letterbox
+# (ox, oy, side), the batch's decode and detect ms
+_FRONT = struct.Struct("<8i6i2f")
+OP_MODEL, OP_FRONT = 0, 1
+FRONT_OK, FRONT_RETRY = 0, 1
 
 
 def model_host_available() -> str | None:
@@ -92,16 +111,22 @@ def _recv_blob(sock: socket.socket) -> bytes:
     return _recv_exact(sock, _INT.unpack(_recv_exact(sock, 4))[0])
 
 
-def _views(buf, cap: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(cap, size, size, 3) uint8 crops and (cap, ROW) float32 rows over one shared buffer."""
+def _views(buf, cap: int, size: int, front: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cap, size, size, 3) uint8 crops, (cap, ROW) float32 rows and the front region (bytes) over one shared
+    buffer."""
     n_in = cap * size * size * 3
     crops = np.frombuffer(buf, np.uint8, n_in).reshape(cap, size, size, 3)
     rows = np.frombuffer(buf, np.float32, cap * ROW, offset=n_in).reshape(cap, ROW)
-    return crops, rows
+    region = np.frombuffer(buf, np.uint8, front, offset=n_in + cap * ROW * 4)
+    return crops, rows, region
 
 
-def _buffer_bytes(cap: int, size: int) -> int:
-    return cap * size * size * 3 + cap * ROW * 4
+def _buffer_bytes(cap: int, size: int, front: int) -> int:
+    return cap * size * size * 3 + cap * ROW * 4 + front
+
+
+def _align(n: int) -> int:
+    return (n + 63) // 64 * 64
 
 
 @dataclass
@@ -109,6 +134,7 @@ class _Client:
     sock: socket.socket
     crops: np.ndarray
     rows: np.ndarray
+    region: np.ndarray  # the front region (empty without a front end)
 
 
 class ModelHostServer:
@@ -117,13 +143,30 @@ class ModelHostServer:
     whenever fewer than ``in_flight`` batches are running, so the busier the GPU, the larger the batches, and
     a lone call goes at once."""
 
-    def __init__(self, runner, path: str, in_flight: int = 2, on_batch: BatchObserver | None = None) -> None:
+    def __init__(
+        self,
+        runner,
+        path: str,
+        in_flight: int = 2,
+        on_batch: BatchObserver | None = None,
+        front=None,
+        front_bytes: int = 0,
+    ) -> None:
+        """``front``: a GpuFrontEnd(raw=True) that decodes and detects for the clients; ``front_bytes``: the
+        room each client gives it (sparse memory: only what an image uses is ever allocated), at least one
+        request's largest body and image."""
         why = model_host_available()
         if why:
             raise ModelError(f"the shared model host cannot run here: {why}")
         self.runner, self.path, self.on_batch = runner, path, on_batch
+        self.front, self.front_bytes = front, front_bytes if front is not None else 0
         self.max_batch = runner.max_batch
-        self.info = {"name": runner.name, "input_size": runner.input_size, "max_batch": self.max_batch}
+        self.info = {
+            "name": runner.name,
+            "input_size": runner.input_size,
+            "max_batch": self.max_batch,
+            "front_bytes": self.front_bytes,
+        }
         self.batches = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._slots = threading.BoundedSemaphore(in_flight)
@@ -158,20 +201,23 @@ class ModelHostServer:
             if not fds:
                 raise ConnectionError("the client sent no shared memory")
             size = self.runner.input_size
-            need = _buffer_bytes(self.max_batch, size)
+            need = _buffer_bytes(self.max_batch, size, self.front_bytes)
             try:
                 if os.fstat(fds[0]).st_size < need:  # reading past its end would kill the host (SIGBUS)
                     raise ConnectionError("the client's shared memory is too small")
                 buf = mmap.mmap(fds[0], need)
             finally:
                 os.close(fds[0])
-            client = _Client(sock, *_views(buf, self.max_batch, size))
+            client = _Client(sock, *_views(buf, self.max_batch, size, self.front_bytes))
             sock.sendall(b"K")
             while True:
-                n = _INT.unpack(_recv_exact(sock, 4))[0]
-                if not 1 <= n <= self.max_batch:
-                    raise ConnectionError(f"a call of {n} crops (the host takes 1…{self.max_batch})")
-                self._queue.put((client, n))
+                op, n = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
+                if op == OP_FRONT and self.front is not None and n >= 1:
+                    self._front_call(client, [_BODY.unpack(_recv_exact(sock, _BODY.size)) for _ in range(n)])
+                elif op == OP_MODEL and 1 <= n <= self.max_batch:
+                    self._queue.put((client, n))
+                else:
+                    raise ConnectionError(f"a call the host does not take: op {op}, n {n}")
         except ConnectionError:  # the client went away (its replica stopped) or broke the protocol
             pass
         except OSError as exc:
@@ -230,6 +276,82 @@ class ModelHostServer:
             with contextlib.suppress(OSError):  # a client that went away: nothing to tell
                 client.sock.sendall(msg)
 
+    # ---- decoding and detection ----------------------------------------------------------------------------
+    def _front_call(self, client: _Client, meta: list[tuple[int, int]]) -> None:
+        """Reader thread: each body to the front end's batch threads; the reply when all are done."""
+        bodies, a = [], 0
+        for length, _ in meta:
+            if a + length > len(client.region):
+                raise ConnectionError("a front call larger than its region")
+            bodies.append(client.region[a : a + length].tobytes())  # the region is rewritten with the answers
+            a += length
+        futures = [self.front.submit_checked(b, bool(o)) for b, (_, o) in zip(bodies, meta)]
+        left = [len(futures)]
+        lock = threading.Lock()
+
+        def done(_) -> None:
+            with lock:
+                left[0] -= 1
+                if left[0]:
+                    return
+            self._reply_front(client, futures)
+
+        for fut in futures:
+            fut.add_done_callback(done)
+
+    def _reply_front(self, client: _Client, futures) -> None:
+        """Each image and its raw outputs into the client's front region (from its start: the bodies were
+        copied out), one record each, then the reply."""
+        records, reasons, at = [], [], 0
+        for fut in futures:
+            exc = fut.exception()
+            if exc is not None:
+                status = getattr(exc, "status", 500)
+                reason = str(getattr(exc, "reason", f"{type(exc).__name__}: {exc}")).encode()[:2000]
+                records.append(_FRONT.pack(status, 0, 0, 0, 0, 0, 0, len(reason), 0, 0, 0, 0, 0, 0, 0.0, 0.0))
+                reasons.append(reason)
+                continue
+            raw = fut.result()
+            h, w = raw.image.shape[:2]
+            parts = [raw.full[0], raw.full[1]] + ([raw.short[0], raw.short[1]] if raw.short else [])
+            raw_bytes = sum(p.size * 4 for p in parts)
+            img_off = _align(at)
+            raw_off = _align(img_off + h * w * 3)
+            end = raw_off + raw_bytes
+            if end > len(client.region):  # no room left in this call: the client sends it again
+                records.append(_FRONT.pack(FRONT_RETRY, *([0] * 13), 0.0, 0.0))
+                reasons.append(b"")
+                continue
+            client.region[img_off : img_off + h * w * 3] = raw.image.reshape(-1)
+            floats = client.region[raw_off:end].view(np.float32)
+            k = 0
+            for p in parts:
+                floats[k : k + p.size] = p.reshape(-1)
+                k += p.size
+            sg = raw.short[2] if raw.short else (0, 0, 0)
+            a_short = len(raw.short[1]) if raw.short else 0
+            records.append(
+                _FRONT.pack(
+                    FRONT_OK,
+                    h,
+                    w,
+                    img_off,
+                    raw_off,
+                    len(raw.full[1]),
+                    a_short,
+                    0,
+                    *raw.full[2],
+                    *sg,
+                    raw.decode_ms,
+                    raw.detect_ms,
+                )
+            )
+            reasons.append(b"")
+            at = end
+        msg = _INT.pack(len(futures)) + b"".join(records) + b"".join(reasons)
+        with contextlib.suppress(OSError):
+            client.sock.sendall(msg)
+
     def close(self) -> None:
         if self._closed:
             return
@@ -248,26 +370,72 @@ class _Connection:
         self.sock.connect(path)
         self.info = json.loads(_recv_blob(self.sock))
         cap, size = int(self.info["max_batch"]), int(self.info["input_size"])
+        front = int(self.info.get("front_bytes", 0))
+        total = _buffer_bytes(cap, size, front)
         fd = os.memfd_create("face3d-model-host")
         try:
-            os.ftruncate(fd, _buffer_bytes(cap, size))
-            buf = mmap.mmap(fd, _buffer_bytes(cap, size))
+            os.ftruncate(fd, total)  # sparse: pages exist once written
+            buf = mmap.mmap(fd, total)
             socket.send_fds(self.sock, [b"F"], [fd])
         finally:
             os.close(fd)  # the mapping (and the host's) keep the memory
         if _recv_exact(self.sock, 1) != b"K":
             raise ConnectionError("the model host did not take the shared memory")
         self.sock.settimeout(None)  # a call waits as long as the model takes
-        self.crops, self.rows = _views(buf, cap, size)
+        self.crops, self.rows, self.region = _views(buf, cap, size, front)
 
     def call(self, crops: np.ndarray) -> ModelOutput:
         k = len(crops)
         np.copyto(self.crops[:k], crops)
-        self.sock.sendall(_INT.pack(k))
+        self.sock.sendall(_HEADER.pack(OP_MODEL, k))
         status = _INT.unpack(_recv_exact(self.sock, 4))[0]
         if status < 0:
             raise ModelError(f"the shared model failed: {_recv_blob(self.sock).decode(errors='replace')}")
         return unpack_output(self.rows[:k].copy())
+
+    def front(self, bodies: list[bytes], oriented: list[bool]) -> list:
+        """Each body as a RawFront, an HttpError, or None (no room in this call: send it again)."""
+        from face3d_live.scale.gpu_front import RawFront
+        from face3d_live.scale.http_api import HttpError
+
+        a = 0
+        for body in bodies:
+            self.region[a : a + len(body)] = np.frombuffer(body, np.uint8)
+            a += len(body)
+        meta = b"".join(_BODY.pack(len(b), int(o)) for b, o in zip(bodies, oriented))
+        self.sock.sendall(_HEADER.pack(OP_FRONT, len(bodies)) + meta)
+        n = _INT.unpack(_recv_exact(self.sock, 4))[0]
+        if n < 0:
+            raise ModelError(
+                f"the model host's front end failed: {_recv_blob(self.sock).decode(errors='replace')}"
+            )
+        records = [_FRONT.unpack(_recv_exact(self.sock, _FRONT.size)) for _ in range(n)]
+        out: list = []
+        for rec in records:
+            status, h, w, img_off, raw_off, a_full, a_short, reason_len = rec[:8]
+            reason = _recv_exact(self.sock, reason_len).decode(errors="replace") if reason_len else ""
+            if status == FRONT_RETRY:
+                out.append(None)
+            elif status != FRONT_OK:
+                out.append(HttpError(status, reason))
+            else:
+                image = self.region[img_off : img_off + h * w * 3].reshape(h, w, 3).copy()
+                floats = self.region[raw_off : raw_off + (a_full + a_short) * 17 * 4].view(np.float32).copy()
+                full = (
+                    floats[: a_full * 16].reshape(a_full, 16),
+                    floats[a_full * 16 : a_full * 17],
+                    rec[8:11],
+                )
+                short = None
+                if a_short:
+                    b = a_full * 17
+                    short = (
+                        floats[b : b + a_short * 16].reshape(a_short, 16),
+                        floats[b + a_short * 16 : b + a_short * 17],
+                        rec[11:14],
+                    )
+                out.append(RawFront(image, full, short, rec[14], rec[15]))
+        return out
 
     def close(self) -> None:
         self.sock.close()
@@ -288,6 +456,7 @@ class ModelHostClient:
             raise ModelError(f"cannot reach the shared model at {path}: {exc}") from None
         self.name, self.input_size = first.info["name"], int(first.info["input_size"])
         self.max_batch = int(first.info["max_batch"])
+        self.front_bytes = int(first.info.get("front_bytes", 0))  # 0: the host does not decode or detect
 
     def _connection(self) -> _Connection:
         conn = getattr(self._local, "conn", None)
@@ -306,6 +475,28 @@ class ModelHostClient:
         step = self.max_batch
         parts = [conn.call(crops[i : i + step]) for i in range(0, len(crops), step)]
         return concat_outputs(parts) if parts else unpack_output(np.zeros((0, ROW), np.float32))
+
+    def front(self, bodies: list[bytes], oriented: list[bool]) -> list:
+        """Each body decoded and detected by the host (``RawFront``) or its HttpError; bodies that do not fit
+        one call's region go in the next."""
+        if not self.front_bytes:
+            raise ModelError("this model host does not decode or detect")
+        conn = self._connection()
+        out: list = [None] * len(bodies)
+        todo = list(range(len(bodies)))
+        while todo:
+            batch, room = [], self.front_bytes
+            for k in todo:  # the bodies that fit (always the first: one request fits, by the host's sizing)
+                if len(bodies[k]) <= room or not batch:
+                    batch.append(k)
+                    room -= len(bodies[k])
+            answers = conn.front([bodies[k] for k in batch], [oriented[k] for k in batch])
+            for k, answer in zip(batch, answers):
+                out[k] = answer
+            todo = [k for k in todo if out[k] is None]
+            if todo and all(answers[i] is None for i in range(len(batch))):
+                raise ModelError("the model host has no room for an image it was sized for")
+        return out
 
     def close(self) -> None:
         with self._lock:

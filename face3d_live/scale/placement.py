@@ -70,11 +70,15 @@ def plan_replicas(
     nodes that have GPUs (default: all ``cpus``): replicas that hold a model on a GPU can only run there, so
     a cluster's GPU-less nodes do not count for them (``model_replicas`` ≥ 1 uses those nodes for HTTP).
     ``shared_gpu_context``: the replicas run under MPS with decoding on the GPU (one replica per CPU);
-    ``model_host``: with it, one model host per GPU takes the replicas' model calls."""
+    ``model_host``: with it, one model host per GPU (one without GPUs) takes the replicas' model calls."""
     embedded = not config.model_replicas  # None (the default) or 0
     n_model = 0 if embedded else int(config.model_replicas)
     on_gpu = embedded and gpus > 0
-    hosts = math.ceil(gpus) if on_gpu and shared_gpu_context and model_host else 0
+    # one per GPU beside replicas that hold no context of their own; without GPUs, one (a model shared
+    # by the replicas: one copy in memory, its batches across them)
+    hosts = 0
+    if model_host and embedded:
+        hosts = (math.ceil(gpus) if shared_gpu_context else 0) if gpus > 0 else 1
     if on_gpu and gpu_node_cpus is not None:
         cpus = gpu_node_cpus
     free = max(config.ingress_cpus, cpus - n_model * config.model_cpus - hosts * config.model_cpus)

@@ -282,6 +282,7 @@ class ModelHost:
         import ray
 
         from face3d_live.models.registry import create_model
+        from face3d_live.scale.gpu_front import GpuFrontEnd, gpu_front_available
         from face3d_live.scale.model_host import ModelHostServer, host_socket_path
         from face3d_live.scale.model_runner import ModelRunner
         from face3d_live.threads import limit_worker_threads
@@ -293,21 +294,38 @@ class ModelHost:
             create_model(model, config.model.backend), streams=config.streams, max_batch=config.max_batch
         )
         self.reporter = _Reporter(hub)
+        self.front = None
+        if config.model_host == "all" and config.gpu_decode != "off" and gpu_front_available() is None:
+            # every replica's JPEGs decoded and detectors run here, in batches across all of them
+            self.front = GpuFrontEnd(max_batch=16, workers=config.gpu_batch_threads, raw=True)
         self.server = ModelHostServer(
             self.runner,
             host_socket_path(token, gpus[0] if gpus else None),
             in_flight=config.streams,
             on_batch=lambda r, c, s: observe_batch(self.reporter.buffer, r, c, s),
+            front=self.front,
+            # one request's largest body and image, and the detectors' outputs (sparse: only what is used)
+            front_bytes=config.max_body_bytes + 3 * config.max_pixels + (1 << 20),
         )
-        log.info("model host: %s on %s", self.runner.label, self.server.path)
+        log.info(
+            "model host: %s on %s%s",
+            self.runner.label,
+            self.server.path,
+            ", with JPEG decoding and detection" if self.front else "",
+        )
 
     async def ready(self) -> str:
+        """This host's node (a replica on another node looks only briefly for a host of its own)."""
+        import ray
+
         self.reporter.start()
-        return self.server.path
+        return ray.get_runtime_context().get_node_id()
 
     def __del__(self) -> None:
         if getattr(self, "server", None) is not None:
             self.server.close()
+            if self.front is not None:
+                self.front.close()
             self.runner.close()
 
 
@@ -380,7 +398,12 @@ class Api:
             await self._setup()
         except Exception as exc:  # the model deployment is not up (yet)
             return Response(error_body(f"model not ready: {exc}"), 503, media_type="application/json")
-        body = {"status": "ok", "model": self._proxy.name, "api_key": self.config.api_key is not None}
+        body = {
+            "status": "ok",
+            "model": self._proxy.name,
+            "api_key": self.config.api_key is not None,
+            "model_host": isinstance(self._proxy, ModelHostClient),  # its model calls go to a model host
+        }
         return Response(encode_json(body), media_type="application/json")
 
     @api.get("/metrics", summary="Prometheus metrics of all replicas")
@@ -447,8 +470,14 @@ class Api:
             if self._proxy is None and self.model is None:
                 loop = asyncio.get_running_loop()
                 if self.host is not None:
-                    await self.host.ready.remote()  # a host is up (this GPU's, or another's)
-                    self._proxy = await loop.run_in_executor(self.pool, self._host_client)
+                    import ray
+
+                    # a host is up (this GPU's, or another's: then one for this GPU may still be starting)
+                    node = await self.host.ready.remote()
+                    here = node == ray.get_runtime_context().get_node_id()
+                    self._proxy = await loop.run_in_executor(
+                        self.pool, self._host_client, 60.0 if here else 5.0
+                    )
                 if self._proxy is None:
                     # loading takes a while: off the event loop (Serve health checks go on meanwhile)
                     self._proxy = await loop.run_in_executor(
@@ -485,6 +514,16 @@ class Api:
         mode = self.config.gpu_decode
         if mode == "off":
             return None
+        if isinstance(self._proxy, ModelHostClient) and self._proxy.front_bytes:
+            from face3d_live.scale.gpu_front import HostFrontEnd
+
+            log.info("JPEG decoding and detection in the GPU's model host, batched reconstruction here")
+            return HostFrontEnd(
+                self._proxy,
+                max_batch=self.config.threads_per_replica,
+                workers=self.config.gpu_batch_threads,
+                finish=self._reconstruct_batch,
+            )
         import ray
 
         from face3d_live.scale.gpu_front import GpuFrontEnd, gpu_front_available
@@ -643,28 +682,33 @@ def build_app(config: ServeConfig, model: str, plan: ReplicaPlan):
 def service_plan(config: ServeConfig) -> ReplicaPlan:
     """The replicas ``start_service`` deploys on the connected Ray cluster."""
     info = cluster_info()
-    if not info.gpus:
-        if config.model_host == "on":
-            raise ConfigError("--model-host on: the cluster has no GPU")
-        return plan_replicas(config, info.cpus, 0.0)
+    mode = config.model_host
+    if not info.gpus:  # a host shares one model between the replicas (decoding stays in them)
+        return plan_replicas(config, info.cpus, 0.0, model_host=mode != "off")
     from face3d_live.scale.mps import mps_client
 
     # MPS here (serve's private daemon or the node's own) and GPU decoding: replicas no longer time-slice
     shared = mps_client() and config.gpu_decode != "off"
-    host = config.model_host != "off" and not config.model_replicas
-    if host:
+    if mode != "off":
         from face3d_live.scale.model_host import model_host_available
 
-        why = model_host_available() or (
-            None if shared else "the replicas are not MPS clients decoding on the GPU"
-        )
-        if why and config.model_host == "on":
-            raise ConfigError(f"--model-host on: {why}")
-        host = why is None
-    elif config.model_host == "on":
-        raise ConfigError("--model-host on: not with --model-replicas (the model deployment takes the crops)")
+        why = model_host_available()
+        if config.model_replicas:
+            why = "not with --model-replicas (the model deployment takes the crops)"
+        elif mode == "model" and not shared:
+            why = "the replicas are not MPS clients decoding on the GPU (or use --model-host all)"
+        if why:
+            raise ConfigError(f"--model-host {mode}: {why}")
+        # "all": the host does all the GPU work, the replicas hold no GPU context: one per CPU
+        shared = True
     return plan_replicas(
-        config, info.cpus, info.gpus, local_gpu_memory_gib(), gpu_node_cpus(), shared, model_host=host
+        config,
+        info.cpus,
+        info.gpus,
+        local_gpu_memory_gib(),
+        gpu_node_cpus(),
+        shared,
+        model_host=mode != "off",
     )
 
 
