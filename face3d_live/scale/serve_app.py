@@ -10,6 +10,9 @@ Deployments (sizes: ``placement.plan_replicas``):
 - ``FaceModelServer`` (only with ``model_replicas`` ≥ 1): ``@serve.batch`` gathers the crops of every HTTP
   replica's concurrent requests (batched by crop count) into the multi-stream executor (``ModelRunner``);
   the HTTP replicas' facade then holds a proxy that sends it the crops.
+- ``ModelHost`` (only with ``model_host`` "model" or "all"): one per GPU (one without GPUs) holds the model
+  for the HTTP replicas beside it, which send it their crops through shared memory (``scale.model_host``);
+  with "all" it also decodes their JPEGs and runs the detectors' networks.
 - ``MetricsHub``: the Prometheus registry every replica reports to; ``GET /metrics`` renders it.
 
 Overload: each HTTP replica takes ``max_ongoing`` requests and every caller queues at most ``max_queued``;
@@ -493,7 +496,7 @@ class Api:
         none comes up within ``wait_s`` (on a machine of several GPUs the hosts may share one)."""
         import ray
 
-        from face3d_live.scale.model_host import ModelHostClient, host_socket_path
+        from face3d_live.scale.model_host import host_socket_path
 
         gpus = ray.get_gpu_ids()
         path = host_socket_path(self.host_token, gpus[0] if gpus else None)
@@ -592,8 +595,8 @@ class Api:
         try:
             return self._idle.get_nowait()
         except queue.Empty:
-            # the front end's batch threads are the only callers where there is one (_run_on_front), and it
-            # exists only beside the replica's own model (_LocalModel)
+            # the front end's batch threads are the only callers where there is one (_run_on_front); the
+            # model is the replica's own (_LocalModel) or the model host's (it observes its own batches)
             model = self._proxy
             if self._front is not None:
                 local = isinstance(model, _LocalModel)
@@ -606,7 +609,7 @@ class Api:
         proxy = getattr(self, "_proxy", None)
         if isinstance(proxy, _LocalModel):
             proxy.runner.close()
-        elif proxy is not None and not isinstance(proxy, _HandleModel):  # the model host's client
+        elif isinstance(proxy, ModelHostClient):
             proxy.close()
         if getattr(self, "gpus", None) is not None:
             self.gpus.close()
