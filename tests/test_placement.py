@@ -46,6 +46,7 @@ def test_a_model_host_per_gpu_takes_a_cpu_and_a_gpu_share_beside_the_replicas() 
     # without GPUs: one host shares the model, the replicas get the CPUs left
     cpu = plan_replicas(ServeConfig(), 4, 0, model_host=True)
     assert cpu.model_hosts == 1 and cpu.max_http == 3 and cpu.gpus_per_model == 0
+    assert "1 model host (on the CPU)" in cpu.describe()
     with pytest.raises(ConfigError, match="--model-host must be off, model or all"):
         ServeConfig(model_host="yes")
 

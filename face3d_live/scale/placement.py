@@ -45,6 +45,8 @@ class ReplicaPlan:
         """One line for people: how many HTTP replicas and where the model runs."""
         http = f"{self.min_http}" if self.min_http == self.max_http else f"{self.min_http}-{self.max_http}"
         if self.model_hosts:
+            if not self.gpus_per_model:
+                return f"{http} HTTP replica(s) and 1 model host (on the CPU) batching their crops"
             return (
                 f"{http} HTTP replica(s) ({self.gpus_per_http:.2g} GPU each) and {self.model_hosts} model "
                 "host(s), one per GPU, batching the replicas' crops"
