@@ -46,7 +46,8 @@ import numpy as np
 from face3d_live.errors import ModelError
 from face3d_live.models.layout import NUM_IRIS, NUM_LM68, NUM_VERTICES
 from face3d_live.models.output import ModelOutput
-from face3d_live.scale.model_runner import BatchObserver, concat_outputs, slice_output
+from face3d_live.models.r50_face import check_crops
+from face3d_live.scale.model_runner import BatchObserver, concat_outputs, slice_output, when_all
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ _BODY = struct.Struct("<ii")  # length, oriented
 # (ox, oy, side), the batch's decode and detect ms
 _FRONT = struct.Struct("<8i6i2f")
 OP_MODEL, OP_FRONT = 0, 1
+_ANCHOR = 17  # float32 per anchor in the raw outputs: 16 regressors, then (after all of them) 1 logit
 FRONT_OK, FRONT_RETRY = 0, 1
 
 
@@ -286,18 +288,7 @@ class ModelHostServer:
             bodies.append(client.region[a : a + length].tobytes())  # the region is rewritten with the answers
             a += length
         futures = [self.front.submit_checked(b, bool(o)) for b, (_, o) in zip(bodies, meta)]
-        left = [len(futures)]
-        lock = threading.Lock()
-
-        def done(_) -> None:
-            with lock:
-                left[0] -= 1
-                if left[0]:
-                    return
-            self._reply_front(client, futures)
-
-        for fut in futures:
-            fut.add_done_callback(done)
+        when_all(futures, lambda: self._reply_front(client, futures))
 
     def _reply_front(self, client: _Client, futures) -> None:
         """Each image and its raw outputs into the client's front region (from its start: the bodies were
@@ -420,18 +411,20 @@ class _Connection:
                 out.append(HttpError(status, reason))
             else:
                 image = self.region[img_off : img_off + h * w * 3].reshape(h, w, 3).copy()
-                floats = self.region[raw_off : raw_off + (a_full + a_short) * 17 * 4].view(np.float32).copy()
+                floats = (
+                    self.region[raw_off : raw_off + (a_full + a_short) * _ANCHOR * 4].view(np.float32).copy()
+                )
                 full = (
                     floats[: a_full * 16].reshape(a_full, 16),
-                    floats[a_full * 16 : a_full * 17],
+                    floats[a_full * 16 : a_full * _ANCHOR],
                     rec[8:11],
                 )
                 short = None
                 if a_short:
-                    b = a_full * 17
+                    b = a_full * _ANCHOR
                     short = (
                         floats[b : b + a_short * 16].reshape(a_short, 16),
-                        floats[b + a_short * 16 : b + a_short * 17],
+                        floats[b + a_short * 16 : b + a_short * _ANCHOR],
                         rec[11:14],
                     )
                 out.append(RawFront(image, full, short, rec[14], rec[15]))
@@ -468,9 +461,7 @@ class ModelHostClient:
         return conn
 
     def predict(self, crops: np.ndarray) -> ModelOutput:
-        s = self.input_size
-        if crops.ndim != 4 or crops.shape[1:] != (s, s, 3) or crops.dtype != np.uint8:
-            raise ValueError(f"expected (N, {s}, {s}, 3) uint8 RGB crops, got {crops.shape} {crops.dtype}")
+        check_crops(crops, self.input_size)
         conn = self._connection()
         step = self.max_batch
         parts = [conn.call(crops[i : i + step]) for i in range(0, len(crops), step)]
@@ -494,7 +485,7 @@ class ModelHostClient:
             for k, answer in zip(batch, answers):
                 out[k] = answer
             todo = [k for k in todo if out[k] is None]
-            if todo and all(answers[i] is None for i in range(len(batch))):
+            if todo and all(answer is None for answer in answers):
                 raise ModelError("the model host has no room for an image it was sized for")
         return out
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from face3d_live.errors import ConfigError
 from face3d_live.models.output import ModelOutput
+from face3d_live.models.r50_face import check_crops
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +129,7 @@ class ModelRunner:
             raise ConfigError("the model runner is closed")
         if self._broken is not None:
             raise ConfigError(f"the model runner failed earlier: {self._broken}")
-        s = self.input_size
-        if crops.ndim != 4 or crops.shape[1:] != (s, s, 3) or crops.dtype != np.uint8:
-            raise ValueError(f"expected (N, {s}, {s}, 3) uint8 RGB crops, got {crops.shape} {crops.dtype}")
+        check_crops(crops, self.input_size)
 
     def predict(self, crops: np.ndarray) -> ModelOutput:
         """Blocking form (FaceModel protocol)."""
@@ -211,26 +210,34 @@ class ModelRunner:
         self.close()
 
 
-def _joined(futures: list[Future]) -> Future:
-    """One Future of the concatenated outputs of ``futures`` (their order)."""
-    out: Future = Future()
+def when_all(futures: list[Future], then: Callable[[], None]) -> None:
+    """Call ``then()`` once, on the thread that finishes the last of ``futures``."""
     remaining = [len(futures)]
     lock = threading.Lock()
 
     def done(_: Future) -> None:
         with lock:
             remaining[0] -= 1
-            last = remaining[0] == 0
-        if not last:
-            return
+            if remaining[0]:
+                return
+        then()
+
+    for f in futures:
+        f.add_done_callback(done)
+
+
+def _joined(futures: list[Future]) -> Future:
+    """One Future of the concatenated outputs of ``futures`` (their order)."""
+    out: Future = Future()
+
+    def finish() -> None:
         errors = [f.exception() for f in futures if f.exception() is not None]
         if errors:
             out.set_exception(errors[0])
         else:
             out.set_result(concat_outputs([f.result() for f in futures]))
 
-    for f in futures:
-        f.add_done_callback(done)
+    when_all(futures, finish)
     return out
 
 
