@@ -38,12 +38,15 @@ def test_client_detection_follows_the_pipe_directory_and_a_live_daemon(tmp_path)
 
     env = {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path)}
     assert not mps_client(env)
-    daemon = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    daemon.bind(str(tmp_path / "control"))
-    daemon.listen(4)
-    assert mps_client(env)
-    daemon.close()  # the daemon quit: its socket file stays
-    assert (tmp_path / "control").exists() and not mps_client(env)
+    # the driver's daemon listens with SOCK_SEQPACKET; a stream socket stands for another driver's choice
+    for kind in (socket.SOCK_SEQPACKET, socket.SOCK_STREAM):
+        daemon = socket.socket(socket.AF_UNIX, kind)
+        daemon.bind(str(tmp_path / "control"))
+        daemon.listen(4)
+        assert mps_client(env), kind
+        daemon.close()  # the daemon quit: its socket file stays
+        assert (tmp_path / "control").exists() and not mps_client(env), kind
+        (tmp_path / "control").unlink()
 
 
 def _gpu_reason() -> str | None:

@@ -109,7 +109,10 @@ def mps_client(environ: os._Environ | dict | None = None) -> bool:
     daemon listens on the control socket of ``CUDA_MPS_PIPE_DIRECTORY`` (or the default directory). The socket
     file stays after its daemon quits, and CUDA then runs without MPS: a service started beside such a
     leftover trusted it, started no daemon of its own and ran its replicas time-slicing the GPU (H200,
-    2026-12-04: 503 against 1,381 requests/s at c=32). So a socket counts only when it takes a connection."""
+    2026-12-04: 503 against 1,381 requests/s at c=32). So a socket counts only when it takes a connection.
+    The daemon listens with SOCK_SEQPACKET (driver 580, H200); a socket of another type that is listening
+    answers EPROTOTYPE, which counts too: only a refused connection means nobody is there."""
+    import errno
     import socket
     import stat
 
@@ -120,12 +123,12 @@ def mps_client(environ: os._Environ | dict | None = None) -> bool:
             return True  # not a socket (an older daemon's pipe?): that it exists is all there is to check
     except OSError:
         return False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as probe:
         probe.settimeout(2.0)
         try:
             probe.connect(path)
-        except OSError:  # ECONNREFUSED: nobody listens
-            return False
+        except OSError as exc:
+            return exc.errno == errno.EPROTOTYPE  # listening, with another socket type
     return True
 
 
