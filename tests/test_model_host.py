@@ -108,6 +108,59 @@ def test_clients_in_two_processes_get_the_models_outputs_in_shared_batches(
     assert max(r for r, _ in batches) >= 2 and len(batches) < 12
 
 
+def test_hosts_of_one_gpu_take_free_slots_and_a_client_spreads_over_them(host, crops, tmp_path: Path) -> None:
+    """A second host (its own runner: another process on the GPU) takes the first slot no live host holds,
+    replacing a stopped host's leftover file; a client's threads go to both hosts in turn, with the same
+    outputs; with every slot taken a host says so."""
+    import socket
+
+    from face3d_live.models.registry import create_model
+    from face3d_live.scale.model_host import host_socket_path
+    from face3d_live.scale.model_runner import ModelRunner
+
+    server, runner, _ = host
+    slots = [str(tmp_path / f"s{k}.sock") for k in range(3)]
+    slots[0] = server.path  # the module's host is live in slot 0
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(slots[1])
+    stale.close()  # a stopped host's socket file stays
+    second_runner = ModelRunner(create_model("r50", "onnxruntime"), streams=2, max_batch=8)
+    second_batches: list[int] = []
+    second = ModelHostServer(second_runner, slots, on_batch=lambda r, c, s: second_batches.append(c))
+    client = None
+    try:
+        assert second.path == slots[1]
+        client = ModelHostClient(slots[:2])
+        assert client.connections() == {slots[0]: 1, slots[1]: 1}  # one to each, checked at the start
+        expected = runner.predict(crops).vertices
+        results: dict[int, np.ndarray] = {}
+        barrier = threading.Barrier(4)
+
+        def call(k: int) -> None:
+            barrier.wait()
+            for _ in range(2):
+                results[k] = client.predict(crops[k : k + 2]).vertices
+
+        threads = [threading.Thread(target=call, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for k in range(4):
+            np.testing.assert_allclose(results[k], expected[k : k + 2], atol=1e-2)
+        assert client.connections() == {slots[0]: 2, slots[1]: 2}  # four threads, two per host
+        assert sum(second_batches) >= 4  # the second host ran its two threads' crops
+        with pytest.raises(ModelError, match="no free model host socket"):
+            ModelHostServer(second_runner, slots[:2])
+    finally:
+        if client is not None:
+            client.close()
+        second.close()
+        second_runner.close()
+    assert host_socket_path("ab12", 0, 1).endswith("face3d-host-ab12-gpu0-1.sock")
+    assert host_socket_path("ab12", None).endswith("face3d-host-ab12-gpunone-0.sock")
+
+
 def test_a_client_that_goes_away_leaves_the_host_serving(host, crops) -> None:
     server, _, _ = host
     gone = ModelHostClient(server.path)

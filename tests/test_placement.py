@@ -38,9 +38,16 @@ def test_a_model_host_per_gpu_takes_a_cpu_and_a_gpu_share_beside_the_replicas() 
     plan = plan_replicas(ServeConfig(), 16, 1, 139.8, shared_gpu_context=True, model_host=True)
     assert plan.model_hosts == 1 and (plan.min_http, plan.max_http) == (15, 15)
     assert plan.gpus_per_http == plan.gpus_per_model == pytest.approx(1 / 16)  # 15 replicas + 1 host
-    assert "1 model host(s), one per GPU" in plan.describe()
+    assert "1 model host(s), 1 per GPU" in plan.describe()
     two = plan_replicas(ServeConfig(), 32, 2, 139.8, shared_gpu_context=True, model_host=True)
     assert two.model_hosts == 2 and two.max_http == 30
+    # several hosts per GPU, each with a CPU and a GPU share
+    config = ServeConfig(model_host="all", hosts_per_gpu=2)
+    pair = plan_replicas(config, 16, 1, 139.8, shared_gpu_context=True, model_host=True)
+    assert pair.model_hosts == 2 and pair.max_http == 14 and pair.gpus_per_model == pytest.approx(1 / 16)
+    assert "2 model host(s), 2 per GPU" in pair.describe()
+    assert plan_replicas(config, 32, 2, 139.8, shared_gpu_context=True, model_host=True).model_hosts == 4
+    assert plan_replicas(config, 4, 0, model_host=True).model_hosts == 1  # a CPU machine keeps one
     # on GPUs only beside replicas that share a context (MPS) or hold none
     assert plan_replicas(ServeConfig(), 16, 1, 139.8, model_host=True).model_hosts == 0
     # without GPUs: one host shares the model, the replicas get the CPUs left
@@ -49,6 +56,10 @@ def test_a_model_host_per_gpu_takes_a_cpu_and_a_gpu_share_beside_the_replicas() 
     assert "1 model host (on the CPU)" in cpu.describe()
     with pytest.raises(ConfigError, match="--model-host must be off, model or all"):
         ServeConfig(model_host="yes")
+    with pytest.raises(ConfigError, match="--hosts-per-gpu needs --model-host model or all"):
+        ServeConfig(hosts_per_gpu=2)
+    with pytest.raises(ConfigError, match="--hosts-per-gpu must be ≥ 1"):
+        ServeConfig(model_host="model", hosts_per_gpu=0)
 
 
 def test_explicit_sizes_and_the_model_deployment_win() -> None:

@@ -206,6 +206,7 @@ def run(args: argparse.Namespace) -> dict:
             "gpu_decode",
             "gpu_batch_threads",
             "model_host",
+            "hosts_per_gpu",
         )
     }
     return {

@@ -99,6 +99,13 @@ def add_service_options(p: argparse.ArgumentParser, max_queued: int = 256) -> No
         "README",
     )
     p.add_argument(
+        "--hosts-per-gpu",
+        type=int,
+        default=1,
+        help="with --model-host: model host processes on each GPU, the replicas' threads spread over them "
+        "(default 1; more where one host's process is the limit)",
+    )
+    p.add_argument(
         "--mps",
         choices=("auto", "on", "off"),
         default="auto",

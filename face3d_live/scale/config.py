@@ -179,6 +179,8 @@ class ServeConfig:
     (scale.model_host): "model" (the replicas decode and detect on the GPU themselves, under MPS) or "all"
     (the host decodes the JPEGs and runs the detectors' networks too, batched over all the replicas; they
     need no GPU context); "off" (default): each replica holds its own model.
+    hosts_per_gpu: model hosts on each GPU (with model_host "model" or "all"; a CPU machine keeps one): each
+    replica's threads spread over them, so that one host process is not the limit.
     """
 
     host: str = "127.0.0.1"
@@ -205,6 +207,7 @@ class ServeConfig:
     gpu_decode: str = "auto"
     gpu_batch_threads: int = 2
     model_host: str = "off"
+    hosts_per_gpu: int = 1
     app_name: str = "face3d"
 
     def __post_init__(self) -> None:
@@ -228,6 +231,10 @@ class ServeConfig:
             raise ConfigError(f"--gpu-decode must be auto, on or off, got {self.gpu_decode!r}")
         if self.model_host not in ("off", "model", "all"):
             raise ConfigError(f"--model-host must be off, model or all, got {self.model_host!r}")
+        if self.hosts_per_gpu < 1:
+            raise ConfigError(f"--hosts-per-gpu must be ≥ 1, got {self.hosts_per_gpu}")
+        if self.hosts_per_gpu > 1 and self.model_host == "off":
+            raise ConfigError("--hosts-per-gpu needs --model-host model or all")
 
     @classmethod
     def from_args(cls, args, **kwargs) -> ServeConfig:
@@ -244,5 +251,6 @@ class ServeConfig:
             gpu_decode=args.gpu_decode,
             gpu_batch_threads=args.gpu_batch_threads,
             model_host=args.model_host,
+            hosts_per_gpu=args.hosts_per_gpu,
             **kwargs,
         )

@@ -8,6 +8,10 @@ two processes calling batches of 32-64 got 15,800-18,600 crops/s. A request take
 each with its mirror), so the replicas' own small batches cap the GPU near 2,300 requests/s with nothing else
 on it. Here one process holds the model and gathers the crops of all its clients into one batch.
 
+Several hosts may share a GPU (``--hosts-per-gpu``): each takes the first free socket of the GPU's slots
+(``host_socket_path``), and a client spreads its threads' connections over all of them, so that one host
+process's GIL is not the service's limit.
+
 With a front end (``front``: a ``GpuFrontEnd(raw=True)``), the host also decodes its clients' JPEGs with
 nvJPEG and runs the detectors' networks, batched over all of them; it returns each image and the networks' raw
 outputs, and the client decodes the detections (``HostFrontEnd``): the per-image Python stays in the many
@@ -30,15 +34,18 @@ The memory goes when both sides close it: nothing to clean up after a crash.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import mmap
 import os
 import queue
+import random
 import socket
 import struct
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,19 +155,20 @@ class ModelHostServer:
     def __init__(
         self,
         runner,
-        path: str,
+        path: str | Sequence[str],
         in_flight: int = 2,
         on_batch: BatchObserver | None = None,
         front=None,
         front_bytes: int = 0,
     ) -> None:
-        """``front``: a GpuFrontEnd(raw=True) that decodes and detects for the clients; ``front_bytes``: the
-        room each client gives it (sparse memory: only what an image uses is ever allocated), at least one
-        request's largest body and image."""
+        """``path``: the socket, or slots to take the first free one of (another host's live socket is left
+        alone, a stopped one's file replaced); ``self.path`` says which. ``front``: a GpuFrontEnd(raw=True)
+        that decodes and detects for the clients; ``front_bytes``: the room each client gives it (sparse
+        memory: only what an image uses is ever allocated), at least one request's largest body and image."""
         why = model_host_available()
         if why:
             raise ModelError(f"the shared model host cannot run here: {why}")
-        self.runner, self.path, self.on_batch = runner, path, on_batch
+        self.runner, self.on_batch = runner, on_batch
         self.front, self.front_bytes = front, front_bytes if front is not None else 0
         self.max_batch = runner.max_batch
         self.info = {
@@ -173,12 +181,7 @@ class ModelHostServer:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._slots = threading.BoundedSemaphore(in_flight)
         self._closed = False
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(path)
-        os.chmod(path, 0o600)  # only this user's processes: the replicas
-        self._listener.listen(256)
+        self._listener, self.path = _listen_on_free_path([path] if isinstance(path, str) else list(path))
         for target, name in (
             (self._accept_loop, "model-host-accept"),
             (self._gather_loop, "model-host-gather"),
@@ -354,8 +357,43 @@ class ModelHostServer:
             os.unlink(self.path)
 
 
+def _listen_on_free_path(paths: list[str]) -> tuple[socket.socket, str]:
+    """A listening socket on the first of ``paths`` that no live host holds (a file left by a stopped one is
+    replaced; binding is atomic, so two hosts starting together take different paths)."""
+    for path in paths:
+        for attempt in range(2):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(path)
+            except OSError as exc:
+                sock.close()
+                if exc.errno != errno.EADDRINUSE:
+                    raise ModelError(f"the model host cannot listen on {path}: {exc}") from None
+                if attempt or listening(path):
+                    break  # another host's: the next path
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)  # a stopped host's leftover
+                continue
+            os.chmod(path, 0o600)  # only this user's processes: the replicas
+            sock.listen(256)
+            return sock, path
+    raise ModelError(f"no free model host socket among {', '.join(paths)}")
+
+
+def listening(path: str) -> bool:
+    """Whether a process accepts connections on the Unix socket ``path`` (its file outlives it)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2.0)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
+
+
 class _Connection:
     def __init__(self, path: str, timeout: float) -> None:
+        self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(path)
@@ -435,18 +473,30 @@ class _Connection:
 
 
 class ModelHostClient:
-    """The FaceModel protocol (``predict``, ``name``, ``input_size``, ``close``) over a ``ModelHostServer``'s
-    socket; any number of threads (each gets its own connection and shared memory)."""
+    """The FaceModel protocol (``predict``, ``name``, ``input_size``, ``close``) over ``ModelHostServer``
+    sockets (``paths``: one, or the several hosts of one GPU); any number of threads, each with its own
+    connection and shared memory. Thread connections go to the hosts in turn, from a random one, so that the
+    replicas' threads spread evenly over them."""
 
-    def __init__(self, path: str, connect_timeout: float = 10.0) -> None:
-        self.path, self.timeout = path, connect_timeout
+    def __init__(self, paths: str | Sequence[str], connect_timeout: float = 10.0) -> None:
+        self.paths = [paths] if isinstance(paths, str) else list(paths)
+        if not self.paths:
+            raise ValueError("ModelHostClient needs at least one socket path")
+        self.timeout = connect_timeout
         self._local = threading.local()
-        self._all: list[_Connection] = []
         self._lock = threading.Lock()
+        self._turn = random.randrange(len(self.paths))
+        # one connection to each host now: all of them are there, and the first threads take these
+        self._spare: list[_Connection] = []
         try:
-            first = self._connection()
+            for path in self.paths:
+                self._spare.append(_Connection(path, connect_timeout))
         except OSError as exc:
+            for conn in self._spare:
+                conn.close()
             raise ModelError(f"cannot reach the shared model at {path}: {exc}") from None
+        self._all = list(self._spare)
+        first = self._spare[0]
         self.name, self.input_size = first.info["name"], int(first.info["input_size"])
         self.max_batch = int(first.info["max_batch"])
         self.front_bytes = int(first.info.get("front_bytes", 0))  # 0: the host does not decode or detect
@@ -454,11 +504,23 @@ class ModelHostClient:
     def _connection(self) -> _Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = _Connection(self.path, self.timeout)
-            self._local.conn = conn
             with self._lock:
-                self._all.append(conn)
+                path = self.paths[self._turn % len(self.paths)]
+                self._turn += 1
+                conn = next((c for c in self._spare if c.path == path), None)
+                if conn is not None:
+                    self._spare.remove(conn)
+            if conn is None:
+                conn = _Connection(path, self.timeout)
+                with self._lock:
+                    self._all.append(conn)
+            self._local.conn = conn
         return conn
+
+    def connections(self) -> dict[str, int]:
+        """Connections per host socket (the spare ones included)."""
+        with self._lock:
+            return {path: sum(c.path == path for c in self._all) for path in self.paths}
 
     def predict(self, crops: np.ndarray) -> ModelOutput:
         check_crops(crops, self.input_size)
@@ -496,10 +558,10 @@ class ModelHostClient:
             conn.close()
 
 
-def host_socket_path(token: str, gpu: int | str | None) -> str:
-    """Where a service's (``token``) model host for GPU ``gpu`` listens (short: Unix socket paths end at 107)."""
+def host_socket_path(token: str, gpu: int | str | None, slot: int = 0) -> str:
+    """Where a service's (``token``) model host in slot ``slot`` of GPU ``gpu`` listens (short: Unix socket
+    paths end at 107 bytes)."""
     import tempfile
 
-    return os.path.join(
-        tempfile.gettempdir(), f"face3d-host-{token}-gpu{gpu if gpu is not None else 'none'}.sock"
-    )
+    where = f"gpu{gpu if gpu is not None else 'none'}"
+    return os.path.join(tempfile.gettempdir(), f"face3d-host-{token}-{where}-{slot}.sock")

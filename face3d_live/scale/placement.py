@@ -36,7 +36,10 @@ class ReplicaPlan:
     max_http: int
     gpus_per_http: float  # each HTTP replica's GPU share (embedded models on GPUs)
     gpus_per_model: float  # each model replica's GPU share
-    model_hosts: int = 0  # shared model hosts (one per GPU; they take the embedded replicas' model calls)
+    model_hosts: int = (
+        0  # shared model hosts (per GPU: hosts_per_gpu; they take the embedded replicas' model calls)
+    )
+    hosts_per_gpu: int = 1
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -49,7 +52,7 @@ class ReplicaPlan:
                 return f"{http} HTTP replica(s) and 1 model host (on the CPU) batching their crops"
             return (
                 f"{http} HTTP replica(s) ({self.gpus_per_http:.2g} GPU each) and {self.model_hosts} model "
-                "host(s), one per GPU, batching the replicas' crops"
+                f"host(s), {self.hosts_per_gpu} per GPU, batching the replicas' crops"
             )
         if self.embedded:
             where = f"{self.gpus_per_http:.2g} GPU each" if self.gpus_per_http else "on the CPU"
@@ -72,7 +75,8 @@ def plan_replicas(
     nodes that have GPUs (default: all ``cpus``): replicas that hold a model on a GPU can only run there, so
     a cluster's GPU-less nodes do not count for them (``model_replicas`` ≥ 1 uses those nodes for HTTP).
     ``shared_gpu_context``: the replicas run under MPS with decoding on the GPU (one replica per CPU);
-    ``model_host``: with it, one model host per GPU (one without GPUs) takes the replicas' model calls."""
+    ``model_host``: with it, ``config.hosts_per_gpu`` model hosts per GPU (one without GPUs) take the
+    replicas' model calls."""
     embedded = not config.model_replicas  # None (the default) or 0
     n_model = 0 if embedded else int(config.model_replicas)
     on_gpu = embedded and gpus > 0
@@ -80,7 +84,7 @@ def plan_replicas(
     # by the replicas: one copy in memory, its batches across them)
     hosts = 0
     if model_host and embedded:
-        hosts = (math.ceil(gpus) if shared_gpu_context else 0) if gpus > 0 else 1
+        hosts = (math.ceil(gpus) * config.hosts_per_gpu if shared_gpu_context else 0) if gpus > 0 else 1
     if on_gpu and gpu_node_cpus is not None:
         cpus = gpu_node_cpus
     free = max(config.ingress_cpus, cpus - n_model * config.model_cpus - hosts * config.model_cpus)
@@ -105,6 +109,7 @@ def plan_replicas(
         # a model host takes the same share as a replica (under MPS the shares only place them)
         gpus_per_model=gpu_share(gpus, max_http + hosts) if hosts else gpu_share(gpus, n_model),
         model_hosts=hosts,
+        hosts_per_gpu=config.hosts_per_gpu if hosts and gpus > 0 else 1,
     )
 
 

@@ -279,7 +279,8 @@ class FaceModelServer:
 @serve.deployment
 class ModelHost:
     """One GPU's model for every HTTP replica there (``scale.model_host``): they reach it through a Unix
-    socket named by ``token`` and the GPU, and its batches hold the crops of all of them."""
+    socket named by ``token``, the GPU and a slot (``hosts_per_gpu`` hosts per GPU take one each), and its
+    batches hold the crops of all of them."""
 
     def __init__(self, config: ServeConfig, model: str, hub, token: str) -> None:
         import ray
@@ -301,15 +302,23 @@ class ModelHost:
         if config.model_host == "all" and config.gpu_decode != "off" and gpu_front_available() is None:
             # every replica's JPEGs decoded and detectors run here, in batches across all of them
             self.front = GpuFrontEnd(max_batch=16, workers=config.gpu_batch_threads, raw=True)
+        gpu, slots = (gpus[0], config.hosts_per_gpu) if gpus else (None, 1)
         self.server = ModelHostServer(
             self.runner,
-            host_socket_path(token, gpus[0] if gpus else None),
+            # the GPU's slots first; the spare ones only where Ray put more hosts on this GPU than asked
+            [host_socket_path(token, gpu, k) for k in range(slots + 8)],
             in_flight=config.streams,
             on_batch=lambda r, c, s: observe_batch(self.reporter.buffer, r, c, s),
             front=self.front,
             # one request's largest body and image, and the detectors' outputs (sparse: only what is used)
             front_bytes=config.max_body_bytes + 3 * config.max_pixels + (1 << 20),
         )
+        if self.server.path not in [host_socket_path(token, gpu, k) for k in range(slots)]:
+            log.warning(
+                "model host: more hosts than --hosts-per-gpu %d on GPU %s: this one takes no calls",
+                slots,
+                gpu,
+            )
         log.info(
             "model host: %s on %s%s",
             self.runner.label,
@@ -499,12 +508,13 @@ class Api:
         from face3d_live.scale.model_host import host_socket_path
 
         gpus = ray.get_gpu_ids()
-        path = host_socket_path(self.host_token, gpus[0] if gpus else None)
+        gpu, slots = (gpus[0], self.config.hosts_per_gpu) if gpus else (None, 1)
+        paths = [host_socket_path(self.host_token, gpu, k) for k in range(slots)]
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                client = ModelHostClient(path)
-                log.info("model calls go to the GPU's model host (%s)", path)
+                client = ModelHostClient(paths)
+                log.info("model calls go to the GPU's model host(s) (%s)", ", ".join(paths))
                 return client
             except ModelError as exc:
                 if time.monotonic() > deadline:
