@@ -115,7 +115,7 @@ def test_hosts_of_one_gpu_take_free_slots_and_a_client_spreads_over_them(host, c
     import socket
 
     from face3d_live.models.registry import create_model
-    from face3d_live.scale.model_host import host_socket_path
+    from face3d_live.scale.model_host import gpu_host_paths, host_socket_path
     from face3d_live.scale.model_runner import ModelRunner
 
     server, runner, _ = host
@@ -159,6 +159,12 @@ def test_hosts_of_one_gpu_take_free_slots_and_a_client_spreads_over_them(host, c
         second_runner.close()
     assert host_socket_path("ab12", 0, 1).endswith("face3d-host-ab12-gpu0-1.sock")
     assert host_socket_path("ab12", None).endswith("face3d-host-ab12-gpunone-0.sock")
+    assert [p[-11:] for p in gpu_host_paths("ab12", [3], 2, spare=1)] == [
+        "gpu3-0.sock",
+        "gpu3-1.sock",
+        "gpu3-2.sock",
+    ]
+    assert gpu_host_paths("ab12", [], 2) == [host_socket_path("ab12", None)]  # no GPU: one host
 
 
 def test_a_client_that_goes_away_leaves_the_host_serving(host, crops) -> None:

@@ -558,6 +558,13 @@ class ModelHostClient:
             conn.close()
 
 
+def gpu_host_paths(token: str, gpu_ids: Sequence, per_gpu: int, spare: int = 0) -> list[str]:
+    """The socket slots of the model hosts on a process's GPU (``gpu_ids``: ``ray.get_gpu_ids()``; a machine
+    without GPUs has one slot), then ``spare`` more."""
+    gpu, slots = (gpu_ids[0], per_gpu) if gpu_ids else (None, 1)
+    return [host_socket_path(token, gpu, k) for k in range(slots + spare)]
+
+
 def host_socket_path(token: str, gpu: int | str | None, slot: int = 0) -> str:
     """Where a service's (``token``) model host in slot ``slot`` of GPU ``gpu`` listens (short: Unix socket
     paths end at 107 bytes)."""

@@ -36,10 +36,8 @@ class ReplicaPlan:
     max_http: int
     gpus_per_http: float  # each HTTP replica's GPU share (embedded models on GPUs)
     gpus_per_model: float  # each model replica's GPU share
-    model_hosts: int = (
-        0  # shared model hosts (per GPU: hosts_per_gpu; they take the embedded replicas' model calls)
-    )
-    hosts_per_gpu: int = 1
+    model_hosts: int = 0  # shared model hosts (they take the embedded replicas' model calls)
+    hosts_per_gpu: int = 1  # of them on each GPU
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

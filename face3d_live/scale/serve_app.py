@@ -287,7 +287,7 @@ class ModelHost:
 
         from face3d_live.models.registry import create_model
         from face3d_live.scale.gpu_front import GpuFrontEnd, gpu_front_available
-        from face3d_live.scale.model_host import ModelHostServer, host_socket_path
+        from face3d_live.scale.model_host import ModelHostServer, gpu_host_paths
         from face3d_live.scale.model_runner import ModelRunner
         from face3d_live.threads import limit_worker_threads
 
@@ -302,23 +302,19 @@ class ModelHost:
         if config.model_host == "all" and config.gpu_decode != "off" and gpu_front_available() is None:
             # every replica's JPEGs decoded and detectors run here, in batches across all of them
             self.front = GpuFrontEnd(max_batch=16, workers=config.gpu_batch_threads, raw=True)
-        gpu, slots = (gpus[0], config.hosts_per_gpu) if gpus else (None, 1)
+        slots = gpu_host_paths(token, gpus, config.hosts_per_gpu)
         self.server = ModelHostServer(
             self.runner,
             # the GPU's slots first; the spare ones only where Ray put more hosts on this GPU than asked
-            [host_socket_path(token, gpu, k) for k in range(slots + 8)],
+            gpu_host_paths(token, gpus, config.hosts_per_gpu, spare=8),
             in_flight=config.streams,
             on_batch=lambda r, c, s: observe_batch(self.reporter.buffer, r, c, s),
             front=self.front,
             # one request's largest body and image, and the detectors' outputs (sparse: only what is used)
             front_bytes=config.max_body_bytes + 3 * config.max_pixels + (1 << 20),
         )
-        if self.server.path not in [host_socket_path(token, gpu, k) for k in range(slots)]:
-            log.warning(
-                "model host: more hosts than --hosts-per-gpu %d on GPU %s: this one takes no calls",
-                slots,
-                gpu,
-            )
+        if self.server.path not in slots:
+            log.warning("model host: more hosts on this GPU than --hosts-per-gpu: this one takes no calls")
         log.info(
             "model host: %s on %s%s",
             self.runner.label,
@@ -505,11 +501,9 @@ class Api:
         none comes up within ``wait_s`` (on a machine of several GPUs the hosts may share one)."""
         import ray
 
-        from face3d_live.scale.model_host import host_socket_path
+        from face3d_live.scale.model_host import gpu_host_paths
 
-        gpus = ray.get_gpu_ids()
-        gpu, slots = (gpus[0], self.config.hosts_per_gpu) if gpus else (None, 1)
-        paths = [host_socket_path(self.host_token, gpu, k) for k in range(slots)]
+        paths = gpu_host_paths(self.host_token, ray.get_gpu_ids(), self.config.hosts_per_gpu)
         deadline = time.monotonic() + wait_s
         while True:
             try:
