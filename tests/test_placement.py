@@ -104,3 +104,18 @@ def test_gpu_replicas_are_sized_by_the_nodes_that_have_gpus() -> None:
     # the model deployment puts the HTTP replicas on every node
     dep = plan_replicas(ServeConfig(model_replicas=1), cpus=64, gpus=1, gpu_node_cpus=16)
     assert dep.max_http == 63
+
+
+def test_the_service_options_reach_its_config() -> None:
+    import argparse
+
+    from face3d_live.cli.serve import add_service_options
+
+    p = argparse.ArgumentParser()
+    add_service_options(p)
+    args = p.parse_args(["--streams", "3", "--model-host", "all", "--hosts-per-gpu", "2"])
+    config = ServeConfig.from_args(args)
+    assert (config.streams, config.model_host, config.hosts_per_gpu) == (3, "all", 2)
+    assert ServeConfig.from_args(p.parse_args([])) == ServeConfig()  # the flags' defaults are the config's
+    with pytest.raises(ConfigError, match="streams must be ≥ 1"):
+        ServeConfig.from_args(p.parse_args(["--streams", "0"]))

@@ -45,6 +45,13 @@ def add_service_options(p: argparse.ArgumentParser, max_queued: int = 256) -> No
     p.add_argument("--max-batch", type=int, default=32, help="crops per model batch (default 32)")
     p.add_argument("--batch-wait-ms", type=float, default=2.0, help="batch gathering window, ms (default 2)")
     p.add_argument(
+        "--streams",
+        type=int,
+        default=2,
+        help="model batches in flight per model (a replica's own, a model replica's or a model host's; "
+        "default 2)",
+    )
+    p.add_argument(
         "--max-replicas",
         type=int,
         default=None,

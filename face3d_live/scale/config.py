@@ -243,6 +243,7 @@ class ServeConfig:
             model=ModelOptions.from_args(args),
             max_batch=args.max_batch,
             batch_wait_ms=args.batch_wait_ms,
+            streams=args.streams,
             ingress_min_replicas=args.min_replicas,
             ingress_max_replicas=args.max_replicas,
             threads_per_replica=args.threads_per_replica,
