@@ -167,6 +167,37 @@ def test_hosts_of_one_gpu_take_free_slots_and_a_client_spreads_over_them(host, c
     assert gpu_host_paths("ab12", [], 2) == [host_socket_path("ab12", None)]  # no GPU: one host
 
 
+def test_a_host_that_goes_away_fails_one_call_and_the_next_reconnects(host, crops, tmp_path: Path) -> None:
+    """A host stopping (or Serve restarting it) ends its clients' connections: a call then fails at once
+    with one line instead of waiting for ever, and the thread's next call connects to the host that took
+    the socket again."""
+    import time
+
+    _, runner, _ = host
+    path = str(tmp_path / "restart.sock")
+    first = ModelHostServer(runner, path)
+    client = ModelHostClient(path)
+    second = None
+    try:
+        assert client.predict(crops[:1]).vertices.shape == (1, 468, 3)
+        first.close()
+        t0 = time.monotonic()
+        with pytest.raises(ModelError, match="broke|cannot reach"):
+            client.predict(crops[:1])
+        assert time.monotonic() - t0 < 10
+        with pytest.raises(ModelError, match="cannot reach"):  # nobody listens: still one line
+            client.predict(crops[:1])
+        second = ModelHostServer(runner, path)  # the restarted host
+        out = client.predict(crops[:2])
+        np.testing.assert_allclose(out.vertices, runner.predict(crops[:2]).vertices, atol=1e-2)
+        assert client.connections() == {path: 1}  # the broken ones were dropped
+    finally:
+        client.close()
+        first.close()
+        if second is not None:
+            second.close()
+
+
 def test_a_client_that_goes_away_leaves_the_host_serving(host, crops) -> None:
     server, _, _ = host
     gone = ModelHostClient(server.path)

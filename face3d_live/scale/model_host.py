@@ -45,7 +45,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -181,6 +181,8 @@ class ModelHostServer:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._slots = threading.BoundedSemaphore(in_flight)
         self._closed = False
+        self._clients: set[socket.socket] = set()  # open connections: close() ends them
+        self._clients_lock = threading.Lock()
         self._listener, self.path = _listen_on_free_path([path] if isinstance(path, str) else list(path))
         for target, name in (
             (self._accept_loop, "model-host-accept"),
@@ -200,6 +202,8 @@ class ModelHostServer:
             ).start()
 
     def _serve_client(self, sock: socket.socket) -> None:
+        with self._clients_lock:
+            self._clients.add(sock)
         try:
             _send_blob(sock, json.dumps(self.info).encode())
             _, fds, _, _ = socket.recv_fds(sock, 1, 1)
@@ -229,6 +233,8 @@ class ModelHostServer:
             if not self._closed:
                 log.warning("model host: a client connection failed: %s", exc)
         finally:
+            with self._clients_lock:
+                self._clients.discard(sock)
             sock.close()
 
     # ---- batches ----------------------------------------------------------------------------------------
@@ -353,6 +359,12 @@ class ModelHostServer:
         self._queue.put(None)
         with contextlib.suppress(OSError):
             self._listener.close()
+        # the clients' calls would otherwise wait for batches that no thread runs: they see the end now
+        with self._clients_lock:
+            clients = list(self._clients)
+        for sock in clients:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 
@@ -511,11 +523,29 @@ class ModelHostClient:
                 if conn is not None:
                     self._spare.remove(conn)
             if conn is None:
-                conn = _Connection(path, self.timeout)
+                try:
+                    conn = _Connection(path, self.timeout)
+                except OSError as exc:
+                    raise ModelError(f"cannot reach the shared model at {path}: {exc}") from None
                 with self._lock:
                     self._all.append(conn)
             self._local.conn = conn
         return conn
+
+    @contextlib.contextmanager
+    def _broken_is_dropped(self, conn: _Connection) -> Iterator[None]:
+        """A connection whose host went away (stopped, restarted by Serve) fails this call with one line and
+        is dropped: the thread's next call connects again, to the next host in turn."""
+        try:
+            yield
+        except OSError as exc:  # ConnectionError included
+            with self._lock:
+                if conn in self._all:
+                    self._all.remove(conn)
+            if getattr(self._local, "conn", None) is conn:
+                self._local.conn = None
+            conn.close()
+            raise ModelError(f"the connection to the shared model at {conn.path} broke: {exc}") from None
 
     def connections(self) -> dict[str, int]:
         """Connections per host socket (the spare ones included)."""
@@ -526,7 +556,8 @@ class ModelHostClient:
         check_crops(crops, self.input_size)
         conn = self._connection()
         step = self.max_batch
-        parts = [conn.call(crops[i : i + step]) for i in range(0, len(crops), step)]
+        with self._broken_is_dropped(conn):
+            parts = [conn.call(crops[i : i + step]) for i in range(0, len(crops), step)]
         return concat_outputs(parts) if parts else unpack_output(np.zeros((0, ROW), np.float32))
 
     def front(self, bodies: list[bytes], oriented: list[bool]) -> list:
@@ -543,7 +574,8 @@ class ModelHostClient:
                 if len(bodies[k]) <= room or not batch:
                     batch.append(k)
                     room -= len(bodies[k])
-            answers = conn.front([bodies[k] for k in batch], [oriented[k] for k in batch])
+            with self._broken_is_dropped(conn):
+                answers = conn.front([bodies[k] for k in batch], [oriented[k] for k in batch])
             for k, answer in zip(batch, answers):
                 out[k] = answer
             todo = [k for k in todo if out[k] is None]
