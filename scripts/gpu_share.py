@@ -4,6 +4,7 @@ does: ``nvidia-cuda-mps-control -d`` first, ``echo quit | nvidia-cuda-mps-contro
     python scripts/gpu_share.py model 16x2x4 1x2x64 ...   # r50: P processes x T threads, batches of b crops
     python scripts/gpu_share.py front 15x2 ...            # nvJPEG + BlazeFace: P processes x T threads
     python scripts/gpu_share.py profile                   # one process: GPU kernel time per front-end batch
+    python scripts/gpu_share.py detector                  # BlazeFace's networks alone: kernel time per graph replay
     ... --seconds 6 --json out.json
 
 Each configuration's processes start together (a barrier after their warm-up) and run for ``--seconds``.
@@ -138,15 +139,74 @@ def profile_front(batches: tuple[int, ...] = (1, 2, 8), top: int = 8) -> list[di
     return rows
 
 
+def profile_detector(batches: tuple[int, ...] = (1, 8), reps: int = 50) -> list[dict]:
+    """GPU kernel time of one CUDA-graph replay of each BlazeFace network, in NHWC and NCHW activations
+    (torch.profiler, one process): the layouts and kernels behind the detector's share of the front end."""
+    import torch
+
+    from face3d_live.detect.blazeface_torch import TorchBlazeFace
+
+    device = torch.device("cuda")
+    rows = []
+    for full in (True, False):
+        for layout, fmt in (("NHWC", torch.channels_last), ("NCHW", torch.contiguous_format)):
+            net = TorchBlazeFace.bundled(full).to(device).eval().to(memory_format=fmt)
+            for b in batches:
+                x = torch.zeros((b, 3, net.input_size, net.input_size), device=device).contiguous(
+                    memory_format=fmt
+                )
+                stream = torch.cuda.Stream(device)
+                stream.wait_stream(torch.cuda.current_stream(device))
+                with torch.inference_mode(), torch.cuda.stream(stream):
+                    for _ in range(3):
+                        net(x)
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph, stream=stream):
+                        net(x)
+                torch.cuda.current_stream(device).wait_stream(stream)
+                for _ in range(5):
+                    graph.replay()
+                torch.cuda.synchronize()
+                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                    for _ in range(reps):
+                        graph.replay()
+                    torch.cuda.synchronize()
+                events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+                kernels: dict[str, float] = {}
+                for e in events:
+                    kernels[e.name] = kernels.get(e.name, 0.0) + e.device_time / reps / 1000
+                name = "full-range" if full else "short-range"
+                total = sum(kernels.values())
+                top = sorted(kernels.items(), key=lambda kv: -kv[1])[:3]
+                print(
+                    f"{name} {layout} batch {b}: {total:.3f} ms of GPU kernels ({len(events) / reps:.0f} kernels)"
+                )
+                for kernel, ms in top:
+                    print(f"    {ms:.3f} ms  {kernel[:100]}")
+                rows.append(
+                    {
+                        "network": name,
+                        "layout": layout,
+                        "batch": b,
+                        "gpu_ms": round(total, 4),
+                        "kernels": len(events) / reps,
+                        "top": top,
+                    }
+                )
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=("model", "front", "profile"))
+    p.add_argument("what", choices=("model", "front", "profile", "detector"))
     p.add_argument("specs", nargs="*", help="PxTxB (model) or PxT (front) configurations")
     p.add_argument("--seconds", type=float, default=6.0)
     p.add_argument("--json", default=None, help="write the rows here")
     args = p.parse_args()
     if args.what == "profile":
         rows = profile_front()
+    elif args.what == "detector":
+        rows = profile_detector()
     else:
         if not args.specs:
             p.error("give at least one configuration, e.g. 16x2x4 (model) or 15x2 (front)")
