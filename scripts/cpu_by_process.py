@@ -9,42 +9,12 @@ the groups by CPU seconds after the command exits, with its exit status.
 
 from __future__ import annotations
 
-import os
-import re
 import subprocess
 import sys
-import time
-from collections import defaultdict
+from pathlib import Path
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _group(cmdline: str) -> str:
-    if cmdline.startswith("ray::"):
-        return cmdline.split()[0].split(".")[0]
-    words = cmdline.split()
-    if not words:
-        return "?"
-    prog = os.path.basename(words[0])
-    if prog.startswith("python") and len(words) > 1:
-        prog += " " + os.path.basename(words[1] if not words[1].startswith("-") else " ".join(words[1:3]))
-    return re.sub(r"\s+", " ", prog)[:60]
-
-
-def _snapshot() -> dict[int, tuple[float, str]]:
-    out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        out[int(pid)] = ((int(fields[11]) + int(fields[12])) / TICK, cmd)
-    return out
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's package, run from anywhere
+from face3d_live.monitor.cpu_groups import CpuSampler  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -53,27 +23,17 @@ def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__)
         return 2
-    first = _snapshot()
-    last = dict(first)
-    proc = subprocess.Popen(argv)
-    t0 = time.monotonic()
-    while proc.poll() is None:
-        time.sleep(0.5)
-        for pid, (cpu, cmd) in _snapshot().items():  # an exiting process loses its command line: keep it
-            last[pid] = (cpu, cmd or last.get(pid, (0.0, ""))[1])
-    wall = time.monotonic() - t0
-    used: dict[str, float] = defaultdict(float)
-    for pid, (cpu, cmd) in last.items():
-        base = first.get(pid, (0.0, cmd))[0] if first.get(pid, (0, ""))[1] == cmd else 0.0
-        if cpu - base > 0:
-            used[_group(cmd)] += cpu - base
-    total = sum(used.values())
+    with CpuSampler() as sampler:
+        code = subprocess.call(argv)
+    groups = sampler.groups()
+    total = sum(g.cpu_s for g in groups.values())
+    wall = sampler.wall_s
     print(
         f"cpu_by_process: {total:.1f} CPU-s in {wall:.1f} s wall ({total / wall:.1f} cores busy on average)"
     )
-    for name, sec in sorted(used.items(), key=lambda kv: -kv[1])[:25]:
-        print(f"  {sec:8.1f} s  {name}")
-    return proc.returncode
+    for name, g in list(groups.items())[:25]:
+        print(f"  {g.cpu_s:8.1f} s  {name}")
+    return code
 
 
 if __name__ == "__main__":

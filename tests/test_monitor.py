@@ -141,3 +141,26 @@ def test_gpu_monitor_degrades_without_gpu():
     finally:
         mon.close()
         mon.close()  # idempotent
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc"), reason="Linux /proc")
+def test_cpu_sampler_counts_a_busy_process_that_exits_inside_the_block():
+    """A load generator exits before its level ends: its CPU still counts, in its own group (bench serve's
+    per-level "CPU cores" line)."""
+    import subprocess
+    import sys
+
+    from face3d_live.monitor.cpu_groups import CpuSampler, group_name, short_name
+
+    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass"
+    with CpuSampler(interval_s=0.1) as sampler:
+        subprocess.run([sys.executable, "-c", busy], check=True)
+    groups = sampler.groups()
+    mine = [g for name, g in groups.items() if name.startswith("python") and name.endswith("-c import")]
+    assert mine and max(g.cpu_s for g in mine) >= 0.5, groups
+    assert sampler.wall_s >= 0.6
+    assert list(groups) == sorted(groups, key=lambda k: -groups[k].cpu_s)  # busiest first
+    assert group_name("ray::ServeReplica:face3d:Api.__init__ extra") == "ray::ServeReplica:face3d:Api"
+    assert short_name("ray::ServeReplica:face3d:ModelHost") == "ModelHost" and short_name("wrk") == "wrk"
+    assert short_name("ray::ServeController") == "ServeController"
+    assert group_name("/usr/sbin/haproxy -f cfg") == "haproxy"

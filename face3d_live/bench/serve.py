@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from face3d_live.monitor.cpu_groups import CpuSampler, short_name
+
 NAME = "serve"
 HELP = "HTTP service under load (wrk/httpx) at concurrency 1…256: requests/s, p50/p95/p99, batch sizes"
 TARGET_RPS = 2000.0
@@ -106,6 +108,17 @@ def _load(
     )
 
 
+def _cpu_cores(sampler: CpuSampler, top: int = 6) -> dict[str, dict]:
+    """The busiest process groups during a level, as cores (CPU seconds / wall) and process counts: the
+    service's replicas and model hosts, the ingress (HAProxy, Serve's proxy), the load generator."""
+    wall = max(sampler.wall_s, 1e-6)
+    return {
+        short_name(name): {"cores": round(g.cpu_s / wall, 2), "processes": g.processes}
+        for name, g in list(sampler.groups().items())[:top]
+        if g.cpu_s / wall >= 0.05
+    }
+
+
 def _measure(args, url: str, image_path: Path | None) -> dict:
     import cv2
     import numpy as np
@@ -123,7 +136,8 @@ def _measure(args, url: str, image_path: Path | None) -> dict:
         rows = []
         for c in levels:
             before = _batch_totals(url)
-            r = _load(args, url, body, body_path, ctype, c, args.duration)
+            with CpuSampler() as cpu:
+                r = _load(args, url, body, body_path, ctype, c, args.duration)
             after = _batch_totals(url)
             d = {k: (after[k] or 0) - (before[k] or 0) for k in ("batches", "requests", "crops", "batch_s")}
             r["batch"] = {
@@ -135,6 +149,7 @@ def _measure(args, url: str, image_path: Path | None) -> dict:
             r["gpu_util_pct"] = after["gpu_util"]
             mem = after["gpu_memory"]
             r["gpu_memory_used_mb"] = None if mem is None else round(mem / 2**20, 1)
+            r["cpu_cores"] = _cpu_cores(cpu)
             rows.append(r)
             lat = r["latency_ms"]
             print(
@@ -144,6 +159,11 @@ def _measure(args, url: str, image_path: Path | None) -> dict:
                 f"{r['batch']['mean_crops']} crops"
                 + (f"  GPU {r['gpu_util_pct'] or 0:.0f} %, {mem / 2**30:.1f} GiB" if mem is not None else "")
             )
+            if r["cpu_cores"]:
+                print(
+                    "        CPU cores: "
+                    + ", ".join(f"{k} {v['cores']:.2f} ({v['processes']})" for k, v in r["cpu_cores"].items())
+                )
     meeting = [r for r in rows if r["ok_rps"] >= TARGET_RPS and r["latency_ms"]["p95"] <= TARGET_P95_MS]
     under_p95 = [r for r in rows if r["latency_ms"]["p95"] <= TARGET_P95_MS and r["non_2xx"] == 0]
     best = max(under_p95, key=lambda r: r["ok_rps"], default=None)
