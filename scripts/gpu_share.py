@@ -14,6 +14,7 @@ Prints one line per configuration and writes them as JSON. Needs CUDA, torch and
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing as mp
 import sys
@@ -105,6 +106,21 @@ def run_shared(kind: str, spec: str, seconds: float) -> dict:
     return row
 
 
+def _kernel_ms(call, reps: int) -> tuple[dict[str, float], float]:
+    """GPU milliseconds per ``call()`` by kernel name (torch.profiler over ``reps`` calls), and kernels per call."""
+    import torch
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            call()
+        torch.cuda.synchronize()
+    kernels: dict[str, float] = {}
+    events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    for e in events:
+        kernels[e.name] = kernels.get(e.name, 0.0) + e.device_time / reps / 1000
+    return kernels, len(events) / reps
+
+
 def profile_front(batches: tuple[int, ...] = (1, 2, 8), top: int = 8) -> list[dict]:
     """GPU kernel time per front-end batch (decode + detect + copies back), by kernel (torch.profiler)."""
     import torch
@@ -117,24 +133,17 @@ def profile_front(batches: tuple[int, ...] = (1, 2, 8), top: int = 8) -> list[di
     body = bench_image()
     rows = []
     for k in batches:
-        bodies, oriented = [body] * k, [False] * k
+        batch = functools.partial(front._run_batch, detectors, [body] * k, [False] * k, finish=False)
         for _ in range(10):
-            front._run_batch(detectors, bodies, oriented, finish=False)
+            batch()
         torch.cuda.synchronize()
         t = time.perf_counter()
         for _ in range(50):
-            front._run_batch(detectors, bodies, oriented, finish=False)
+            batch()
         wall = (time.perf_counter() - t) / 50 * 1000
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            for _ in range(20):
-                front._run_batch(detectors, bodies, oriented, finish=False)
-            torch.cuda.synchronize()
-        kernels: dict[str, float] = {}
-        events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-        for e in events:
-            kernels[e.name] = kernels.get(e.name, 0.0) + e.device_time / 20 / 1000
+        kernels, count = _kernel_ms(batch, 20)
         total = sum(kernels.values())
-        print(f"batch {k}: wall {wall:.2f} ms, GPU kernels {total:.3f} ms ({len(events) / 20:.0f} kernels)")
+        print(f"batch {k}: wall {wall:.2f} ms, GPU kernels {total:.3f} ms ({count:.0f} kernels)")
         biggest = sorted(kernels.items(), key=lambda kv: -kv[1])[:top]
         for name, ms in biggest:
             print(f"    {ms:.3f} ms  {name[:110]}")
@@ -170,21 +179,11 @@ def profile_detector(batches: tuple[int, ...] = (1, 8), reps: int = 50) -> list[
                 torch.cuda.current_stream(device).wait_stream(stream)
                 for _ in range(5):
                     graph.replay()
-                torch.cuda.synchronize()
-                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-                    for _ in range(reps):
-                        graph.replay()
-                    torch.cuda.synchronize()
-                events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-                kernels: dict[str, float] = {}
-                for e in events:
-                    kernels[e.name] = kernels.get(e.name, 0.0) + e.device_time / reps / 1000
+                kernels, count = _kernel_ms(graph.replay, reps)
                 name = "full-range" if full else "short-range"
                 total = sum(kernels.values())
                 top = sorted(kernels.items(), key=lambda kv: -kv[1])[:3]
-                print(
-                    f"{name} {layout} batch {b}: {total:.3f} ms of GPU kernels ({len(events) / reps:.0f} kernels)"
-                )
+                print(f"{name} {layout} batch {b}: {total:.3f} ms of GPU kernels ({count:.0f} kernels)")
                 for kernel, ms in top:
                     print(f"    {ms:.3f} ms  {kernel[:100]}")
                 rows.append(
@@ -193,7 +192,7 @@ def profile_detector(batches: tuple[int, ...] = (1, 8), reps: int = 50) -> list[
                         "layout": layout,
                         "batch": b,
                         "gpu_ms": round(total, 4),
-                        "kernels": len(events) / reps,
+                        "kernels": count,
                         "top": top,
                     }
                 )

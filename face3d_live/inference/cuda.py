@@ -110,9 +110,7 @@ def mps_client(environ: os._Environ | dict | None = None) -> bool:
     file stays after its daemon quits, and CUDA then runs without MPS: a service started beside such a
     leftover trusted it, started no daemon of its own and ran its replicas time-slicing the GPU (H200,
     2026-12-04: 503 against 1,381 requests/s at c=32). So a socket counts only when it takes a connection.
-    The daemon listens with SOCK_SEQPACKET (driver 580, H200); a socket of another type that is listening
-    answers EPROTOTYPE, which counts too: only a refused connection means nobody is there."""
-    import errno
+    The daemon listens with SOCK_SEQPACKET (driver 580, H200)."""
     import socket
     import stat
 
@@ -123,12 +121,22 @@ def mps_client(environ: os._Environ | dict | None = None) -> bool:
             return True  # not a socket (an older daemon's pipe?): that it exists is all there is to check
     except OSError:
         return False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as probe:
+    return unix_socket_listening(path, socket.SOCK_SEQPACKET)
+
+
+def unix_socket_listening(path: str, kind: int) -> bool:
+    """Whether a process accepts connections on the Unix socket ``path`` (its file outlives it), probed with a
+    socket of type ``kind``. A listener of another type answers EPROTOTYPE, which counts too: only a refused
+    (or impossible) connection means nobody is there."""
+    import errno
+    import socket
+
+    with socket.socket(socket.AF_UNIX, kind) as probe:
         probe.settimeout(2.0)
         try:
             probe.connect(path)
         except OSError as exc:
-            return exc.errno == errno.EPROTOTYPE  # listening, with another socket type
+            return exc.errno == errno.EPROTOTYPE
     return True
 
 

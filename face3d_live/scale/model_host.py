@@ -51,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from face3d_live.errors import ModelError
+from face3d_live.inference.cuda import unix_socket_listening
 from face3d_live.models.layout import NUM_IRIS, NUM_LM68, NUM_VERTICES
 from face3d_live.models.output import ModelOutput
 from face3d_live.models.r50_face import check_crops
@@ -381,7 +382,7 @@ def _listen_on_free_path(paths: list[str]) -> tuple[socket.socket, str]:
                 sock.close()
                 if exc.errno != errno.EADDRINUSE:
                     raise ModelError(f"the model host cannot listen on {path}: {exc}") from None
-                if attempt or listening(path):
+                if attempt or unix_socket_listening(path, socket.SOCK_STREAM):
                     break  # another host's: the next path
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)  # a stopped host's leftover
@@ -390,17 +391,6 @@ def _listen_on_free_path(paths: list[str]) -> tuple[socket.socket, str]:
             sock.listen(256)
             return sock, path
     raise ModelError(f"no free model host socket among {', '.join(paths)}")
-
-
-def listening(path: str) -> bool:
-    """Whether a process accepts connections on the Unix socket ``path`` (its file outlives it)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(2.0)
-        try:
-            probe.connect(path)
-        except OSError:
-            return False
-    return True
 
 
 class _Connection:

@@ -302,18 +302,19 @@ class ModelHost:
         if config.model_host == "all" and config.gpu_decode != "off" and gpu_front_available() is None:
             # every replica's JPEGs decoded and detectors run here, in batches across all of them
             self.front = GpuFrontEnd(max_batch=16, workers=config.gpu_batch_threads, raw=True)
-        slots = gpu_host_paths(token, gpus, config.hosts_per_gpu)
+        # the GPU's slots first; the spare ones only where Ray put more hosts on this GPU than asked
+        spare = 8
+        slots = gpu_host_paths(token, gpus, config.hosts_per_gpu, spare=spare)
         self.server = ModelHostServer(
             self.runner,
-            # the GPU's slots first; the spare ones only where Ray put more hosts on this GPU than asked
-            gpu_host_paths(token, gpus, config.hosts_per_gpu, spare=8),
+            slots,
             in_flight=config.streams,
             on_batch=lambda r, c, s: observe_batch(self.reporter.buffer, r, c, s),
             front=self.front,
             # one request's largest body and image, and the detectors' outputs (sparse: only what is used)
             front_bytes=config.max_body_bytes + 3 * config.max_pixels + (1 << 20),
         )
-        if self.server.path not in slots:
+        if self.server.path in slots[-spare:]:
             log.warning("model host: more hosts on this GPU than --hosts-per-gpu: this one takes no calls")
         log.info(
             "model host: %s on %s%s",
