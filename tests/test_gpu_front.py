@@ -239,6 +239,48 @@ def gpu_front():
 
 
 @pytest.mark.gpu
+def test_polled_and_spinning_waits_give_the_same_answers(monkeypatch, bodies) -> None:
+    """The batch's one wait (images and detector outputs copied back asynchronously into page-locked memory)
+    gives the same pixels and detections whether it polls or spins, with every body in one batch."""
+    reason = _cuda_reason()
+    if reason:
+        pytest.skip(reason)
+    from face3d_live.scale.gpu_front import GpuFrontEnd
+
+    answers = {}
+    for wait, poll_s in (("spin", 0.0), ("poll", 1e-4)):
+        monkeypatch.setenv("FACE3D_FRONT_WAIT", wait)
+        front = GpuFrontEnd(device="cuda", max_batch=len(bodies), wait_s=0.2)
+        try:
+            assert front.poll_s == poll_s
+            futures = [front.submit(body, 40_000_000) for body in bodies]
+            answers[wait] = [f.result(timeout=60) for f in futures]
+            assert front.batches <= 3  # the warm-up batch and one or two for the bodies
+        finally:
+            front.close()
+    for spun, polled in zip(answers["spin"], answers["poll"]):
+        np.testing.assert_array_equal(spun.image, polled.image)
+        _same_detections(spun.detections, polled.detections, px=1e-3)
+
+
+def test_front_wait_setting(monkeypatch) -> None:
+    from face3d_live.scale.gpu_front import front_poll_s
+
+    monkeypatch.setenv("FACE3D_FRONT_WAIT", "poll")
+    assert front_poll_s() == 1e-4
+    monkeypatch.setenv("FACE3D_FRONT_WAIT", "spin")
+    assert front_poll_s() == 0.0
+    monkeypatch.setenv("FACE3D_FRONT_WAIT", "sleep")
+    with pytest.raises(ValueError, match="FACE3D_FRONT_WAIT='sleep': use poll or spin"):
+        front_poll_s()
+    monkeypatch.delenv("FACE3D_FRONT_WAIT")
+    monkeypatch.setenv("FACE3D_CUDA_WAIT", "block")  # unset: as the other CUDA waits of this worker
+    assert front_poll_s() == 1e-4
+    monkeypatch.setenv("FACE3D_CUDA_WAIT", "spin")
+    assert front_poll_s() == 0.0
+
+
+@pytest.mark.gpu
 def test_nvjpeg_pixels_close_to_opencv(gpu_front, bodies) -> None:
     """nvJPEG rounds differently from libjpeg-turbo: a grey level or so on average; at colour edges more,
     as it upsamples chroma without libjpeg-turbo's "fancy" filter (H200, 2026-12-04: astronaut mean 0.69,

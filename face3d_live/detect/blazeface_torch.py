@@ -481,9 +481,18 @@ class TorchBlazeFaceDetector(BlazeFaceDecoder):
         """The network's raw outputs for ``detect_batch``'s ``images``: regressors (N, anchors, 16) and logits
         (N, anchors, 1) on the host, and each image's letterbox (ox, oy, side); ``decode`` turns image k's
         into detections (the model host returns these, so that the per-image decoding runs in its clients)."""
+        regressors, logits, geometry = self.raw_batch_on_device(images)
+        return regressors.cpu().numpy(), logits.cpu().numpy(), geometry
+
+    @torch.inference_mode()
+    def raw_batch_on_device(
+        self, images: Sequence[ImageInput] | torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int, int]]]:
+        """``raw_batch`` with the outputs left on the device and nothing waited for: a caller with more to
+        copy back (the GPU front end: the images too) waits once for all of it, on the current stream."""
         chw = _as_chw_list(images, self.device)
         if not chw:
-            return np.zeros((0, 0, 16), np.float32), np.zeros((0, 0, 1), np.float32), []
+            return torch.zeros((0, 0, 16)), torch.zeros((0, 0, 1)), []
         size = self.size
         canvas = torch.zeros((len(chw), 3, size, size), dtype=torch.float32, device=self.device)
         geometry: list[tuple[int, int, int]] = []
@@ -504,7 +513,7 @@ class TorchBlazeFaceDetector(BlazeFaceDecoder):
                 canvas[part, :, oy : oy + nh, ox : ox + nw] = shrink_torch(batch, nw, nh)
         x = (canvas / 127.5 - 1.0).contiguous(memory_format=self.memory_format)
         regressors, logits = self._graphs(x) if self._graphs is not None else self.model(x)
-        return regressors.cpu().numpy(), logits.cpu().numpy(), geometry
+        return regressors, logits, geometry
 
     def close(self) -> None:
         pass

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -136,6 +137,24 @@ class GpuFrontEnd:
 
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"  # "cpu": the same batching, OpenCV decoding (tests)
+        self.poll_s = front_poll_s() if self.cuda else 0.0
+
+    def _wait(self, stream) -> None:
+        """Until the work enqueued on ``stream`` is done: polled with short sleeps (``poll_s``), or a
+        spinning wait (CUDA's default in torch) where ``poll_s`` is 0. Why poll: in an MPS client (one
+        replica per core) a spinning wait takes the core another replica needs, and a blocking-sync wait
+        wakes late on those busy cores (inference.cuda.set_blocking_sync)."""
+        import torch
+
+        if stream is None:
+            return
+        if not self.poll_s:
+            stream.synchronize()
+            return
+        done = torch.cuda.Event()
+        done.record(stream)
+        while not done.query():
+            time.sleep(self.poll_s)
 
     def _worker_state(self):
         """What one batch thread works with: its detectors and stream."""
@@ -238,22 +257,28 @@ class GpuFrontEnd:
         with stream, torch.inference_mode():
             t0 = time.perf_counter()
             images = self._decode(bodies, oriented, out)
-            if self.cuda:
-                detectors.stream.synchronize()
-            t1 = time.perf_counter()
+            t1 = time.perf_counter()  # nvJPEG's GPU work may still run: detect_ms counts what is left of it
             live = [k for k, im in enumerate(images) if im is not None]
             full: dict[int, RawDetector] = {}
             short: dict[int, RawDetector] = {}
+            host: dict[int, np.ndarray] = {}
             if live:
-                reg, logits, geometry = detectors.full_range.raw_batch([images[k] for k in live])
+                # the images and the full-range outputs come back in one wait (three waits before: each
+                # a core spun or a late wake-up, 13-17 % of a replica's CPU samples on the H200)
+                reg_d, logits_d, geometry = detectors.full_range.raw_batch_on_device(
+                    [images[k] for k in live]
+                )
+                reg, logits = _host_copy(reg_d), _host_copy(logits_d)
+                host = _to_host(images, live)
+                self._wait(detectors.stream)
+                reg_np, logits_np = reg.numpy(), logits.numpy()
                 for i, k in enumerate(live):
-                    full[k] = (reg[i], logits[i, :, 0], geometry[i])
+                    full[k] = (reg_np[i], logits_np[i, :, 0], geometry[i])
                 empty = [k for k in live if not self.decoders[0].finds_any(full[k][1])]
-                if empty:
-                    reg, logits, geometry = detectors.short_range.raw_batch([images[k] for k in empty])
+                if empty:  # rare in a service (a photo with no face near the camera): its own wait
+                    reg_np, logits_np, geometry = detectors.short_range.raw_batch([images[k] for k in empty])
                     for i, k in enumerate(empty):
-                        short[k] = (reg[i], logits[i, :, 0], geometry[i])
-            host = _to_host(images, live)
+                        short[k] = (reg_np[i], logits_np[i, :, 0], geometry[i])
             t2 = time.perf_counter()
         decode_ms, detect_ms = (t1 - t0) * 1000, (t2 - t1) * 1000
         for k in live:
@@ -327,9 +352,23 @@ class HostFrontEnd(GpuFrontEnd):
         return self.client.front(bodies, oriented)
 
 
+def front_poll_s() -> float:
+    """Seconds between the GPU front end's checks for its batch's outputs: ``FACE3D_FRONT_WAIT=poll`` 0.1 ms,
+    ``=spin`` 0 (a spinning wait); unset, it polls where CUDA waits should not spin (an MPS client or
+    ``FACE3D_CUDA_WAIT=block``: inference.cuda.blocking_sync_requested) and spins elsewhere."""
+    from face3d_live.inference.cuda import blocking_sync_requested
+
+    wait = os.environ.get("FACE3D_FRONT_WAIT", "").strip().lower()
+    if wait not in ("poll", "spin", ""):
+        raise ValueError(f"FACE3D_FRONT_WAIT={wait!r}: use poll or spin")
+    poll = wait == "poll" if wait else blocking_sync_requested()
+    return 1e-4 if poll else 0.0
+
+
 def _to_host(images: list, live: list[int]) -> dict[int, np.ndarray]:
     """The (3, H, W) device images ``images[k]``, k in ``live``, as (H, W, 3) host arrays: one layout kernel
-    and one copy per image size rather than per image (each copy is a wait for the GPU)."""
+    and one copy per image size rather than per image. On CUDA the copies are only enqueued (into page-locked
+    memory): the arrays are valid after the caller's wait on the current stream."""
     import torch
 
     by_shape: dict[tuple[int, ...], list[int]] = {}
@@ -337,6 +376,18 @@ def _to_host(images: list, live: list[int]) -> dict[int, np.ndarray]:
         by_shape.setdefault(tuple(images[k].shape), []).append(k)
     host: dict[int, np.ndarray] = {}
     for members in by_shape.values():
-        batch = torch.stack([images[k] for k in members]).permute(0, 2, 3, 1).contiguous().cpu().numpy()
-        host.update(zip(members, batch))
+        batch = _host_copy(torch.stack([images[k] for k in members]).permute(0, 2, 3, 1).contiguous())
+        host.update(zip(members, batch.numpy()))
+    return host
+
+
+def _host_copy(tensor):
+    """A host copy of ``tensor``; from CUDA an asynchronous one into page-locked memory (torch's caching host
+    allocator keeps it until the copy is done), valid once the current stream is waited for."""
+    import torch
+
+    if tensor.device.type != "cuda":
+        return tensor
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
     return host
