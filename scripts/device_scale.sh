@@ -11,7 +11,8 @@
 #   process  single-process `process` on the 720p clip (per-stage medians: the per-frame cost a worker pays)
 #   batch    `bench batch` on the 720p clip looped 10× (mp4v), linked $COPIES times (default 32); extra
 #            arguments go to bench batch
-#   serve    `bench serve` at $LEVELS (default 32,64,128,256); extra arguments go to bench serve
+#   serve    `bench serve` at $LEVELS (default 32,64,128,256), a stage probe every $PROBE s (0.2); extra
+#            arguments go to bench serve
 #
 # Each runs under scripts/cpu_by_process.py (CPU seconds per process group: where the time goes). JSON and
 # logs go to $OUT (the device tool's folder) or out/device; $TAG names them.
@@ -35,7 +36,8 @@ batch)
         quiet | tee "$out/$tag.log"
     ;;
 serve)
-    run bench serve --levels "${LEVELS:-32,64,128,256}" --duration "${DURATION:-8}" --json "$out/$tag.json" "$@" 2>&1 |
+    run bench serve --levels "${LEVELS:-32,64,128,256}" --duration "${DURATION:-8}" --stage-probe "${PROBE:-0.2}" \
+        --json "$out/$tag.json" "$@" 2>&1 |
         quiet | tee "$out/$tag.log"
     ;;
 *) echo "usage: scripts/device_scale.sh process|batch|serve [ARGS...]" >&2; exit 2 ;;

@@ -78,6 +78,9 @@ def test_cpu_front_matches_the_replica_path_and_batches_threads(cpu_front, bodie
         expected = decode_rgb(body)
         np.testing.assert_array_equal(results[k].image, expected)
         _same_detections(results[k].detections, detector.detect(expected), px=1.5)
+    # a lone request waits out the batch window (50 ms) before its batch starts: its queue time says so
+    alone = cpu_front.decode_and_detect(bodies[0], 40_000_000)
+    assert alone.queue_ms >= 45, alone.queue_ms
 
 
 def test_cpu_front_bad_input_fails_alone(cpu_front, bodies) -> None:

@@ -44,6 +44,15 @@ def test_request_checks() -> None:
         assert e.value.status == status, body[:10]
 
 
+def test_stage_probe_refuses_bad_settings() -> None:
+    from face3d_live.scale.loadgen import StageProbe
+
+    with pytest.raises(ValueError, match="interval_s must be > 0"):
+        StageProbe("http://127.0.0.1:1/v1/reconstruct", b"", "image/jpeg", 0)
+    with pytest.raises(ValueError, match="is not an http:// URL"):
+        StageProbe("https://example.org/v1/reconstruct", b"", "image/jpeg", 0.1)
+
+
 def test_answers_are_the_same_json_with_or_without_orjson(monkeypatch) -> None:
     from face3d_live.scale import http_api
 
@@ -283,6 +292,31 @@ def test_avatar_is_a_textured_glb(service, face_jpeg: bytes) -> None:
 
     doc = json.loads(glb[20 : 20 + int.from_bytes(glb[12:16], "little")])
     assert doc["images"] and doc["textures"] and doc["meshes"]
+
+
+def test_stage_probe_reports_the_services_stage_times_under_load(service, face_jpeg: bytes) -> None:
+    """bench serve's --stage-probe: one request at a time beside 16 concurrent ones; medians of its latency
+    and of the service's timing_ms stages (here the CPU path: the pool's queue, decoding, the model)."""
+    from face3d_live.scale.loadgen import StageProbe
+
+    headers = {"Content-Type": "image/jpeg", **AUTH}
+    with StageProbe(f"{service}/v1/reconstruct", face_jpeg, "image/jpeg", 0.05, api_key=API_KEY) as probe:
+        for _ in range(2):
+            assert all(
+                r.status_code == 200 for r in _post_many(f"{service}/v1/reconstruct", face_jpeg, 16, headers)
+            )
+        deadline = time.monotonic() + 30
+        while len(probe.samples) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    summary = probe.summary()
+    assert summary["probes"] >= 3 and summary["errors"] == 0, summary
+    median = summary["median_ms"]
+    assert list(median)[0] == "client" and {"pool_queue", "read", "infer", "total"} <= set(median), median
+    assert 0 < median["infer"] < median["total"] <= median["client"], median
+    # a wrong key: every probe fails, counted, nothing raised
+    with StageProbe(f"{service}/v1/reconstruct", face_jpeg, "image/jpeg", 0.05, api_key="nope") as bad:
+        time.sleep(0.5)
+    assert bad.summary()["probes"] == 0 and bad.errors >= 2
 
 
 def test_overload_gets_503_with_retry_after(service, face_jpeg: bytes) -> None:

@@ -4,18 +4,22 @@ Starts the service on Ray (or targets ``--url``), posts one 640×480 JPEG with o
 astronaut photo; ``--image`` for another) with wrk (a Lua script posts the body) or, without wrk, an asyncio
 httpx client in ``--client-procs`` processes, for ``--duration`` seconds per level. Per level: requests/s,
 p50/p95/p99 latency, refusals, and the model batches of that level (requests and crops per batch, from the
-difference of two ``/metrics`` scrapes). Target reported against: ≥ 2,000 requests/s at p95 ≤ 50 ms on
+difference of two ``/metrics`` scrapes), the CPU cores each process group used, and with ``--stage-probe S``
+the medians of the service's own stage times (``timing_ms``: queues, decoding, detection, the model) for one
+extra request every S seconds. Target reported against: ≥ 2,000 requests/s at p95 ≤ 50 ms on
 one H200.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 from pathlib import Path
 
 from face3d_live.monitor.cpu_groups import CpuSampler, short_name
+from face3d_live.scale.loadgen import StageProbe
 
 NAME = "serve"
 HELP = "HTTP service under load (wrk/httpx) at concurrency 1…256: requests/s, p50/p95/p99, batch sizes"
@@ -39,6 +43,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--client-procs", type=int, default=2, help="httpx client processes (default 2)")
     p.add_argument("--client-threads", type=int, default=None, help="wrk threads (default: CPUs)")
     p.add_argument("--api-key", default=None, help="key to send (and to require, for a service started here)")
+    p.add_argument(
+        "--stage-probe",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="during each level, one more request every SECONDS whose timing_ms stages are reported as medians "
+        "(where the latency goes: queues, decoding, the model...); 0 (default): off",
+    )
     add_service_options(p, max_queued=1024)  # the load generator, not the queue, is what is measured
 
 
@@ -136,7 +148,12 @@ def _measure(args, url: str, image_path: Path | None) -> dict:
         rows = []
         for c in levels:
             before = _batch_totals(url)
-            with CpuSampler() as cpu:
+            probe = (
+                StageProbe(f"{url}/v1/reconstruct", body, ctype, args.stage_probe, api_key=args.api_key)
+                if args.stage_probe > 0
+                else contextlib.nullcontext()
+            )
+            with CpuSampler() as cpu, probe:
                 r = _load(args, url, body, body_path, ctype, c, args.duration)
             after = _batch_totals(url)
             d = {k: (after[k] or 0) - (before[k] or 0) for k in ("batches", "requests", "crops", "batch_s")}
@@ -163,6 +180,13 @@ def _measure(args, url: str, image_path: Path | None) -> dict:
                 print(
                     "        CPU cores: "
                     + ", ".join(f"{k} {v['cores']:.2f} ({v['processes']})" for k, v in r["cpu_cores"].items())
+                )
+            if isinstance(probe, StageProbe):
+                r["stages"] = stages = probe.summary()
+                print(
+                    f"        stages (medians of {stages['probes']} probes, ms): "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in stages["median_ms"].items())
+                    + (f"; {stages['errors']} probes failed" if stages["errors"] else "")
                 )
     meeting = [r for r in rows if r["ok_rps"] >= TARGET_RPS and r["latency_ms"]["p95"] <= TARGET_P95_MS]
     under_p95 = [r for r in rows if r["latency_ms"]["p95"] <= TARGET_P95_MS and r["non_2xx"] == 0]

@@ -52,6 +52,9 @@ class FrontResult:
     decode_ms: float  # the batch's decoding (all its images)
     detect_ms: float  # the batch's detection
     finished: Any = None  # finish(images, detections)[k]
+    queue_ms: float = (
+        0.0  # from submit to its batch's start (waiting for a batch thread and the batch window)
+    )
 
 
 # one detector's raw outputs for one image: regressors (A, 16), logits (A,), letterbox (ox, oy, side)
@@ -180,7 +183,7 @@ class GpuFrontEnd:
         if self._closed:
             raise RuntimeError("the GPU front end is closed")
         fut: Future = Future()
-        self._queue.put((body, oriented, fut))
+        self._queue.put((body, oriented, fut, time.perf_counter()))
         return fut
 
     # ---- the batch threads --------------------------------------------------------------------------
@@ -207,15 +210,18 @@ class GpuFrontEnd:
                     items.append(item)
             if not items:
                 continue
+            started = time.perf_counter()
             try:
-                results = self._run_batch(state, [b for b, _, _ in items], [o for _, o, _ in items])
+                results = self._run_batch(state, [b for b, *_ in items], [o for _, o, *_ in items])
             except BaseException as exc:  # a CUDA failure or a bug: every caller gets it (a 500, the reason)
                 log.exception("GPU front end: batch failed")
                 results = [exc] * len(items)
-            for (_, _, fut), res in zip(items, results):
+            for (_, _, fut, submitted), res in zip(items, results):
                 if isinstance(res, BaseException):
                     fut.set_exception(res)
                 else:
+                    if isinstance(res, FrontResult):
+                        res.queue_ms = (started - submitted) * 1000
                     fut.set_result(res)
 
     def _run_batch(

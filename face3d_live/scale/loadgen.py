@@ -8,12 +8,15 @@ flight for ``duration_s`` and report requests/s, latency percentiles and refusal
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +205,80 @@ def run_httpx(
             "mean": round(float(ms.mean()), 3),
         },
     }
+
+
+class StageProbe:
+    """Where requests' time goes while a load generator runs: one request at a time every ``interval_s``
+    (at most 1 / interval_s requests/s added to the load), its latency at the client and the service's
+    ``timing_ms`` stages. A context manager (the probing thread runs inside it); ``summary()`` gives each
+    stage's median in ms over the answered probes, "client" first."""
+
+    def __init__(
+        self,
+        url: str,
+        body: bytes,
+        content_type: str,
+        interval_s: float,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"StageProbe: interval_s must be > 0, not {interval_s}")
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"StageProbe: {url!r} is not an http:// URL")
+        self._address = (parts.hostname, parts.port or 80)
+        self._path = parts.path or "/"
+        self._body, self.interval_s, self.timeout_s = body, interval_s, timeout_s
+        self._headers = {"Content-Type": content_type}
+        if api_key:
+            self._headers["X-API-Key"] = api_key
+        self.samples: list[dict[str, float]] = []
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> StageProbe:
+        self._thread = threading.Thread(target=self._loop, name="stage-probe", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout_s + 5)
+
+    def _loop(self) -> None:
+        conn = http.client.HTTPConnection(*self._address, timeout=self.timeout_s)
+        try:
+            while not self._stop.wait(self.interval_s):
+                t0 = time.perf_counter()
+                try:
+                    conn.request("POST", self._path, self._body, self._headers)
+                    reply = conn.getresponse()
+                    data = reply.read()
+                except (OSError, http.client.HTTPException):
+                    self.errors += 1
+                    conn.close()  # the next request connects again
+                    continue
+                client_ms = (time.perf_counter() - t0) * 1000
+                try:
+                    timing = json.loads(data)["timing_ms"] if reply.status == 200 else None
+                except (ValueError, KeyError, TypeError):
+                    timing = None
+                if not isinstance(timing, dict):
+                    self.errors += 1
+                    continue
+                stages = {k: float(v) for k, v in timing.items() if isinstance(v, int | float)}
+                self.samples.append({"client": client_ms, **stages})
+        finally:
+            conn.close()
+
+    def summary(self) -> dict:
+        """``{"probes", "errors", "median_ms": {stage: ms}}``, the stages in the order the service gave them."""
+        names: dict[str, None] = {}
+        for s in self.samples:
+            names.update(dict.fromkeys(s))
+        median = {k: round(float(np.median([s[k] for s in self.samples if k in s])), 3) for k in names}
+        return {"probes": len(self.samples), "errors": self.errors, "median_ms": median}

@@ -560,9 +560,14 @@ class Api:
         """The whole reconstruction on a GPU batch thread with the replica's concurrent requests, handed over
         from the event loop and back without a pool thread in between (each hop is a wake-up and a GIL
         hand-over; the pool takes only slow answers, the GLB)."""
+        submitted = time.perf_counter()
         front = await asyncio.wrap_future(self._front.submit(body, self.config.max_pixels))
         faces, timings = front.finished
         timings = {
+            # where a request's time goes under load (bench serve --stage-probe): before the batch thread
+            # took it, and until its answer was back on this event loop
+            "front_queue": round(front.queue_ms, 3),
+            "front_wait": round((time.perf_counter() - submitted) * 1000, 3),
             "gpu_decode_batch": round(front.decode_ms, 3),
             "gpu_detect_batch": round(front.detect_ms, 3),
             **timings,
@@ -576,6 +581,7 @@ class Api:
         """Pool thread (no GPU front end): decode, reconstruct (the model call goes to the model deployment
         where there is one), answer."""
         t_read = time.perf_counter()
+        pool_queue_ms = (t_read - t0) * 1000  # reading the body, then waiting for a pool thread
         image = decode_image(body, self.config.max_pixels)
         read_ms = (time.perf_counter() - t_read) * 1000
         rec = self._borrow()
@@ -584,7 +590,13 @@ class Api:
             timings = {k: round(v / 1e6, 3) for k, v in rec.timings_ns.items() if v}
         finally:
             self._idle.put(rec)
-        return work(image, faces, arg, {"read": round(read_ms, 3), **timings}, t0)
+        return work(
+            image,
+            faces,
+            arg,
+            {"pool_queue": round(pool_queue_ms, 3), "read": round(read_ms, 3), **timings},
+            t0,
+        )
 
     def _reconstruct_batch(self, images: list[np.ndarray], detections: list) -> list[tuple[list, dict]]:
         """The GPU front end's finish step: every image's faces, and the batch's stage times (``_batch`` ms)."""
