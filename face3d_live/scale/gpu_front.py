@@ -52,9 +52,8 @@ class FrontResult:
     decode_ms: float  # the batch's decoding (all its images)
     detect_ms: float  # the batch's detection
     finished: Any = None  # finish(images, detections)[k]
-    queue_ms: float = (
-        0.0  # from submit to its batch's start (waiting for a batch thread and the batch window)
-    )
+    # from submit to its batch's start: waiting for a batch thread and the batch window
+    queue_ms: float = 0.0
 
 
 # one detector's raw outputs for one image: regressors (A, 16), logits (A,), letterbox (ox, oy, side)
