@@ -154,29 +154,21 @@ def profile_front(batches: tuple[int, ...] = (1, 2, 8), top: int = 8) -> list[di
 
 def profile_detector(batches: tuple[int, ...] = (1, 8), reps: int = 50) -> list[dict]:
     """GPU kernel time of one CUDA-graph replay of each BlazeFace network, in NHWC and NCHW activations
-    (torch.profiler, one process): the layouts and kernels behind the detector's share of the front end."""
+    (torch.profiler, one process): the layouts and kernels behind the detector's share of the front end.
+    ``batches``: powers of two (the service's graph buckets)."""
     import torch
 
-    from face3d_live.detect.blazeface_torch import TorchBlazeFace
+    from face3d_live.detect.blazeface_torch import TorchBlazeFace, _GraphedNetwork
 
     device = torch.device("cuda")
     rows = []
     for full in (True, False):
         for layout, fmt in (("NHWC", torch.channels_last), ("NCHW", torch.contiguous_format)):
             net = TorchBlazeFace.bundled(full).to(device).eval().to(memory_format=fmt)
+            # the graphs the service replays (its batch buckets), captured as it captures them
+            graphed = _GraphedNetwork(net, net.input_size, max(batches), fmt)
             for b in batches:
-                x = torch.zeros((b, 3, net.input_size, net.input_size), device=device).contiguous(
-                    memory_format=fmt
-                )
-                stream = torch.cuda.Stream(device)
-                stream.wait_stream(torch.cuda.current_stream(device))
-                with torch.inference_mode(), torch.cuda.stream(stream):
-                    for _ in range(3):
-                        net(x)
-                    graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(graph, stream=stream):
-                        net(x)
-                torch.cuda.current_stream(device).wait_stream(stream)
+                graph = graphed.graphs[b]
                 for _ in range(5):
                     graph.replay()
                 kernels, count = _kernel_ms(graph.replay, reps)

@@ -492,11 +492,11 @@ class ModelHostClient:
         self._spare: list[_Connection] = []
         try:
             for path in self.paths:
-                self._spare.append(_Connection(path, connect_timeout))
-        except OSError as exc:
+                self._spare.append(self._connect(path))
+        except ModelError:
             for conn in self._spare:
                 conn.close()
-            raise ModelError(f"cannot reach the shared model at {path}: {exc}") from None
+            raise
         self._all = list(self._spare)
         first = self._spare[0]
         self.name, self.input_size = first.info["name"], int(first.info["input_size"])
@@ -513,14 +513,17 @@ class ModelHostClient:
                 if conn is not None:
                     self._spare.remove(conn)
             if conn is None:
-                try:
-                    conn = _Connection(path, self.timeout)
-                except OSError as exc:
-                    raise ModelError(f"cannot reach the shared model at {path}: {exc}") from None
+                conn = self._connect(path)
                 with self._lock:
                     self._all.append(conn)
             self._local.conn = conn
         return conn
+
+    def _connect(self, path: str) -> _Connection:
+        try:
+            return _Connection(path, self.timeout)
+        except OSError as exc:
+            raise ModelError(f"cannot reach the shared model at {path}: {exc}") from None
 
     @contextlib.contextmanager
     def _broken_is_dropped(self, conn: _Connection) -> Iterator[None]:
