@@ -283,6 +283,19 @@ def test_front_wait_setting(monkeypatch) -> None:
     assert front_poll_s() == 0.0
 
 
+def test_front_poll_backoff_setting(monkeypatch) -> None:
+    from face3d_live.scale.gpu_front import front_poll_max_s
+
+    monkeypatch.delenv("FACE3D_FRONT_POLL_MAX_MS", raising=False)
+    assert front_poll_max_s() == pytest.approx(8e-4)
+    monkeypatch.setenv("FACE3D_FRONT_POLL_MAX_MS", "0.1")
+    assert front_poll_max_s() == pytest.approx(1e-4)
+    for bad in ("fast", "-1", "1e9"):
+        monkeypatch.setenv("FACE3D_FRONT_POLL_MAX_MS", bad)
+        with pytest.raises(ValueError, match="FACE3D_FRONT_POLL_MAX_MS=.*use milliseconds"):
+            front_poll_max_s()
+
+
 @pytest.mark.gpu
 def test_nvjpeg_pixels_close_to_opencv(gpu_front, bodies) -> None:
     """nvJPEG rounds differently from libjpeg-turbo: a grey level or so on average; at colour edges more,
