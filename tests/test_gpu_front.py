@@ -441,7 +441,8 @@ def test_a_replica_answers_each_request_from_its_batchs_reconstruction(
     assert replica._front.batches < 1 + len(picked)  # some requests shared a batch (the first is the warm-up)
     assert sorted(answers) == list(picked)
     crops = buffer.observations[("face3d_batch_crops", ("model",))]
-    assert sum(crops) == 2 * 2 * (len(picked) + 1)  # two passes, mirrored, one face a photo (+ the avatar)
+    # one face a photo (+ the avatar): the first pass alone (through the runner: not padded), the second mirrored
+    assert sum(crops) == (1 + 2) * (len(picked) + 1)
     with Reconstructor(local.runner, smoothing=None) as rec:
         for k in picked:
             image = decode_rgb(bodies[k])

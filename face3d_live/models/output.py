@@ -31,6 +31,11 @@ class ModelOutput:
     def __len__(self) -> int:
         return len(self.scores)
 
+    def rows(self, a: int, b: int) -> ModelOutput:
+        """Crops ``a`` to ``b`` of the batch (views)."""
+        lm = None if self.landmarks68 is None else self.landmarks68[a:b]
+        return ModelOutput(self.vertices[a:b], self.iris[a:b], lm, self.scores[a:b])
+
 
 @functools.lru_cache(maxsize=1)
 def _mirror_partners() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

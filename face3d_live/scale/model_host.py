@@ -55,7 +55,7 @@ from face3d_live.inference.cuda import unix_socket_listening
 from face3d_live.models.layout import NUM_IRIS, NUM_LM68, NUM_VERTICES
 from face3d_live.models.output import ModelOutput
 from face3d_live.models.r50_face import check_crops
-from face3d_live.scale.model_runner import BatchObserver, concat_outputs, slice_output, when_all
+from face3d_live.scale.model_runner import BatchObserver, concat_outputs, when_all
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ class ModelHostServer:
         if error is None:
             out, a = fut.result(), 0
             for client, k in items:
-                pack_output(slice_output(out, a, a + k), client.rows[:k])
+                pack_output(out.rows(a, a + k), client.rows[:k])
                 a += k
             if self.on_batch is not None:
                 self.on_batch(len(items), a, time.perf_counter() - t0)

@@ -46,15 +46,6 @@ def concat_outputs(parts: list[ModelOutput]) -> ModelOutput:
     )
 
 
-def slice_output(out: ModelOutput, a: int, b: int) -> ModelOutput:
-    return ModelOutput(
-        vertices=out.vertices[a:b],
-        iris=out.iris[a:b],
-        landmarks68=None if out.landmarks68 is None else out.landmarks68[a:b],
-        scores=out.scores[a:b],
-    )
-
-
 def join_crops(parts: list[np.ndarray]) -> np.ndarray:
     """Several callers' crops as one batch (no copy for a single caller); ``split_output`` undoes it."""
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -62,7 +53,7 @@ def join_crops(parts: list[np.ndarray]) -> np.ndarray:
 
 def split_output(out: ModelOutput, sizes: list[int]) -> list[ModelOutput]:
     bounds = np.cumsum([0, *sizes])
-    return [slice_output(out, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [out.rows(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 class ModelRunner:

@@ -2,7 +2,7 @@
 
 Protocol: every held-out AFLW crop (120 px, the fixed 10 % split by file name) goes through
 ``Reconstructor(model).reconstruct(crop, boxes=[whole crop])`` (first pass from the box × 1.5, second
-pass from the first mesh; each pass averaged with the mirrored crop's unless ``flip`` is off), on CPU, for
+pass from the first mesh; the second averaged with the mirrored crop's unless ``flip`` is off), on CPU, for
 each model. The 21 manual points are compared with the model's
 mesh through the fixed AFLW map (``points21``: the same for both models). NME = mean point error /
 sqrt(w·h) of the annotated points' bounding box (the AFLW2000-3D normaliser), per |yaw| bin
@@ -46,7 +46,7 @@ class EvalConfig:
     box: str = "crop"  # "crop": boxes = the whole 120 px crop (first pass sees it × 1.5, edge-padded);
     # "inner": boxes = the crop's central 2/3, so the first pass sees exactly the 120 px crop
     min_presence: float = 0.5
-    flip: bool = True  # Reconstructor.flip_stills: each pass averaged with the mirrored crop's
+    flip: bool = True  # Reconstructor.flip_stills: the second pass averaged with the mirrored crop's
     videos: bool = True  # blendshape agreement on the teacher-labelled videos (needs the label caches)
     reference: bool = True  # 3DDFA_V2 on the same crops against the manual points (needs its pack and torch)
 
