@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-videos", action="store_true", help="skip the blendshape agreement on the videos")
     p.add_argument(
-        "--no-flip", action="store_true", help="one model run per pass (no averaging with the mirrored crop)"
+        "--no-flip", action="store_true", help="the final pass without averaging with the mirrored crop"
     )
     p.add_argument(
         "--no-reference",

@@ -33,8 +33,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--no-flip",
         action="store_true",
-        help="photos: one model run per pass instead of averaging with the mirrored crop (half the model "
-        "work, slightly less accurate; video never flips)",
+        help="photos: the final pass without averaging with the mirrored crop (2 model runs a face instead "
+        "of 3, slightly less accurate; video never flips)",
     )
 
 
