@@ -268,7 +268,8 @@ class Reconstructor:
         # goes pixel by pixel (0.35 ms a crop, 20× cv2.flip)
         rows = 2 * n if flip else n
         crops = np.empty((max(rows, pad_to), size, size, 3), np.uint8)
-        crops[rows:] = 0
+        if pad_to > rows:  # blank padding (never on the tracking path: pad_to is 1 there)
+            crops[rows:] = 0
         for k, (r, image) in enumerate(zip(rois, images)):
             r.warp(image, out=crops[k])
             if flip:

@@ -17,7 +17,7 @@
 # Each runs under scripts/cpu_by_process.py (CPU seconds per process group: where the time goes). JSON and
 # logs go to $OUT (the device tool's folder) or out/device; $TAG names them. SPY=1 (serve): 4 s after the load
 # generator starts, a `top` and `nvidia-smi` snapshot and 5 s of py-spy (raw stacks, 200 Hz) on one HTTP
-# replica and one model host, if any: $TAG-spy-api.txt, $TAG-spy-host.txt (py-spy comes with the Ray bundle;
+# replica and one model host, if any: $TAG-spy-api.txt, $TAG-spy-modelhost.txt (py-spy comes with the Ray bundle;
 # `python3 scripts/spy_summary.py FILE` ranks the functions).
 set -uo pipefail
 step=${1:?usage: scripts/device_scale.sh process|batch|serve [ARGS...]}
