@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -164,3 +166,51 @@ def test_cpu_sampler_counts_a_busy_process_that_exits_inside_the_block():
     assert short_name("ray::ServeReplica:face3d:ModelHost") == "ModelHost" and short_name("wrk") == "wrk"
     assert short_name("ray::ServeController") == "ServeController"
     assert group_name("/usr/sbin/haproxy -f cfg") == "haproxy"
+
+
+def test_gpu_load_sampler_summary_and_no_gpu():
+    """The per-level GPU figure of bench serve: the samples' mean, median, range and peak memory; on a machine
+    without NVML the block runs and there is nothing to summarise (the bench then falls back to the gauge)."""
+    from face3d_live.monitor.gpu import GpuLoadSampler, summarize_load
+
+    assert summarize_load([]) is None
+    s = summarize_load([(98.0, 30_000.0), (27.0, 31_000.0), (100.0, 30_500.0), (95.0, 29_000.0)])
+    assert s == {
+        "mean_pct": 80.0,
+        "median_pct": 96.5,
+        "min_pct": 27.0,
+        "max_pct": 100.0,
+        "samples": 4,
+        "memory_max_mb": 31_000.0,
+    }
+    with GpuLoadSampler(interval_s=0.05) as sampler:
+        time.sleep(0.3)
+    probe = GpuMonitor()
+    has_gpu = probe.available
+    probe.close()
+    if has_gpu:
+        assert sampler.summary()["samples"] >= 3
+    else:
+        assert sampler.samples == [] and sampler.summary() is None
+
+
+@pytest.mark.gpu
+def test_gpu_load_sampler_sees_a_busy_gpu():
+    """On a GPU: matrix products kept running for 1.5 s read as a busy GPU (NVML's utilisation, mean of the
+    samples over the block), and the memory they hold is counted."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from face3d_live.monitor.gpu import GpuLoadSampler
+
+    a = torch.randn(4096, 4096, device="cuda")
+    with GpuLoadSampler(interval_s=0.1) as sampler:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 1.5:
+            for _ in range(20):
+                a = (a @ a).clamp_(-1.0, 1.0)
+            torch.cuda.synchronize()
+    s = sampler.summary()
+    assert s is not None and s["samples"] >= 8, s
+    assert s["median_pct"] >= 80 and s["max_pct"] <= 100, s
+    assert s["memory_max_mb"] >= 64, s

@@ -319,6 +319,31 @@ def test_stage_probe_reports_the_services_stage_times_under_load(service, face_j
     assert bad.summary()["probes"] == 0 and bad.errors >= 2
 
 
+def test_bench_levels_report_requests_latency_and_the_gpu_figure(service, request) -> None:
+    """bench serve's measuring loop against the running service (httpx clients, one short level): the level's
+    requests/s and latencies, its batch sizes from /metrics, and its GPU figure: here, without a GPU, the
+    service's gauge (where the GPUs are on this machine they are sampled through the level instead)."""
+    import argparse
+
+    from face3d_live.bench import serve as bench_serve
+
+    if request.node.callspec.id != "model-in-http-replicas":
+        pytest.skip("one service configuration is enough for the bench's own loop")
+    parser = argparse.ArgumentParser()
+    bench_serve.add_arguments(parser)
+    args = parser.parse_args(
+        ["--levels", "4", "--duration", "2", "--warmup", "0", "--client", "httpx", "--client-procs", "1"]
+    )
+    args.api_key = API_KEY
+    result = bench_serve._measure(args, service, None, local_gpus=True)
+    (level,) = result["levels"]
+    assert level["concurrency"] == 4 and level["ok_rps"] > 0 and level["non_2xx"] == 0, level
+    assert 0 < level["latency_ms"]["p50"] <= level["latency_ms"]["p95"], level
+    assert level["batch"]["batches"] >= 1 and level["batch"]["mean_crops"] >= 1, level
+    assert set(level["gpu_util"]) == {"gauge_pct"}  # no NVML here: nothing sampled, the gauge kept
+    assert result["image"]["width"] == 640 and result["targets"]["met"] is False
+
+
 def test_overload_gets_503_with_retry_after(service, face_jpeg: bytes) -> None:
     import httpx
 

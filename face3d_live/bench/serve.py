@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from face3d_live.monitor.cpu_groups import CpuSampler, short_name
+from face3d_live.monitor.gpu import GpuLoadSampler
 from face3d_live.scale.loadgen import StageProbe
 
 NAME = "serve"
@@ -131,7 +132,9 @@ def _cpu_cores(sampler: CpuSampler, top: int = 6) -> dict[str, dict]:
     }
 
 
-def _measure(args, url: str, image_path: Path | None) -> dict:
+def _measure(args, url: str, image_path: Path | None, local_gpus: bool = False) -> dict:
+    """The levels against ``url``; ``local_gpus``: the service runs on this machine's GPUs, which are then
+    sampled through each level (else a level's GPU figure is the service's own gauge, read after it)."""
     import cv2
     import numpy as np
 
@@ -153,9 +156,14 @@ def _measure(args, url: str, image_path: Path | None) -> dict:
                 if args.stage_probe > 0
                 else contextlib.nullcontext()
             )
-            with CpuSampler() as cpu, probe:
+            with (
+                CpuSampler() as cpu,
+                GpuLoadSampler() if local_gpus else contextlib.nullcontext() as gpu,
+                probe,
+            ):
                 r = _load(args, url, body, body_path, ctype, c, args.duration)
             after = _batch_totals(url)
+            busy = gpu.summary() if gpu is not None else None
             d = {k: (after[k] or 0) - (before[k] or 0) for k in ("batches", "requests", "crops", "batch_s")}
             r["batch"] = {
                 "batches": int(d["batches"]),
@@ -163,8 +171,10 @@ def _measure(args, url: str, image_path: Path | None) -> dict:
                 "mean_crops": round(d["crops"] / d["batches"], 2) if d["batches"] else 0.0,
                 "mean_batch_ms": round(d["batch_s"] / d["batches"] * 1000, 3) if d["batches"] else 0.0,
             }
-            r["gpu_util_pct"] = after["gpu_util"]
-            mem = after["gpu_memory"]
+            # sampled through the level where the GPUs are here; else the gauge (one reading, after the level)
+            r["gpu_util_pct"] = busy["mean_pct"] if busy else after["gpu_util"]
+            r["gpu_util"] = busy or {"gauge_pct": after["gpu_util"]}
+            mem = busy["memory_max_mb"] * 2**20 if busy else after["gpu_memory"]
             r["gpu_memory_used_mb"] = None if mem is None else round(mem / 2**20, 1)
             r["cpu_cores"] = _cpu_cores(cpu)
             rows.append(r)
@@ -175,6 +185,7 @@ def _measure(args, url: str, image_path: Path | None) -> dict:
                 f"p99 {lat['p99']:.1f} ms  batch: {r['batch']['mean_requests']} requests / "
                 f"{r['batch']['mean_crops']} crops"
                 + (f"  GPU {r['gpu_util_pct'] or 0:.0f} %, {mem / 2**30:.1f} GiB" if mem is not None else "")
+                + (f" (GPU {busy['min_pct']:.0f}–{busy['max_pct']:.0f} % over the level)" if busy else "")
             )
             if r["cpu_cores"]:
                 print(
@@ -217,7 +228,7 @@ def _measure(args, url: str, image_path: Path | None) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     from face3d_live.cli.serve import service_mps
-    from face3d_live.scale.cluster import ray_session, require_serve, serve_environment
+    from face3d_live.scale.cluster import ray_session, require_serve, serve_environment, starts_local
 
     require_serve()
     if args.url:
@@ -226,6 +237,7 @@ def run(args: argparse.Namespace) -> dict:
 
     config = ServeConfig.from_args(args, port=args.port, api_key=args.api_key)
     serve_env = serve_environment(args.ingress)
+    local = starts_local(args.ray)  # asked before Ray starts: inside the session it is connected already
     with service_mps(args) as mps, ray_session(args.ray, args.num_cpus) as cluster:
         from face3d_live.scale.serve_app import service_plan, start_service, stop_service
 
@@ -236,7 +248,7 @@ def run(args: argparse.Namespace) -> dict:
         url = start_service(config, plan)
         started = time.perf_counter() - t0
         try:
-            result = _measure(args, url, args.image)
+            result = _measure(args, url, args.image, local_gpus=local)
         finally:
             stop_service()
     cfg = {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import statistics
+import threading
 from dataclasses import asdict, dataclass
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,17 @@ class GpuMonitor:
         except self._nvml.NVMLError:
             return None
 
+    def busy(self) -> tuple[float, float] | None:
+        """(utilisation %, memory used MB) now, or None without NVML. Cheap: for sampling in a loop. NVML's
+        utilisation is the share of its last sample period (1/6 to 1 s) in which a kernel ran."""
+        if not self.available:
+            return None
+        try:
+            n, h = self._nvml, self._handle
+            return float(n.nvmlDeviceGetUtilizationRates(h).gpu), n.nvmlDeviceGetMemoryInfo(h).used / 2**20
+        except self._nvml.NVMLError:
+            return None
+
     def energy_j(self) -> float | None:
         """Energy the board used since the driver loaded (J; Volta and newer), or None."""
         if not self.available:
@@ -117,3 +130,67 @@ def gpu_summary() -> dict | str:
         return asdict(state) if state else mon.reason
     finally:
         mon.close()
+
+
+class GpuLoadSampler:
+    """``with GpuLoadSampler() as g: ...`` then ``g.summary()``: every GPU of this machine sampled every
+    ``interval_s`` while the block runs: utilisation (each sample the mean over the GPUs) and memory in use.
+    Why: a benchmark level's GPU figure must cover the level; one reading taken after it (the service's gauge,
+    read when its metrics are scraped) read 27 % for a level that nvidia-smi showed 98 % busy midway (H200,
+    stop 33), because the load had stopped by then. Without NVML it samples nothing (``summary()`` None)."""
+
+    def __init__(self, interval_s: float = 0.25) -> None:
+        self.interval_s = interval_s
+        self.samples: list[tuple[float, float]] = []  # (mean utilisation %, memory MB over all GPUs)
+        self._monitors: list[GpuMonitor] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> GpuLoadSampler:
+        first = GpuMonitor(0)
+        if first.available:
+            self._monitors = [first] + [GpuMonitor(k) for k in range(1, _device_count(first))]
+            self._thread = threading.Thread(target=self._loop, name="gpu-sampler", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        for mon in self._monitors:
+            mon.close()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            readings = [r for r in (m.busy() for m in self._monitors) if r is not None]
+            if readings:
+                self.samples.append(
+                    (sum(u for u, _ in readings) / len(readings), sum(mb for _, mb in readings))
+                )
+
+    def summary(self) -> dict | None:
+        """{"mean_pct", "median_pct", "min_pct", "max_pct", "samples", "memory_max_mb"}, or None (no samples)."""
+        return summarize_load(self.samples)
+
+
+def summarize_load(samples: list[tuple[float, float]]) -> dict | None:
+    """GpuLoadSampler's samples ((utilisation %, memory MB) each) summarised; None for none."""
+    if not samples:
+        return None
+    util = sorted(u for u, _ in samples)
+    return {
+        "mean_pct": round(sum(util) / len(util), 1),
+        "median_pct": round(statistics.median(util), 1),
+        "min_pct": round(util[0], 1),
+        "max_pct": round(util[-1], 1),
+        "samples": len(util),
+        "memory_max_mb": round(max(mb for _, mb in samples), 1),
+    }
+
+
+def _device_count(mon: GpuMonitor) -> int:
+    try:
+        return int(mon._nvml.nvmlDeviceGetCount())
+    except mon._nvml.NVMLError:
+        return 1
