@@ -17,8 +17,9 @@
 # Each runs under scripts/cpu_by_process.py (CPU seconds per process group: where the time goes). JSON and
 # logs go to $OUT (the device tool's folder) or out/device; $TAG names them. SPY=1 (serve): 4 s after the load
 # generator starts, a `top` and `nvidia-smi` snapshot and 5 s of py-spy (raw stacks, 200 Hz) on one HTTP
-# replica and one model host, if any: $TAG-spy-api.txt, $TAG-spy-modelhost.txt (py-spy comes with the Ray bundle;
-# `python3 scripts/spy_summary.py FILE` ranks the functions).
+# replica and one model host, if any: $TAG-spy-api.txt, $TAG-spy-modelhost.txt, each with its py-spy log beside
+# it (.log; the two wrote over each other in one shared log). py-spy comes with the Ray bundle;
+# `python3 scripts/spy_summary.py FILE` ranks the functions.
 set -uo pipefail
 step=${1:?usage: scripts/device_scale.sh process|batch|serve [ARGS...]}
 shift
@@ -39,7 +40,7 @@ spy_on_load() {
     for who in Api ModelHost; do
         pid=$(pgrep -f "ServeReplica:.*:$who" | head -1)
         [[ -n $pid ]] && py-spy record --pid "$pid" --duration 5 --rate 200 --format raw --nonblocking \
-            -o "$out/$tag-spy-${who,,}.txt" >>"$out/$tag-spy.log" 2>&1 &
+            -o "$out/$tag-spy-${who,,}.txt" >"$out/$tag-spy-${who,,}.log" 2>&1 &
     done
     wait
 }
