@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+
+from face3d_live.monitor.periodic import PeriodicSampler
 
 _PROC = "/proc"
 
@@ -65,38 +66,31 @@ class GroupUsage:
     processes: int  # processes of the group that used any
 
 
-class CpuSampler:
+class CpuSampler(PeriodicSampler):
     """``with CpuSampler() as s: ...`` then ``s.groups()``: CPU seconds per group used inside the block, and
     ``s.wall_s``. Samples every ``interval_s`` in a thread (an exiting process keeps its last reading)."""
 
+    thread_name = "cpu-sampler"
+
     def __init__(self, interval_s: float = 0.5) -> None:
-        self.interval_s = interval_s
+        super().__init__(interval_s)
         self.wall_s = 0.0
         self._first: dict[int, tuple[float, str]] = {}
         self._last: dict[int, tuple[float, str]] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> CpuSampler:
         self._first = snapshot()
         self._last = dict(self._first)
         self._t0 = time.monotonic()
-        self._thread = threading.Thread(target=self._loop, name="cpu-sampler", daemon=True)
-        self._thread.start()
+        self.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._take()
+        self.stop()
+        self.tick()
         self.wall_s = time.monotonic() - self._t0
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._take()
-
-    def _take(self) -> None:
+    def tick(self) -> None:
         for pid, (cpu, cmd) in snapshot().items():  # an exiting process loses its command line: keep it
             self._last[pid] = (cpu, cmd or self._last.get(pid, (0.0, ""))[1])
 

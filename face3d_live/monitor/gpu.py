@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import statistics
-import threading
 from dataclasses import asdict, dataclass
+
+from face3d_live.monitor.periodic import PeriodicSampler
 
 log = logging.getLogger(__name__)
 NO_GPU = "no NVIDIA GPU"
@@ -132,42 +133,36 @@ def gpu_summary() -> dict | str:
         mon.close()
 
 
-class GpuLoadSampler:
+class GpuLoadSampler(PeriodicSampler):
     """``with GpuLoadSampler() as g: ...`` then ``g.summary()``: every GPU of this machine sampled every
     ``interval_s`` while the block runs: utilisation (each sample the mean over the GPUs) and memory in use.
     Why: a benchmark level's GPU figure must cover the level; one reading taken after it (the service's gauge,
     read when its metrics are scraped) read 27 % for a level that nvidia-smi showed 98 % busy midway (H200,
     stop 33), because the load had stopped by then. Without NVML it samples nothing (``summary()`` None)."""
 
+    thread_name = "gpu-sampler"
+
     def __init__(self, interval_s: float = 0.25) -> None:
-        self.interval_s = interval_s
+        super().__init__(interval_s)
         self.samples: list[tuple[float, float]] = []  # (mean utilisation %, memory MB over all GPUs)
         self._monitors: list[GpuMonitor] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> GpuLoadSampler:
         first = GpuMonitor(0)
         if first.available:
             self._monitors = [first] + [GpuMonitor(k) for k in range(1, _device_count(first))]
-            self._thread = threading.Thread(target=self._loop, name="gpu-sampler", daemon=True)
-            self._thread.start()
+            self.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self.stop()
         for mon in self._monitors:
             mon.close()
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            readings = [r for r in (m.busy() for m in self._monitors) if r is not None]
-            if readings:
-                self.samples.append(
-                    (sum(u for u, _ in readings) / len(readings), sum(mb for _, mb in readings))
-                )
+    def tick(self) -> None:
+        readings = [r for r in (m.busy() for m in self._monitors) if r is not None]
+        if readings:
+            self.samples.append((sum(u for u, _ in readings) / len(readings), sum(mb for _, mb in readings)))
 
     def summary(self) -> dict | None:
         """{"mean_pct", "median_pct", "min_pct", "max_pct", "samples", "memory_max_mb"}, or None (no samples)."""
