@@ -67,9 +67,9 @@ class Reconstructor:
     ``reconstruct(image)`` treats each image on its own (detector on every call, two model passes for
     a tight crop; with ``flip_stills`` the second pass also runs on the mirrored crop and the two answers
     are averaged, at 1.5 times the model work: the held-out AFLW error −1.3 % for r50; the 68-point error
-    −3 % for r50, −5 % for r50-int8, measured when both passes were mirrored). ``track(image, t)`` is for video: the tracker re-uses the last mesh as the next
-    crop and One Euro filters smooth the points and the blendshapes over time (``smoothing=None`` turns
-    both off).
+    −3 % for r50, −5 % for r50-int8, measured when both passes were mirrored). ``track(image, t)`` is for
+    video: the tracker re-uses the last mesh as the next crop and One Euro filters smooth the points and the
+    blendshapes over time (``smoothing=None`` turns both off).
 
     Blendshape calibration: ``capture_neutral(frames)`` takes the resting face from the next ``frames``
     faces (largest face, uncalibrated values) and subtracts it from then on; ``calibration.set_gain(name, g)``

@@ -174,8 +174,9 @@ def _measure(args, url: str, image_path: Path | None, local_gpus: bool = False) 
             # sampled through the level where the GPUs are here; else the gauge (one reading, after the level)
             r["gpu_util_pct"] = busy["mean_pct"] if busy else after["gpu_util"]
             r["gpu_util"] = busy or {"gauge_pct": after["gpu_util"]}
-            mem = busy["memory_max_mb"] * 2**20 if busy else after["gpu_memory"]
-            r["gpu_memory_used_mb"] = None if mem is None else round(mem / 2**20, 1)
+            gauge_mem = after["gpu_memory"]
+            mem_mb = busy["memory_max_mb"] if busy else None if gauge_mem is None else gauge_mem / 2**20
+            r["gpu_memory_used_mb"] = None if mem_mb is None else round(mem_mb, 1)
             r["cpu_cores"] = _cpu_cores(cpu)
             rows.append(r)
             lat = r["latency_ms"]
@@ -184,7 +185,11 @@ def _measure(args, url: str, image_path: Path | None, local_gpus: bool = False) 
                 f"{r['socket_errors']} socket errors)  p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  "
                 f"p99 {lat['p99']:.1f} ms  batch: {r['batch']['mean_requests']} requests / "
                 f"{r['batch']['mean_crops']} crops"
-                + (f"  GPU {r['gpu_util_pct'] or 0:.0f} %, {mem / 2**30:.1f} GiB" if mem is not None else "")
+                + (
+                    f"  GPU {r['gpu_util_pct'] or 0:.0f} %, {mem_mb / 1024:.1f} GiB"
+                    if mem_mb is not None
+                    else ""
+                )
                 + (f" (GPU {busy['min_pct']:.0f}–{busy['max_pct']:.0f} % over the level)" if busy else "")
             )
             if r["cpu_cores"]:

@@ -96,17 +96,6 @@ class GpuMonitor:
         except self._nvml.NVMLError:
             return None
 
-    def busy(self) -> tuple[float, float] | None:
-        """(utilisation %, memory used MB) now, or None without NVML. Cheap: for sampling in a loop. NVML's
-        utilisation is the share of its last sample period (1/6 to 1 s) in which a kernel ran."""
-        if not self.available:
-            return None
-        try:
-            n, h = self._nvml, self._handle
-            return float(n.nvmlDeviceGetUtilizationRates(h).gpu), n.nvmlDeviceGetMemoryInfo(h).used / 2**20
-        except self._nvml.NVMLError:
-            return None
-
     def energy_j(self) -> float | None:
         """Energy the board used since the driver loaded (J; Volta and newer), or None."""
         if not self.available:
@@ -135,7 +124,8 @@ def gpu_summary() -> dict | str:
 
 class GpuLoadSampler(PeriodicSampler):
     """``with GpuLoadSampler() as g: ...`` then ``g.summary()``: every GPU of this machine sampled every
-    ``interval_s`` while the block runs: utilisation (each sample the mean over the GPUs) and memory in use.
+    ``interval_s`` while the block runs: utilisation (NVML's: the share of its last sample period, 1/6 to 1 s,
+    in which a kernel ran; each sample the mean over the GPUs) and memory in use.
     Why: a benchmark level's GPU figure must cover the level; one reading taken after it (the service's gauge,
     read when its metrics are scraped) read 27 % for a level that nvidia-smi showed 98 % busy midway (H200,
     stop 33), because the load had stopped by then. Without NVML it samples nothing (``summary()`` None)."""
@@ -160,9 +150,10 @@ class GpuLoadSampler(PeriodicSampler):
             mon.close()
 
     def tick(self) -> None:
-        readings = [r for r in (m.busy() for m in self._monitors) if r is not None]
-        if readings:
-            self.samples.append((sum(u for u, _ in readings) / len(readings), sum(mb for _, mb in readings)))
+        states = [s for s in (m.read() for m in self._monitors) if s is not None]
+        if states:
+            util = sum(s.utilization_pct for s in states) / len(states)
+            self.samples.append((util, sum(s.memory_used_mb for s in states)))
 
     def summary(self) -> dict | None:
         """{"mean_pct", "median_pct", "min_pct", "max_pct", "samples", "memory_max_mb"}, or None (no samples)."""
