@@ -16,10 +16,11 @@
 #
 # Each runs under scripts/cpu_by_process.py (CPU seconds per process group: where the time goes). JSON and
 # logs go to $OUT (the device tool's folder) or out/device; $TAG names them. SPY=1 (serve): 4 s after the load
-# generator starts, a `top` and `nvidia-smi` snapshot and 5 s of py-spy (raw stacks, 200 Hz) on one HTTP
+# generator starts, a `top`, `lscpu` and `nvidia-smi` snapshot, 5 s of py-spy (raw stacks, 200 Hz) on one HTTP
 # replica and one model host, if any: $TAG-spy-api.txt, $TAG-spy-modelhost.txt, each with its py-spy log beside
-# it (.log; the two wrote over each other in one shared log). py-spy comes with the Ray bundle;
-# `python3 scripts/spy_summary.py FILE` ranks the functions.
+# it (.log; the two wrote over each other in one shared log), and over the same 5 s every replica's, host's,
+# HAProxy's and wrk's CPU per thread (scripts/cpu_by_thread.py: $TAG-threads.txt and .json). py-spy comes
+# with the Ray bundle; `python3 scripts/spy_summary.py FILE` ranks the functions.
 set -uo pipefail
 step=${1:?usage: scripts/device_scale.sh process|batch|serve [ARGS...]}
 shift
@@ -36,6 +37,10 @@ spy_on_load() {
     sleep 4
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >"$out/$tag-smi.txt" 2>&1
     top -b -n 1 -w 200 | head -40 >"$out/$tag-top.txt"
+    lscpu >"$out/$tag-lscpu.txt" 2>&1
+    # which threads of the replicas, hosts, HAProxy and wrk burn the CPU, over the same 5 s
+    python3 scripts/cpu_by_thread.py --seconds 5 --match ':Api' --match ':ModelHost' --match '^haproxy' \
+        --match '^wrk' --json "$out/$tag-threads.json" >"$out/$tag-threads.txt" 2>&1 &
     local pid
     for who in Api ModelHost; do
         pid=$(pgrep -f "ServeReplica:.*:$who" | head -1)

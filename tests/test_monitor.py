@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import numpy as np
@@ -166,6 +168,39 @@ def test_cpu_sampler_counts_a_busy_process_that_exits_inside_the_block():
     assert short_name("ray::ServeReplica:face3d:ModelHost") == "ModelHost" and short_name("wrk") == "wrk"
     assert short_name("ray::ServeController") == "ServeController"
     assert group_name("/usr/sbin/haproxy -f cfg") == "haproxy"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="Linux /proc")
+def test_thread_snapshot_finds_the_thread_that_burns_cpu():
+    """A thread that spins for 0.4 s shows that CPU time under its own id; an idle one shows next to none."""
+    from face3d_live.monitor.cpu_groups import thread_snapshot
+
+    ids: dict[str, int] = {}
+    stop = threading.Event()
+
+    def spin() -> None:
+        ids["busy"] = threading.get_native_id()
+        end = time.process_time() + 10
+        while not stop.is_set() and time.process_time() < end:
+            pass
+
+    def idle() -> None:
+        ids["idle"] = threading.get_native_id()
+        stop.wait()
+
+    before = thread_snapshot(os.getpid())
+    threads = [threading.Thread(target=f) for f in (spin, idle)]
+    for t in threads:
+        t.start()
+    time.sleep(0.4)
+    during = thread_snapshot(os.getpid())
+    stop.set()
+    for t in threads:
+        t.join()
+    assert ids["busy"] not in before and ids["busy"] in during
+    assert during[ids["busy"]][0] >= 0.2, during[ids["busy"]]
+    assert during[ids["idle"]][0] < 0.05
+    assert thread_snapshot(-1) == {}
 
 
 def test_gpu_load_sampler_summary_and_no_gpu():

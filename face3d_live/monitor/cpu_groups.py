@@ -3,7 +3,8 @@
 Processes are grouped by what they are: a Ray actor by its class (``ray::ServeReplica:face3d:Api`` → the
 service's HTTP replicas), any other program by its name (``haproxy``, ``wrk``, ``python3 -m pytest``).
 ``CpuSampler`` samples every process's CPU time while a block runs, so that processes which exit before its
-end (a load generator) still count. Elsewhere than Linux it measures nothing (an empty result).
+end (a load generator) still count. ``thread_snapshot`` reads one process's threads (which of a replica's
+threads burn its CPU: ``scripts/cpu_by_thread.py``). Elsewhere than Linux it measures nothing (an empty result).
 """
 
 from __future__ import annotations
@@ -57,6 +58,27 @@ def snapshot() -> dict[int, tuple[float, str]]:
         except (OSError, IndexError):  # gone meanwhile
             continue
         out[int(pid)] = ((int(fields[11]) + int(fields[12])) / tick, cmd)
+    return out
+
+
+def thread_snapshot(pid: int) -> dict[int, tuple[float, str]]:
+    """A process's threads: CPU seconds so far (user + system) and OS name (``comm``: a thread that never named
+    itself has its process's name), by thread id ({} for a process gone or without /proc)."""
+    tick = os.sysconf("SC_CLK_TCK") if os.path.isdir(_PROC) else 100
+    out = {}
+    try:
+        tids = os.listdir(f"{_PROC}/{pid}/task")
+    except OSError:
+        return {}
+    for tid in tids:
+        try:
+            with open(f"{_PROC}/{pid}/task/{tid}/stat") as f:
+                text = f.read()
+        except OSError:  # ended meanwhile
+            continue
+        head, _, rest = text.rpartition(")")
+        fields = rest.split()
+        out[int(tid)] = ((int(fields[11]) + int(fields[12])) / tick, head.partition("(")[2])
     return out
 
 
