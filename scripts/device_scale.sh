@@ -19,8 +19,9 @@
 # generator starts, a `top`, `lscpu` and `nvidia-smi` snapshot, 5 s of py-spy (raw stacks, 200 Hz) on one HTTP
 # replica and one model host, if any: $TAG-spy-api.txt, $TAG-spy-modelhost.txt, each with its py-spy log beside
 # it (.log; the two wrote over each other in one shared log), and over the same 5 s every replica's, host's,
-# HAProxy's and wrk's CPU per thread (scripts/cpu_by_thread.py: $TAG-threads.txt and .json). py-spy comes
-# with the Ray bundle; `python3 scripts/spy_summary.py FILE` ranks the functions.
+# HAProxy's and wrk's CPU per thread (scripts/cpu_by_thread.py: $TAG-threads.txt and .json); SPY_NATIVE=1
+# records C/C++ frames too (py-spy --native, which pauses the process at each sample). py-spy comes with the
+# Ray bundle; `python3 scripts/spy_summary.py FILE` ranks the functions.
 set -uo pipefail
 step=${1:?usage: scripts/device_scale.sh process|batch|serve [ARGS...]}
 shift
@@ -41,10 +42,13 @@ spy_on_load() {
     # which threads of the replicas, hosts, HAProxy and wrk burn the CPU, over the same 5 s
     python3 scripts/cpu_by_thread.py --seconds 5 --match ':Api' --match ':ModelHost' --match '^haproxy' \
         --match '^wrk' --json "$out/$tag-threads.json" >"$out/$tag-threads.txt" 2>&1 &
-    local pid
+    local pid spy_mode=--nonblocking
+    [[ ${SPY_NATIVE:-0} == 1 ]] && spy_mode=--native
     for who in Api ModelHost; do
         pid=$(pgrep -f "ServeReplica:.*:$who" | head -1)
-        [[ -n $pid ]] && py-spy record --pid "$pid" --duration 5 --rate 200 --format raw --nonblocking \
+        # SPY_NATIVE=1: C/C++ frames too (cuDNN, nvJPEG, the CUDA driver, locks); py-spy then pauses the
+        # process at each sample, so the run's figures are not comparable with others
+        [[ -n $pid ]] && py-spy record --pid "$pid" --duration 5 --rate 200 --format raw $spy_mode \
             -o "$out/$tag-spy-${who,,}.txt" >"$out/$tag-spy-${who,,}.log" 2>&1 &
     done
     wait
