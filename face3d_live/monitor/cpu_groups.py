@@ -41,44 +41,46 @@ def short_name(group: str) -> str:
     return group.removeprefix("ray::")
 
 
+def _read_stat(path: str) -> tuple[float, str]:
+    """A /proc ``stat`` file's CPU seconds so far (user + system) and its name (``comm``, in brackets there);
+    OSError where the process or thread has gone."""
+    with open(path) as f:
+        head, _, rest = f.read().rpartition(")")
+    fields = rest.split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), head.partition("(")[2]
+
+
 def snapshot() -> dict[int, tuple[float, str]]:
     """Every process's CPU seconds so far (user + system) and command line, by pid ({} without /proc)."""
     if not os.path.isdir(_PROC):
         return {}
-    tick = os.sysconf("SC_CLK_TCK")
     out = {}
     for pid in os.listdir(_PROC):
         if not pid.isdigit():
             continue
         try:
-            with open(f"{_PROC}/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            cpu, _ = _read_stat(f"{_PROC}/{pid}/stat")
             with open(f"{_PROC}/{pid}/cmdline", "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
         except (OSError, IndexError):  # gone meanwhile
             continue
-        out[int(pid)] = ((int(fields[11]) + int(fields[12])) / tick, cmd)
+        out[int(pid)] = (cpu, cmd)
     return out
 
 
 def thread_snapshot(pid: int) -> dict[int, tuple[float, str]]:
     """A process's threads: CPU seconds so far (user + system) and OS name (``comm``: a thread that never named
     itself has its process's name), by thread id ({} for a process gone or without /proc)."""
-    tick = os.sysconf("SC_CLK_TCK") if os.path.isdir(_PROC) else 100
-    out = {}
     try:
         tids = os.listdir(f"{_PROC}/{pid}/task")
     except OSError:
         return {}
+    out = {}
     for tid in tids:
         try:
-            with open(f"{_PROC}/{pid}/task/{tid}/stat") as f:
-                text = f.read()
-        except OSError:  # ended meanwhile
+            out[int(tid)] = _read_stat(f"{_PROC}/{pid}/task/{tid}/stat")
+        except (OSError, IndexError):  # ended meanwhile
             continue
-        head, _, rest = text.rpartition(")")
-        fields = rest.split()
-        out[int(tid)] = ((int(fields[11]) + int(fields[12])) / tick, head.partition("(")[2])
     return out
 
 

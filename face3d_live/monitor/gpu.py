@@ -105,6 +105,15 @@ class GpuMonitor:
         except self._nvml.NVMLError:
             return None
 
+    def device_count(self) -> int:
+        """NVIDIA GPUs on this machine (NVML's count; 1 where it cannot say, 0 without NVML)."""
+        if not self.available:
+            return 0
+        try:
+            return int(self._nvml.nvmlDeviceGetCount())
+        except self._nvml.NVMLError:
+            return 1
+
     def close(self) -> None:
         if self.available:
             with contextlib.suppress(Exception):  # shutting down a half-initialised NVML is harmless
@@ -140,7 +149,7 @@ class GpuLoadSampler(PeriodicSampler):
     def __enter__(self) -> GpuLoadSampler:
         first = GpuMonitor(0)
         if first.available:
-            self._monitors = [first] + [GpuMonitor(k) for k in range(1, _device_count(first))]
+            self._monitors = [first] + [GpuMonitor(k) for k in range(1, first.device_count())]
             self.start()
         return self
 
@@ -173,10 +182,3 @@ def summarize_load(samples: list[tuple[float, float]]) -> dict | None:
         "samples": len(util),
         "memory_max_mb": round(max(mb for _, mb in samples), 1),
     }
-
-
-def _device_count(mon: GpuMonitor) -> int:
-    try:
-        return int(mon._nvml.nvmlDeviceGetCount())
-    except mon._nvml.NVMLError:
-        return 1
