@@ -18,6 +18,7 @@ import numpy as np
 
 from face3d_live.detect.blazeface import BlazeFaceDetector, Detection
 from face3d_live.detect.tracker import FaceTracker, Track, TrackerConfig, box_iou, roi_from_mesh
+from face3d_live.errors import ConfigError
 from face3d_live.expression.blendshapes import BlendshapeModel
 from face3d_live.expression.calibration import BlendshapeCalibration
 from face3d_live.geometry import mesh
@@ -85,10 +86,19 @@ class Reconstructor:
         smoothing: OneEuroConfig | None = OneEuroConfig(),
         min_detection_score: float = 0.5,
         flip_stills: bool = True,
+        first_pass: str | FaceModel | None = None,
     ) -> None:
         # a name is loaded (and closed with us); a FaceModel instance is borrowed: its owner closes it
         self._owns_model = isinstance(model, str)
         self.model = create_model(model, backend) if self._owns_model else model
+        # stills' first pass only places the second one's crop: a lighter model may do it (None: ``model``)
+        self._owns_first = isinstance(first_pass, str)
+        try:
+            self.first_model = self._first_pass_model(first_pass, backend)
+        except BaseException:
+            if self._owns_model:
+                self.model.close()
+            raise
         self.detector = BlazeFaceDetector(min_score=min_detection_score)
         self._min_detection_score = min_detection_score
         self._full_range: BlazeFaceDetector | None = None  # made on first need
@@ -108,6 +118,23 @@ class Reconstructor:
         log.info(
             "reconstructor: model=%s backend=%s input=%d", self.model.name, backend, self.model.input_size
         )
+
+    def _first_pass_model(self, first_pass: str | FaceModel | None, backend: str) -> FaceModel | None:
+        if first_pass is None:
+            return None
+        first = create_model(first_pass, backend) if isinstance(first_pass, str) else first_pass
+        if first.input_size != self.model.input_size:
+            if isinstance(first_pass, str):
+                first.close()
+            raise ConfigError(
+                f"first pass model {first.name} takes {first.input_size} px crops, {self.model.name}"
+                f" {self.model.input_size}: they must match"
+            )
+        # two CPU sessions taking turns: neither may spin on the cores between its runs
+        for m in (self.model, first):
+            if hasattr(getattr(m, "backend", None), "share_cpu"):
+                m.backend.share_cpu()
+        return first
 
     # ---- public API -------------------------------------------------------------------------------
     def reconstruct(
@@ -163,7 +190,8 @@ class Reconstructor:
         # model work (H200 service: 1,281-1,307 against 1,443 requests/s at c=32). Padded where the backend
         # answers a lone crop differently (R50FaceModel.steady_batch): a photo's faces do not depend on the
         # batch it came in (the library job equals `process` bit for bit)
-        points, _ = self._run(crops_of, flat, pad_to=getattr(self.model, "steady_batch", 1))
+        first = self.first_model or self.model
+        points, _ = self._run(crops_of, flat, pad_to=getattr(first, "steady_batch", 1), model=first)
         # second pass from the first mesh: the crop the model was trained on (tight, level eyes)
         flat = [roi_from_mesh(p.vertices, margin, size) for p in points]
         points, scores = self._run(crops_of, flat, self.flip_stills)
@@ -222,6 +250,8 @@ class Reconstructor:
     def close(self) -> None:
         if self._owns_model:
             self.model.close()
+        if self._owns_first:
+            self.first_model.close()
         self.detector.close()
         if self._full_range is not None:
             self._full_range.close()
@@ -257,7 +287,12 @@ class Reconstructor:
         return out
 
     def _run(
-        self, images: Sequence[np.ndarray], rois: list[CropTransform], flip: bool = False, pad_to: int = 1
+        self,
+        images: Sequence[np.ndarray],
+        rois: list[CropTransform],
+        flip: bool = False,
+        pad_to: int = 1,
+        model: FaceModel | None = None,
     ) -> tuple[list[_Points], np.ndarray]:
         """Crop every ROI out of its image (``images[k]`` for ``rois[k]``), run the model once on the batch
         (``flip``: with the mirrored crops, averaged; ``pad_to``: at least that many crops, blank ones added),
@@ -275,7 +310,7 @@ class Reconstructor:
             if flip:
                 cv2.flip(crops[k], 1, dst=crops[n + k])
         t1 = time.perf_counter_ns()
-        out = self.model.predict(crops)
+        out = (model or self.model).predict(crops)
         if len(crops) > rows:
             out = out.rows(0, rows)
         if flip:

@@ -286,3 +286,36 @@ def test_a_batch_of_photos_gives_what_each_photo_gives_alone(astronaut: np.ndarr
             assert np.allclose(a.pose.rotation, b.pose.rotation, atol=1e-3)
             assert a.bbox == pytest.approx(b.bbox, abs=0.05)
     assert np.abs(given[1][1].vertices - alone[1][1].vertices).max() < 0.05
+
+
+def test_a_lighter_first_pass_places_the_final_crop(astronaut: np.ndarray) -> None:
+    """``first_pass``: another model runs a photo's first pass (it only places the final crop), the model
+    itself the final pass; the face lands where the model's own two passes put it, both onnxruntime sessions
+    stop spinning between runs (two spinning pools taking turns halve each other's speed), video is not
+    touched, and a first-pass model of another crop size is refused."""
+    from face3d_live import Reconstructor
+    from face3d_live.errors import ConfigError
+
+    with Reconstructor("r50-int8", smoothing=None) as rec:
+        own = rec.reconstruct(astronaut)[0]
+        assert "no spinning" not in rec.model.backend.detail  # a lone session keeps spinning
+    with Reconstructor("r50-int8", smoothing=None, first_pass="r50-lite") as rec:
+        calls: list[tuple[str, int]] = []
+        for label, model in (("first", rec.first_model), ("final", rec.model)):
+
+            def recording(crops, label=label, predict=model.predict):  # the real models, their calls noted
+                calls.append((label, len(crops)))
+                return predict(crops)
+
+            model.predict = recording
+        lighter = rec.reconstruct(astronaut)[0]
+        assert calls == [("first", 2), ("final", 2)]  # the first pass padded (steady_batch), the final mirrored
+        assert rec.first_model.name == "r50-lite"
+        assert all("no spinning" in m.backend.detail for m in (rec.model, rec.first_model))
+        rec.track(astronaut, 0.0)
+        assert [c for c, _ in calls[2:]] == ["final"]  # video: the model alone
+    err = np.linalg.norm(lighter.vertices[:, :2] - own.vertices[:, :2], axis=1)
+    assert err.mean() < 1.0, err.mean()  # a fraction of a pixel: the final crops differ slightly
+    assert lighter.landmarks68.shape == (68, 3) and lighter.score > 0.5
+    with pytest.raises(ConfigError, match="must match"):
+        Reconstructor("r50-int8", first_pass="mediapipe")

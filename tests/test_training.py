@@ -219,6 +219,11 @@ def test_eval_writes_json_fields(faces_dir: Path, labelled, tmp_path: Path) -> N
     plain = tmp_path / "eval-no-flip.json"  # photos without the mirror averaging: other numbers
     assert main([*args[:-2], "--models", "r50", "--no-flip", "--json", str(plain)]) == 0
     assert json.loads(plain.read_text())["models"]["r50"]["nme68"] != result["models"]["r50"]["nme68"]
+    lighter = tmp_path / "eval-first-pass.json"  # the first pass by the INT8 rung: its own numbers, named
+    assert main([*args[:-2], "--models", "r50", "--first-pass", "r50-int8", "--json", str(lighter)]) == 0
+    first = json.loads(lighter.read_text())["models"]["r50"]
+    assert first["first_pass"] == "r50-int8" and result["models"]["r50"]["first_pass"] == "r50"
+    assert first["nme68"] != result["models"]["r50"]["nme68"]
     assert result["n"] == 3 and set(result["models"]) == {"r50", "mediapipe"}
     for r in result["models"].values():
         for key in ("nme_0_30", "nme_30_60", "nme_60_90", "nme_mean", "failure_rate", "median_ms_per_image"):

@@ -120,3 +120,29 @@ def test_a_photo_folder_gives_each_photo_what_it_gives_alone(
                 np.testing.assert_array_equal(a.vertices, b.vertices)
                 np.testing.assert_array_equal(a.landmarks68, b.landmarks68)
                 np.testing.assert_array_equal(a.blendshapes, b.blendshapes)
+
+
+def test_process_photos_with_a_lighter_first_pass(tmp_path: Path, astronaut: np.ndarray, capsys) -> None:
+    """``process --first-pass``: each photo's numbers are the Python API's with the same first-pass model,
+    and the summary names it; a video's tracking does not use it."""
+    from face3d_live import Reconstructor
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "astronaut.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    argv = ["process", str(folder), "--out", str(out), "--model", "r50-int8", "--first-pass", "r50-lite"]
+    assert main([*argv, "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == "r50-int8" and summary["first_pass"] == "r50-lite"
+    with Reconstructor("r50-int8", smoothing=None, first_pass="r50-lite") as rec:
+        (face,) = rec.reconstruct(astronaut)
+    with np.load(out / "frames" / "frame_000000.npz") as d:
+        np.testing.assert_array_equal(d["vertices"][0], face.vertices)
+        np.testing.assert_array_equal(d["landmarks68"][0], face.landmarks68)
+    assert main([*argv, "--ray"]) == 2  # library jobs do not take it (yet): one line, nothing run
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("--first-pass runs without --ray (a library job's workers share one model)")
+    )

@@ -35,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-flip", action="store_true", help="the final pass without averaging with the mirrored crop"
     )
     p.add_argument(
+        "--first-pass",
+        default=None,
+        help="the model whose first pass places the r50 models' final crop (default: the model itself)",
+    )
+    p.add_argument(
         "--no-reference",
         action="store_true",
         help="skip 3DDFA_V2 on the same crops against the manual points (runs when its pack and torch are here)",
@@ -54,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         box=args.box,
         flip=not args.no_flip,
+        first_pass=args.first_pass,
         videos=not args.no_videos,
         reference=not args.no_reference,
     )

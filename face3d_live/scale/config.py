@@ -24,6 +24,7 @@ class ModelOptions:
     min_cutoff: float = OneEuroConfig.min_cutoff
     beta: float = OneEuroConfig.beta
     flip_stills: bool = True
+    first_pass: str | None = None  # photos: the model that places the final crop (None: the model itself)
 
     def __post_init__(self) -> None:
         if self.max_faces < 1:
@@ -58,6 +59,7 @@ class ModelOptions:
             tracker=self.tracker(),
             smoothing=self.smoothing(still),
             flip_stills=self.flip_stills,
+            first_pass=self.first_pass if still else None,  # video has no first pass
         )
 
     @classmethod
@@ -71,6 +73,7 @@ class ModelOptions:
             min_cutoff=args.min_cutoff,
             beta=args.beta,
             flip_stills=not getattr(args, "no_flip", False),
+            first_pass=getattr(args, "first_pass", None),
         )
 
 

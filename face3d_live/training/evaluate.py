@@ -47,6 +47,7 @@ class EvalConfig:
     # "inner": boxes = the crop's central 2/3, so the first pass sees exactly the 120 px crop
     min_presence: float = 0.5
     flip: bool = True  # Reconstructor.flip_stills: the second pass averaged with the mirrored crop's
+    first_pass: str | None = None  # Reconstructor.first_pass: another model places the second pass's crop
     videos: bool = True  # blendshape agreement on the teacher-labelled videos (needs the label caches)
     reference: bool = True  # 3DDFA_V2 on the same crops against the manual points (needs its pack and torch)
 
@@ -93,7 +94,12 @@ class ModelRun:
 
 
 def run_model(
-    model: str, backend: str, images: list[np.ndarray], box: str = "crop", flip: bool = True
+    model: str,
+    backend: str,
+    images: list[np.ndarray],
+    box: str = "crop",
+    flip: bool = True,
+    first_pass: str | None = None,
 ) -> ModelRun:
     from face3d_live.reconstructor import Reconstructor
 
@@ -108,7 +114,10 @@ def run_model(
     )
     times = []
     with Reconstructor(
-        model=model, backend=backend if model != "mediapipe" else "auto", flip_stills=flip
+        model=model,
+        backend=backend if model != "mediapipe" else "auto",
+        flip_stills=flip,
+        first_pass=first_pass,
     ) as rec:
         for i, img in enumerate(images):
             h, w = img.shape[:2]
@@ -302,13 +311,15 @@ def evaluate(data_dir: Path, cfg: EvalConfig = EvalConfig(), cache_dir: Path | N
     meshes = {}
     labels = teacher_labels(data_dir, cache_dir, names) if cache_dir is not None else None
     for name in cfg.models:
-        run = run_model(name, cfg.backend, images, cfg.box, cfg.flip)
+        first = cfg.first_pass if name != "mediapipe" else None
+        run = run_model(name, cfg.backend, images, cfg.box, cfg.flip, first)
         err = np.nan_to_num(point_nme(aflw_points(W, run.verts), pts), nan=1.0)
         err = np.minimum(err, 1.0)  # one wild crop must not dominate the mean
         found = run.score >= cfg.min_presence
         result["models"][name] = {
             **summarize(err, found, yaw),
             "median_ms_per_image": round(run.ms, 2),
+            "first_pass": first or name,
             "nme68_manual16": manual16(run.lm68, pts, yaw),
         }
         if labels is not None:
