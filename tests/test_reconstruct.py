@@ -309,7 +309,8 @@ def test_a_lighter_first_pass_places_the_final_crop(astronaut: np.ndarray) -> No
 
             model.predict = recording
         lighter = rec.reconstruct(astronaut)[0]
-        assert calls == [("first", 2), ("final", 2)]  # the first pass padded (steady_batch), the final mirrored
+        # the first pass padded (steady_batch), the final one mirrored
+        assert calls == [("first", 2), ("final", 2)]
         assert rec.first_model.name == "r50-lite"
         assert all("no spinning" in m.backend.detail for m in (rec.model, rec.first_model))
         rec.track(astronaut, 0.0)

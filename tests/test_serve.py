@@ -44,6 +44,17 @@ def test_request_checks() -> None:
         assert e.value.status == status, body[:10]
 
 
+def test_a_first_pass_needs_the_replicas_own_models() -> None:
+    from face3d_live.errors import ConfigError
+    from face3d_live.scale.config import ModelOptions, ServeConfig
+
+    lighter = ModelOptions(first_pass="r50-lite")
+    assert ServeConfig(model=lighter).model.first_pass == "r50-lite"
+    for where in ({"model_host": "model"}, {"model_replicas": 1}):
+        with pytest.raises(ConfigError, match="each HTTP replica holds its model"):
+            ServeConfig(model=lighter, **where)
+
+
 def test_stage_probe_refuses_bad_settings() -> None:
     from face3d_live.scale.loadgen import StageProbe
 
@@ -108,16 +119,17 @@ def local_ray():
 # application in place
 @pytest.fixture(
     scope="module",
-    params=[(1, "off"), (0, "off"), (0, "model")],
-    ids=["model-deployment", "model-in-http-replicas", "model-host"],
+    params=[(1, "off", None), (0, "off", None), (0, "model", None), (0, "off", "r50-lite")],
+    ids=["model-deployment", "model-in-http-replicas", "model-host", "lighter-first-pass"],
 )
 def service(local_ray, request):
     """The service with small, CI-sized settings: fractional CPUs so that both deployments (and an autoscaled
     HTTP replica) fit in 2 CPUs; 64 requests per HTTP replica + 64 queued per caller, beyond that 503."""
-    from face3d_live.scale.config import ServeConfig
+    from face3d_live.scale.config import ModelOptions, ServeConfig
     from face3d_live.scale.serve_app import start_service
 
     config = ServeConfig(
+        model=ModelOptions(first_pass=request.param[2]),
         port=local_ray,
         api_key=API_KEY,
         max_body_bytes=2 * 2**20,
@@ -188,6 +200,8 @@ def test_health_and_docs(service, request) -> None:
     assert h.status_code == 200 and h.json()["status"] == "ok" and h.json()["api_key"] is True
     # with --model-host the replicas found the host (its socket, through shared memory), none loaded its own
     assert h.json()["model_host"] is ("model-host" in request.node.callspec.id)
+    # --first-pass: each replica holds the lighter model beside its own
+    assert h.json()["first_pass"] == ("r50-lite" if "first-pass" in request.node.callspec.id else None)
     spec = httpx.get(f"{service}/openapi.json", timeout=30).json()
     assert {"/v1/reconstruct", "/v1/avatar", "/healthz", "/metrics"} <= set(spec["paths"])
     assert "image/jpeg" in spec["paths"]["/v1/reconstruct"]["post"]["requestBody"]["content"]

@@ -38,6 +38,20 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_first_pass_option(p: argparse.ArgumentParser) -> None:
+    """``--first-pass`` (photos: ``process``, ``serve``): a lighter model places the final crop."""
+    from face3d_live.models.registry import MODELS
+
+    p.add_argument(
+        "--first-pass",
+        default=None,
+        choices=sorted(MODELS),
+        help="photos: the model whose first pass places the final crop (default: --model itself). With --model"
+        " r50, r50-int8 or r50-lite measured the same held-out AFLW error for a third less CPU time a photo"
+        " (README, Python API)",
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Not a command: shared options only (the CLI discovers every module in this package)."""
 

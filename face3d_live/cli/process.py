@@ -8,12 +8,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from face3d_live.cli.options import add_model_options, reconstructor_from_args
+from face3d_live.cli.options import add_first_pass_option, add_model_options, reconstructor_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from face3d_live.models.registry import MODELS
-
     p = sub.add_parser(
         "process",
         help="reconstruct a video, image or folder of images; writes one NPZ per frame",
@@ -34,13 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_model_options(p)
-    p.add_argument(
-        "--first-pass",
-        default=None,
-        choices=sorted(MODELS),
-        help="photos: the model whose first pass places the final crop (default: --model itself). With --model"
-        " r50, r50-int8 measured the same held-out AFLW error for a third less CPU time a photo (README)",
-    )
+    add_first_pass_option(p)
     _add_ray_options(p)
     p.set_defaults(func=run)
 

@@ -47,10 +47,11 @@ class ModelOptions:
             return None
         return OneEuroConfig(min_cutoff=self.min_cutoff, beta=self.beta)
 
-    def reconstructor(self, model, still: bool):
+    def reconstructor(self, model, still: bool, first=None):
         """The Reconstructor these options configure (``process``, ``record``, ``stream``, the Ray workers)
         around ``model``: a name (loaded here, closed with the Reconstructor) or a loaded FaceModel (borrowed:
-        its owner closes it; each task gets a fresh tracker, filters and detectors around it)."""
+        its owner closes it; each task gets a fresh tracker, filters and detectors around it). ``first``: a
+        loaded first-pass model to borrow (the service's replicas share one), else ``first_pass`` by name."""
         from face3d_live.reconstructor import Reconstructor
 
         return Reconstructor(
@@ -59,7 +60,7 @@ class ModelOptions:
             tracker=self.tracker(),
             smoothing=self.smoothing(still),
             flip_stills=self.flip_stills,
-            first_pass=self.first_pass if still else None,  # video has no first pass
+            first_pass=(first or self.first_pass) if still else None,  # video has no first pass
         )
 
     @classmethod
@@ -156,6 +157,11 @@ class BatchConfig:
         }
 
 
+FIRST_PASS_HERE = (
+    "--first-pass runs where each HTTP replica holds its model (not with --model-host or --model-replicas)"
+)
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """The HTTP service.
@@ -238,6 +244,8 @@ class ServeConfig:
             raise ConfigError(f"--hosts-per-gpu must be ≥ 1, got {self.hosts_per_gpu}")
         if self.hosts_per_gpu > 1 and self.model_host == "off":
             raise ConfigError("--hosts-per-gpu needs --model-host model or all")
+        if self.model.first_pass and (self.model_host != "off" or (self.model_replicas or 0) > 0):
+            raise ConfigError(FIRST_PASS_HERE)
 
     @classmethod
     def from_args(cls, args, **kwargs) -> ServeConfig:

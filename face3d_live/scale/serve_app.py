@@ -36,7 +36,7 @@ from ray.serve.exceptions import BackPressureError
 from face3d_live import __version__
 from face3d_live.errors import ConfigError, ModelError
 from face3d_live.scale.cluster import cluster_info, gpu_node_cpus, root_cause
-from face3d_live.scale.config import ServeConfig
+from face3d_live.scale.config import FIRST_PASS_HERE, ServeConfig
 from face3d_live.scale.http_api import (
     HttpError,
     check_api_key,
@@ -368,6 +368,7 @@ class Api:
         # Reconstructors not in use (one per thread at most)
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
         self._proxy: _HandleModel | _LocalModel | ModelHostClient | None = None
+        self._first: _LocalModel | None = None  # --first-pass: the model that places the final crops
         self._front = None  # GpuFrontEnd: decoding and detection on this replica's GPU (gpu_decode)
         self._setup_lock = asyncio.Lock()
         if model_handle is None:
@@ -412,6 +413,7 @@ class Api:
             "model": self._proxy.name,
             "api_key": self.config.api_key is not None,
             "model_host": isinstance(self._proxy, ModelHostClient),  # its model calls go to a model host
+            "first_pass": self._first.name if self._first is not None else None,  # --first-pass
         }
         return Response(encode_json(body), media_type="application/json")
 
@@ -492,10 +494,30 @@ class Api:
                     self._proxy = await loop.run_in_executor(
                         self.pool, _LocalModel, self.config, self.model_name, loop, self.reporter.buffer
                     )
+                if self.config.model.first_pass:
+                    self._first = await loop.run_in_executor(self.pool, self._first_pass_model, loop)
                 self._front = await loop.run_in_executor(self.pool, self._gpu_front)
             elif self._proxy is None:
+                if self.config.model.first_pass:  # the model deployment (model_replicas resolved ≥ 1)
+                    raise ConfigError(FIRST_PASS_HERE)
                 info = await self.model.info.remote()
                 self._proxy = _HandleModel(self.model, asyncio.get_running_loop(), info)
+
+    def _first_pass_model(self, loop: asyncio.AbstractEventLoop) -> _LocalModel:
+        """The replica's first-pass model (``--first-pass``), beside its own model, batched the same way."""
+        if not isinstance(self._proxy, _LocalModel):
+            raise ConfigError(FIRST_PASS_HERE)
+        first = _LocalModel(self.config, self.config.model.first_pass, loop, self.reporter.buffer)
+        if first.input_size != self._proxy.input_size:
+            first.runner.close()
+            raise ConfigError(
+                f"--first-pass {first.name} takes {first.input_size} px crops, {self._proxy.name}"
+                f" {self._proxy.input_size}: they must match"
+            )
+        for model in (self._proxy.runner.model, first.runner.model):  # two CPU sessions taking turns
+            if hasattr(getattr(model, "backend", None), "share_cpu"):
+                model.backend.share_cpu()
+        return first
 
     def _host_client(self, wait_s: float = 60.0) -> ModelHostClient | None:
         """A client of the model host on this replica's GPU, or None (the replica loads its own model) where
@@ -614,11 +636,12 @@ class Api:
         except queue.Empty:
             # the front end's batch threads are the only callers where there is one (_run_on_front); the
             # model is the replica's own (_LocalModel) or the model host's (it observes its own batches)
-            model = self._proxy
+            model, first = self._proxy, self._first
             if self._front is not None:
                 local = isinstance(model, _LocalModel)
                 model = _DirectModel(model.runner, model.buffer) if local else _DirectModel(model, None)
-            return self.config.model.reconstructor(model, still=True)
+                first = _DirectModel(first.runner, first.buffer) if first is not None else None
+            return self.config.model.reconstructor(model, still=True, first=first)
 
     def __del__(self) -> None:
         if getattr(self, "_front", None) is not None:
@@ -626,6 +649,8 @@ class Api:
         proxy = getattr(self, "_proxy", None)
         if isinstance(proxy, _LocalModel):
             proxy.runner.close()
+        if getattr(self, "_first", None) is not None:
+            self._first.runner.close()
         elif isinstance(proxy, ModelHostClient):
             proxy.close()
         if getattr(self, "gpus", None) is not None:
