@@ -380,6 +380,7 @@ def test_a_replica_answers_each_request_from_its_batchs_reconstruction(
     replica = cls.__new__(cls)  # the pieces Api._setup makes, without Serve around them
     replica.config = ServeConfig(model=ModelOptions(model="r50-int8"))
     replica._idle = queue.SimpleQueue()
+    replica._first = None  # no --first-pass
     buffer = MetricsBuffer()
     # the replica's own model, as _setup makes it (its batcher's loop is never used here: the front end's
     # batch threads call the runner directly)

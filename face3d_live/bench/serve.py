@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from face3d_live.monitor.cpu_groups import CpuSampler, short_name
@@ -281,6 +282,7 @@ def run(args: argparse.Namespace) -> dict:
             "max_replicas": config.ingress_max_replicas,
             "min_replicas": config.ingress_min_replicas,
             "model_replicas": config.model_replicas,
+            "model": asdict(config.model),  # the model flags (--model, --no-flip, --first-pass, ...)
         },
         "replicas": plan.to_dict(),
         **result,
