@@ -120,6 +120,7 @@ class Reconstructor:
         )
 
     def _first_pass_model(self, first_pass: str | FaceModel | None, backend: str) -> FaceModel | None:
+        """``first_pass`` loaded (a name) or borrowed (a FaceModel), checked against the model's crop size."""
         if first_pass is None:
             return None
         first = create_model(first_pass, backend) if isinstance(first_pass, str) else first_pass

@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from face3d_live.models.registry import MODELS
     from face3d_live.training.data import default_data_dir
 
     p = sub.add_parser("eval", help="NME of the 21 AFLW points on the held-out split, r50 vs the teacher")
@@ -37,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--first-pass",
         default=None,
+        choices=sorted(MODELS),
         help="the model whose first pass places the r50 models' final crop (default: the model itself)",
     )
     p.add_argument(

@@ -495,7 +495,13 @@ class Api:
                         self.pool, _LocalModel, self.config, self.model_name, loop, self.reporter.buffer
                     )
                 if self.config.model.first_pass:
-                    self._first = await loop.run_in_executor(self.pool, self._first_pass_model, loop)
+                    try:
+                        self._first = await loop.run_in_executor(self.pool, self._first_pass_model, loop)
+                    except BaseException:  # no replica without the pass it was asked for: set up again
+                        if isinstance(self._proxy, _LocalModel):
+                            self._proxy.runner.close()
+                        self._proxy = None
+                        raise
                 self._front = await loop.run_in_executor(self.pool, self._gpu_front)
             elif self._proxy is None:
                 if self.config.model.first_pass:  # the model deployment (model_replicas resolved ≥ 1)
