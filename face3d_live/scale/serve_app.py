@@ -504,8 +504,6 @@ class Api:
                         raise
                 self._front = await loop.run_in_executor(self.pool, self._gpu_front)
             elif self._proxy is None:
-                if self.config.model.first_pass:  # the model deployment (model_replicas resolved ≥ 1)
-                    raise ConfigError(FIRST_PASS_HERE)
                 info = await self.model.info.remote()
                 self._proxy = _HandleModel(self.model, asyncio.get_running_loop(), info)
 
