@@ -138,12 +138,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_on_ray(args: argparse.Namespace) -> int:
-    from face3d_live.errors import ConfigError
     from face3d_live.scale.batch import JOB_SUMMARY, run_batch
     from face3d_live.scale.config import BatchConfig, ModelOptions
 
-    if args.first_pass:  # its workers share their models; a first-pass model for each is not built yet
-        raise ConfigError("--first-pass runs without --ray (a library job's workers share one model)")
     inputs, address = list(args.inputs), args.ray
     if address != "auto" and Path(address).expanduser().exists():  # `--ray INPUT …`: --ray took an input
         inputs, address = [address, *inputs], "auto"

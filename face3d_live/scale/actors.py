@@ -257,6 +257,8 @@ class InputWorker:
         self.progress = ray.get_actor(progress) if progress else None
         self._owned = None
         self._shared: CoalescedModel | None = None  # a model the worker's task threads share
+        from face3d_live.models.registry import create_model
+
         if model_actor is not None:
             actor = ray.get_actor(model_actor)
             info = ray.get(actor.info.remote())
@@ -264,9 +266,14 @@ class InputWorker:
         elif ray.get_gpu_ids():  # a share of a GPU (--model-actors 0): its tasks share the model's batches
             self.model = self._owned = self._shared = OwnedGpuModel(model, config)
         else:
-            from face3d_live.models.registry import create_model
-
             self.model = self._owned = create_model(model, config.model.backend)
+        # --first-pass: the photos' first-pass model, the worker's own (beside its model, or its share of the
+        # GPU; on the CPU where the model is an actor's)
+        self.first = None
+        if config.model.first_pass:
+            gpu = model_actor is None and ray.get_gpu_ids()
+            first = config.model.first_pass
+            self.first = OwnedGpuModel(first, config) if gpu else create_model(first, config.model.backend)
 
     def pid(self) -> int:
         return os.getpid()
@@ -274,16 +281,17 @@ class InputWorker:
     def run(self, task: VideoTask | PhotoTask) -> TaskResult:
         """One task (Ray may run ``tasks_per_worker`` of these at once, on threads of this actor)."""
         report = self._report if self.progress is not None else None
-        if self._shared is not None:
-            self._shared.task_started()
+        shared = [m for m in (self._shared, self.first) if isinstance(m, CoalescedModel)]
+        for m in shared:
+            m.task_started()
         try:
             if isinstance(task, VideoTask):
                 result = run_video_task(task, self.model, self.config, report)
             else:
-                result = run_photo_task(task, self.model, self.config, report)
+                result = run_photo_task(task, self.model, self.config, report, self.first)
         finally:
-            if self._shared is not None:
-                self._shared.task_ended()
+            for m in shared:
+                m.task_ended()
         if self.progress is not None:
             self.progress.finished.remote(task.task_id)
         return result
@@ -299,3 +307,6 @@ class InputWorker:
         if self._owned is not None:
             self._owned.close()
             self._owned = None
+        if self.first is not None:
+            self.first.close()
+            self.first = None

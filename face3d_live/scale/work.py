@@ -250,15 +250,18 @@ def _close_glb(writer, stats: InputStats) -> None:
 
 
 # ---- photos ------------------------------------------------------------------------------------------------
-def run_photo_task(task: PhotoTask, model, config: BatchConfig, report: Report | None = None) -> TaskResult:
+def run_photo_task(
+    task: PhotoTask, model, config: BatchConfig, report: Report | None = None, first=None
+) -> TaskResult:
     """Reconstruct a batch of photos gathered from any number of photo inputs, ``STILLS_TOGETHER`` at a time
-    through the model (the faces of several files in each model pass)."""
+    through the model (the faces of several files in each model pass); ``first``: the worker's first-pass
+    model (``--first-pass``; None: loaded by name here if the options name one)."""
     t0 = time.perf_counter()
     result = TaskResult(task.task_id, pid=os.getpid(), host=socket.gethostname())
     throttle = _Throttle(task.task_id, report)
     stagings: dict[int, tuple[Path, Path, FrameResultWriter]] = {}
     done = 0
-    with config.model.reconstructor(model, still=True) as rec:
+    with config.model.reconstructor(model, still=True, first=first) as rec:
         for k in range(0, len(task.photos), STILLS_TOGETHER):
             t_batch = time.perf_counter()
             read = _read_photos(task.photos[k : k + STILLS_TOGETHER], result, stagings, config)
