@@ -120,21 +120,16 @@ class Reconstructor:
         )
 
     def _first_pass_model(self, first_pass: str | FaceModel | None, backend: str) -> FaceModel | None:
-        """``first_pass`` loaded (a name) or borrowed (a FaceModel), checked against the model's crop size."""
+        """``first_pass`` loaded (a name) or borrowed (a FaceModel), paired with the model."""
         if first_pass is None:
             return None
         first = create_model(first_pass, backend) if isinstance(first_pass, str) else first_pass
-        if first.input_size != self.model.input_size:
+        try:
+            pair_first_pass(self.model, first)
+        except ConfigError:
             if isinstance(first_pass, str):
                 first.close()
-            raise ConfigError(
-                f"first pass model {first.name} takes {first.input_size} px crops, {self.model.name}"
-                f" {self.model.input_size}: they must match"
-            )
-        # two CPU sessions taking turns: neither may spin on the cores between its runs
-        for m in (self.model, first):
-            if hasattr(getattr(m, "backend", None), "share_cpu"):
-                m.backend.share_cpu()
+            raise
         return first
 
     # ---- public API -------------------------------------------------------------------------------
@@ -395,6 +390,20 @@ class Reconstructor:
         out = fn(*args)
         self.timings_ns[stage] += time.perf_counter_ns() - t0
         return out
+
+
+def pair_first_pass(model: FaceModel, first: FaceModel) -> None:
+    """``first`` may place ``model``'s final crops (``Reconstructor(first_pass=...)``, a service replica's
+    ``--first-pass``): the same crop size, else ConfigError; two CPU sessions that take turns stop spinning
+    between their runs (``OnnxRuntimeBackend.share_cpu``)."""
+    if first.input_size != model.input_size:
+        raise ConfigError(
+            f"first pass model {first.name} takes {first.input_size} px crops, {model.name}"
+            f" {model.input_size}: they must match"
+        )
+    for m in (model, first):
+        if hasattr(getattr(m, "backend", None), "share_cpu"):
+            m.backend.share_cpu()
 
 
 def _bbox(v: np.ndarray) -> tuple[float, float, float, float]:

@@ -24,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's package, run from anywhere
-from face3d_live.monitor.cpu_groups import thread_snapshot  # noqa: E402
+from face3d_live.monitor.cpu_groups import snapshot, thread_snapshot  # noqa: E402
 
 STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 _DUMP_THREAD = re.compile(r'Thread (0x[0-9A-Fa-f]+|\d+) \(([^)]*)\): "([^"]*)"')
@@ -33,15 +33,10 @@ _DUMP_THREAD = re.compile(r'Thread (0x[0-9A-Fa-f]+|\d+) \(([^)]*)\): "([^"]*)"')
 def matching_pids(patterns: list[str]) -> dict[int, str]:
     """pid → the first pattern its command line matches (this process left out)."""
     out = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
+    for pid, (_, cmd) in snapshot().items():
         hit = next((p for p in patterns if re.search(p, cmd)), None)
-        if hit is not None and int(pid) != os.getpid():
-            out[int(pid)] = hit
+        if hit is not None and pid != os.getpid():
+            out[pid] = hit
     return out
 
 

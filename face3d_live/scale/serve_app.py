@@ -511,16 +511,14 @@ class Api:
         """The replica's first-pass model (``--first-pass``), beside its own model, batched the same way."""
         if not isinstance(self._proxy, _LocalModel):
             raise ConfigError(FIRST_PASS_HERE)
+        from face3d_live.reconstructor import pair_first_pass
+
         first = _LocalModel(self.config, self.config.model.first_pass, loop, self.reporter.buffer)
-        if first.input_size != self._proxy.input_size:
+        try:
+            pair_first_pass(self._proxy.runner.model, first.runner.model)
+        except ConfigError:
             first.runner.close()
-            raise ConfigError(
-                f"--first-pass {first.name} takes {first.input_size} px crops, {self._proxy.name}"
-                f" {self._proxy.input_size}: they must match"
-            )
-        for model in (self._proxy.runner.model, first.runner.model):  # two CPU sessions taking turns
-            if hasattr(getattr(model, "backend", None), "share_cpu"):
-                model.backend.share_cpu()
+            raise
         return first
 
     def _host_client(self, wait_s: float = 60.0) -> ModelHostClient | None:
@@ -653,10 +651,10 @@ class Api:
         proxy = getattr(self, "_proxy", None)
         if isinstance(proxy, _LocalModel):
             proxy.runner.close()
-        if getattr(self, "_first", None) is not None:
-            self._first.runner.close()
         elif isinstance(proxy, ModelHostClient):
             proxy.close()
+        if getattr(self, "_first", None) is not None:
+            self._first.runner.close()
         if getattr(self, "gpus", None) is not None:
             self.gpus.close()
 
