@@ -320,3 +320,37 @@ def test_a_lighter_first_pass_places_the_final_crop(astronaut: np.ndarray) -> No
     assert lighter.landmarks68.shape == (68, 3) and lighter.score > 0.5
     with pytest.raises(ConfigError, match="must match"):
         Reconstructor("r50-int8", first_pass="mediapipe")
+
+
+def test_one_pass_runs_the_final_pass_from_the_detection(astronaut: np.ndarray) -> None:
+    """``passes=1``: one model call a photo (the final pass, mirrored, on the detection's ROI) instead of two;
+    the face lands within a pixel or two of the two passes' (0.5 px mean on this photo), video is not touched,
+    and settings that cannot work are refused up front."""
+    from face3d_live import Reconstructor
+    from face3d_live.detect.tracker import roi_from_detection
+    from face3d_live.errors import ConfigError
+
+    with Reconstructor("r50-int8", smoothing=None) as rec:
+        two = rec.reconstruct(astronaut)[0]
+        tracked_two = rec.track(astronaut, 0.0)[0]
+    with Reconstructor("r50-int8", smoothing=None, passes=1) as rec:
+        calls: list[int] = []
+
+        def recording(crops, predict=rec.model.predict):  # the real model, its calls noted
+            calls.append(len(crops))
+            return predict(crops)
+
+        rec.model.predict = recording
+        one = rec.reconstruct(astronaut)[0]
+        assert calls == [2]  # the final pass and its mirror, in one call
+        det = rec._detect(astronaut, True)[0]
+        assert one.crop == roi_from_detection(det, rec.tracker.config.margin, rec.model.input_size)
+        tracked_one = rec.track(astronaut, 0.0)[0]
+    err = np.linalg.norm(one.vertices[:, :2] - two.vertices[:, :2], axis=1)
+    assert err.mean() < 1.5 and err.max() < 5.0, (err.mean(), err.max())
+    assert one.crop != two.crop and one.score > 0.5 and one.landmarks68.shape == (68, 3)
+    np.testing.assert_array_equal(tracked_one.vertices, tracked_two.vertices)  # video has no passes to skip
+    with pytest.raises(ConfigError, match="1 or 2 passes"):
+        Reconstructor("r50-int8", passes=3)
+    with pytest.raises(ConfigError, match="needs passes=2"):
+        Reconstructor("r50-int8", passes=1, first_pass="r50-lite")

@@ -262,9 +262,17 @@ def test_library_job_equals_process_reports_corrupt_and_resumes(
     assert_same_outputs(reference / "obama", out / "obama")
 
 
-def test_library_photos_with_a_first_pass_equal_process(ray_local, photo_dir, tmp_path: Path) -> None:
-    """``--first-pass`` in a library job: each worker holds the first-pass model beside its own, and the
-    photos' outputs are, bit for bit, single-process ``process``'s with the same flag (the summary names it)."""
+@pytest.mark.parametrize(
+    ("flags", "setting"),
+    [(["--first-pass", "r50-lite"], {"first_pass": "r50-lite"}), (["--passes", "1"], {"passes": 1})],
+    ids=["lighter-first-pass", "one-pass"],
+)
+def test_library_photos_with_other_passes_equal_process(
+    ray_local, photo_dir, tmp_path: Path, flags: list[str], setting: dict
+) -> None:
+    """``--first-pass`` / ``--passes 1`` in a library job (with a first pass, each worker holds its model
+    beside its own): the photos' outputs are, bit for bit, single-process ``process``'s with the same flag,
+    and the summary names it."""
     from face3d_live.scale.batch import run_batch
     from face3d_live.scale.config import BatchConfig, ModelOptions
 
@@ -272,16 +280,16 @@ def test_library_photos_with_a_first_pass_equal_process(ray_local, photo_dir, tm
     code = (
         "import sys; from face3d_live.cli import main\n"
         f"sys.exit(main(['process', {str(photo_dir)!r}, '--out', {str(ref)!r}, '--model', {MODEL!r},"
-        " '--first-pass', 'r50-lite', '--no-progress']))\n"
+        f" *{flags!r}, '--no-progress']))\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=600)
     out = tmp_path / "out"
-    options = ModelOptions(MODEL, first_pass="r50-lite")
+    options = ModelOptions(MODEL, **setting)
     summary = run_batch([str(photo_dir)], out, BatchConfig(options, None, model_actors=0, progress=False))
     assert (summary.count("done"), summary.failed) == (1, 0)
     assert_same_outputs(ref, out / "expressions")
-    assert json.loads((out / "expressions" / "summary.json").read_text())["first_pass"] == "r50-lite"
+    assert setting.items() <= json.loads((out / "expressions" / "summary.json").read_text()).items()
 
 
 def test_worker_killed_mid_job_completes(ray_local, clips, reference, tmp_path: Path) -> None:

@@ -224,6 +224,13 @@ def test_eval_writes_json_fields(faces_dir: Path, labelled, tmp_path: Path) -> N
     first = json.loads(lighter.read_text())["models"]["r50"]
     assert first["first_pass"] == "r50-int8" and result["models"]["r50"]["first_pass"] == "r50"
     assert first["nme68"] != result["models"]["r50"]["nme68"]
+    # the service's path: the detector's box, one pass
+    detected = tmp_path / "eval-detect.json"
+    argv = [*args[:-2], "--models", "r50", "--box", "detect", "--passes", "1", "--json", str(detected)]
+    assert main(argv) == 0
+    one = json.loads(detected.read_text())
+    assert one["box"] == "detect" and one["models"]["r50"]["passes"] == 1 and one["n"] == 3
+    assert one["models"]["r50"]["nme_mean"] < 10 and one["models"]["r50"]["not_found_rate"] < 1
     assert result["n"] == 3 and set(result["models"]) == {"r50", "mediapipe"}
     for r in result["models"].values():
         for key in ("nme_0_30", "nme_30_60", "nme_60_90", "nme_mean", "failure_rate", "median_ms_per_image"):

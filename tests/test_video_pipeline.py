@@ -122,20 +122,27 @@ def test_a_photo_folder_gives_each_photo_what_it_gives_alone(
                 np.testing.assert_array_equal(a.blendshapes, b.blendshapes)
 
 
-def test_process_photos_with_a_lighter_first_pass(tmp_path: Path, astronaut: np.ndarray) -> None:
-    """``process --first-pass``: each photo's numbers are the Python API's with the same first-pass model,
-    and the summary names it (library jobs: tests/test_scale_batch.py)."""
+@pytest.mark.parametrize(
+    ("flags", "setting"),
+    [(["--first-pass", "r50-lite"], {"first_pass": "r50-lite"}), (["--passes", "1"], {"passes": 1})],
+    ids=["lighter-first-pass", "one-pass"],
+)
+def test_process_photos_with_other_passes(
+    tmp_path: Path, astronaut: np.ndarray, flags: list[str], setting: dict
+) -> None:
+    """``process --first-pass`` / ``--passes 1``: each photo's numbers are the Python API's with the same
+    setting, and the summary names it (library jobs: tests/test_scale_batch.py)."""
     from face3d_live import Reconstructor
 
     folder = tmp_path / "imgs"
     folder.mkdir()
     cv2.imwrite(str(folder / "astronaut.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
     out = tmp_path / "out"
-    argv = ["process", str(folder), "--out", str(out), "--model", "r50-int8", "--first-pass", "r50-lite"]
+    argv = ["process", str(folder), "--out", str(out), "--model", "r50-int8", *flags]
     assert main([*argv, "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["model"] == "r50-int8" and summary["first_pass"] == "r50-lite"
-    with Reconstructor("r50-int8", smoothing=None, first_pass="r50-lite") as rec:
+    assert summary["model"] == "r50-int8" and setting.items() <= summary.items()
+    with Reconstructor("r50-int8", smoothing=None, **setting) as rec:
         (face,) = rec.reconstruct(astronaut)
     with np.load(out / "frames" / "frame_000000.npz") as d:
         np.testing.assert_array_equal(d["vertices"][0], face.vertices)

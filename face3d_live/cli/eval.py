@@ -21,9 +21,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=0, help="first N held-out crops only (0 = all)")
     p.add_argument(
         "--box",
-        choices=("crop", "inner"),
+        choices=("crop", "inner", "detect"),
         default="crop",
-        help="given box: the whole crop (first pass sees it ×1.5) or its central 2/3 (first pass = the crop)",
+        help="given box: the whole crop (first pass sees it ×1.5) or its central 2/3 (first pass = the crop); "
+        "detect: no box, the detector's (as process and serve do)",
+    )
+    p.add_argument(
+        "--passes",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="2 (default): a first pass places the final crop; 1: the final pass straight from the box",
     )
     p.add_argument(
         "--cache",
@@ -62,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         box=args.box,
         flip=not args.no_flip,
         first_pass=args.first_pass,
+        passes=args.passes,
         videos=not args.no_videos,
         reference=not args.no_reference,
     )

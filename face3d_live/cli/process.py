@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from face3d_live.cli.options import add_first_pass_option, add_model_options, reconstructor_from_args
+from face3d_live.cli.options import add_model_options, add_photo_options, reconstructor_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_model_options(p)
-    add_first_pass_option(p)
+    add_photo_options(p)
     _add_ray_options(p)
     p.set_defaults(func=run)
 
@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     from face3d_live.capture import open_source
     from face3d_live.pipeline.frame_writer import FrameResultWriter
     from face3d_live.pipeline.offline import run_offline
+    from face3d_live.scale.config import ModelOptions  # plain dataclasses: no Ray
 
     max_frames = args.max_frames
     if args.input == "demo" and max_frames is None:
@@ -124,14 +125,12 @@ def run(args: argparse.Namespace) -> int:
             max_frames = 300
         with reconstructor_from_args(args, still=source.still) as rec:
             model_name = rec.model.name
-            first_pass = rec.first_model.name if rec.first_model is not None else None
+            photo_passes = ModelOptions.from_args(args).photo_summary(source.still)
             writer = FrameResultWriter(args.out, write_obj_files=args.obj)
             summary = run_offline(
                 source, rec, writer.write, max_frames=max_frames, progress=not args.no_progress
             )
-    info = summary.to_dict(str(args.input), model_name)
-    if first_pass:
-        info["first_pass"] = first_pass
+    info = {**summary.to_dict(str(args.input), model_name), **photo_passes}
     writer.close(info)
     print(f"{args.out}: {summary.line()}")
     return 0

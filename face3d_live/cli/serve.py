@@ -11,7 +11,7 @@ import os
 import signal
 import threading
 
-from face3d_live.cli.options import add_first_pass_option, add_model_options
+from face3d_live.cli.options import add_model_options, add_photo_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -128,7 +128,7 @@ def add_service_options(p: argparse.ArgumentParser, max_queued: int = 256) -> No
         "RAY_SERVE_ENABLE_HA_PROXY=1 where it starts",
     )
     add_model_options(p)
-    add_first_pass_option(p)
+    add_photo_options(p)
 
 
 def service_mps(args: argparse.Namespace):

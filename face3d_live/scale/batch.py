@@ -492,10 +492,9 @@ class _Job:
         if pend.errors:
             self._outcome(item, "failed", pend.errors[0], stats)
             return
-        first_pass = self.config.model.first_pass if item.still else None  # as `process` names it
         summary = {
             **stats.to_dict(item.spec, self.summary.model),
-            **({"first_pass": first_pass} if first_pass else {}),
+            **self.config.model.photo_summary(item.still),  # as `process` names them
             "job": {
                 "key": pend.key,
                 "content_sha256": pend.content,

@@ -25,8 +25,13 @@ class ModelOptions:
     beta: float = OneEuroConfig.beta
     flip_stills: bool = True
     first_pass: str | None = None  # photos: the model that places the final crop (None: the model itself)
+    passes: int = 2  # photos: 1 = the final pass straight from the detection (Reconstructor(passes=...))
 
     def __post_init__(self) -> None:
+        if self.passes not in (1, 2):
+            raise ConfigError(f"--passes must be 1 or 2, got {self.passes}")
+        if self.passes == 1 and self.first_pass:
+            raise ConfigError("--first-pass places the second pass's crop: it needs --passes 2")
         if self.max_faces < 1:
             raise ConfigError(f"--max-faces must be ≥ 1, got {self.max_faces}")
         if self.redetect_every < 0:
@@ -61,6 +66,16 @@ class ModelOptions:
             smoothing=self.smoothing(still),
             flip_stills=self.flip_stills,
             first_pass=(first or self.first_pass) if still else None,  # video has no first pass
+            passes=self.passes,
+        )
+
+    def photo_summary(self, still: bool) -> dict:
+        """What a photo input's summary says of its passes beyond the defaults (``process`` and library jobs
+        alike): the first-pass model, or one pass."""
+        if not still:
+            return {}
+        return (
+            {"first_pass": self.first_pass} if self.first_pass else {"passes": 1} if self.passes == 1 else {}
         )
 
     @classmethod
@@ -75,6 +90,7 @@ class ModelOptions:
             beta=args.beta,
             flip_stills=not getattr(args, "no_flip", False),
             first_pass=getattr(args, "first_pass", None),
+            passes=getattr(args, "passes", 2),
         )
 
 
@@ -146,6 +162,8 @@ class BatchConfig:
         """Everything that changes what is written for an input (part of the resume key)."""
         m = asdict(self.model)
         m["model"] = model_name
+        if m["passes"] == 2:  # the default, as before the option existed: earlier jobs' keys still match
+            del m["passes"]
         return {
             "model": m,
             "max_frames": self.max_frames,

@@ -414,6 +414,7 @@ class Api:
             "api_key": self.config.api_key is not None,
             "model_host": isinstance(self._proxy, ModelHostClient),  # its model calls go to a model host
             "first_pass": self._first.name if self._first is not None else None,  # --first-pass
+            "passes": self.config.model.passes,  # --passes: model calls a photo
         }
         return Response(encode_json(body), media_type="application/json")
 
