@@ -272,7 +272,7 @@ def test_64_concurrent_requests_are_batched(service, face_jpeg: bytes, request) 
     batches = total(after, "face3d_batch_requests_count") - total(before, "face3d_batch_requests_count")
     requests = total(after, "face3d_batch_requests_sum") - total(before, "face3d_batch_requests_sum")
     # two model passes a photo (detection box, then the tighter mesh box), or one (--passes 1)
-    assert requests == 64 * passes if passes == 1 else requests >= 128
+    assert 64 * passes <= requests < (128 if passes == 1 else float("inf"))
     assert requests / batches > 1.0, f"{requests} requests in {batches} batches"
     single = dict(((s["deployment"], s["le"]), v) for s, v in after["face3d_batch_requests_bucket"])
     assert single[("model", "1.0")] < total(after, "face3d_batch_requests_count")  # some batch held > 1
