@@ -292,6 +292,26 @@ def test_library_photos_with_other_passes_equal_process(
     assert setting.items() <= json.loads((out / "expressions" / "summary.json").read_text()).items()
 
 
+def test_bench_batch_on_photos_records_its_model_options(ray_local, photo_dir, tmp_path: Path) -> None:
+    """``bench batch`` over a photo folder with ``--passes 1 --baseline``: the job and the single-process
+    baseline (``process`` with the same photo flags) reconstruct the same photos, and the JSON records the
+    model options it ran with."""
+    import argparse
+
+    from face3d_live.bench import batch as bench_batch
+
+    parser = argparse.ArgumentParser()
+    bench_batch.add_arguments(parser)
+    args = parser.parse_args(
+        ["--inputs", str(photo_dir), "--copies", "2", "--model", MODEL, "--passes", "1", "--baseline"]
+    )
+    result = bench_batch.run(args)
+    photos = 2 * PHOTOS  # the broken file is skipped and counted as bad, as by `process`
+    assert result["inputs"] == 2 and result["job"]["frames"] == photos
+    assert result["baseline_single_process"]["frames"] == photos
+    assert result["model_options"]["passes"] == 1 and result["model_options"]["model"] == MODEL
+
+
 def test_worker_killed_mid_job_completes(ray_local, clips, reference, tmp_path: Path) -> None:
     from face3d_live.scale.batch import run_batch
     from face3d_live.scale.config import BatchConfig, ModelOptions

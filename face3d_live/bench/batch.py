@@ -16,6 +16,7 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 NAME = "batch"
@@ -24,7 +25,7 @@ TARGET_FPS = 1000.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from face3d_live.cli.options import add_model_options
+    from face3d_live.cli.options import add_model_options, add_photo_options
 
     p.add_argument(
         "--inputs", nargs="+", default=None, help="videos / folders / list files (default: shared clips)"
@@ -52,6 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="output folder (default: a temporary one, removed)")
     p.add_argument("--baseline", action="store_true", help="also run single-process `process` on the inputs")
     add_model_options(p)
+    add_photo_options(p)  # photo folders' passes, as `process --ray` takes them
 
 
 def _default_inputs() -> list[str]:
@@ -114,6 +116,9 @@ def _baseline(inputs: list[str], max_frames: int | None, args, folder: Path) -> 
         argv = ["process", path, "--out", str(out), "--no-progress"]
         argv += ["--max-frames", str(max_frames)] if max_frames else []
         argv += ["--model", args.model] if args.model else []
+        argv += ["--passes", "1"] if args.passes == 1 else []  # the job's photo settings
+        argv += ["--first-pass", args.first_pass] if args.first_pass else []
+        argv += ["--no-flip"] if args.no_flip else []
         if main(argv) == 0:
             frames += json.loads((out / "summary.json").read_text())["frames"]
         shutil.rmtree(out, ignore_errors=True)
@@ -160,6 +165,7 @@ def run(args: argparse.Namespace) -> dict:
             "loop": args.loop,
             "max_frames": args.max_frames,
             "chunk_frames": "auto" if args.chunk_frames is None else args.chunk_frames,
+            "model_options": asdict(config.model),
             "job": job,
             "per_input": [
                 {
