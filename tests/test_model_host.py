@@ -110,8 +110,8 @@ def test_clients_in_two_processes_get_the_models_outputs_in_shared_batches(
 
 def test_hosts_of_one_gpu_take_free_slots_and_a_client_spreads_over_them(host, crops, tmp_path: Path) -> None:
     """A second host (its own runner: another process on the GPU) takes the first slot no live host holds,
-    replacing a stopped host's leftover file; a client's threads go to both hosts in turn, with the same
-    outputs; with every slot taken a host says so."""
+    replacing a stopped host's leftover file; a client's calls go to the least busy host (in turn when
+    equally busy), with the same outputs; with every slot taken a host says so."""
     import socket
 
     from face3d_live.models.registry import create_model
@@ -133,6 +133,12 @@ def test_hosts_of_one_gpu_take_free_slots_and_a_client_spreads_over_them(host, c
         client = ModelHostClient(slots[:2])
         assert client.connections() == {slots[0]: 1, slots[1]: 1}  # one to each, checked at the start
         expected = runner.predict(crops).vertices
+        for k in range(4):  # one thread, one call at a time: every host equally busy, so in turn
+            np.testing.assert_allclose(
+                client.predict(crops[k : k + 1]).vertices, expected[k : k + 1], atol=1e-2
+            )
+        assert client.calls() == {slots[0]: 2, slots[1]: 2}
+        assert client.connections() == {slots[0]: 1, slots[1]: 1}  # the thread's own, one to each
         results: dict[int, np.ndarray] = {}
         barrier = threading.Barrier(4)
 
@@ -148,8 +154,10 @@ def test_hosts_of_one_gpu_take_free_slots_and_a_client_spreads_over_them(host, c
             t.join()
         for k in range(4):
             np.testing.assert_allclose(results[k], expected[k : k + 2], atol=1e-2)
-        assert client.connections() == {slots[0]: 2, slots[1]: 2}  # four threads, two per host
-        assert sum(second_batches) >= 4  # the second host ran its two threads' crops
+        calls = client.calls()
+        assert sum(calls.values()) == 4 + 8 and min(calls.values()) >= 2 + 1  # both took concurrent calls
+        assert all(1 <= n <= 4 for n in client.connections().values())  # at most one per thread and host
+        assert sum(second_batches) >= 2 + 2  # the second host ran crops of both rounds
         with pytest.raises(ModelError, match="no free model host socket"):
             ModelHostServer(second_runner, slots[:2])
     finally:
