@@ -35,11 +35,12 @@ def test_gpu_machine_gets_a_fixed_set_of_model_holding_replicas_sharing_the_gpu(
 
 
 def test_a_model_host_per_gpu_takes_a_cpu_and_a_gpu_share_beside_the_replicas() -> None:
-    plan = plan_replicas(ServeConfig(), 16, 1, 139.8, shared_gpu_context=True, model_host=True)
+    one = ServeConfig(model_host="model", hosts_per_gpu=1)
+    plan = plan_replicas(one, 16, 1, 139.8, shared_gpu_context=True, model_host=True)
     assert plan.model_hosts == 1 and (plan.min_http, plan.max_http) == (15, 15)
     assert plan.gpus_per_http == plan.gpus_per_model == pytest.approx(1 / 16)  # 15 replicas + 1 host
-    assert "1 model host(s), 1 per GPU" in plan.describe()
-    two = plan_replicas(ServeConfig(), 32, 2, 139.8, shared_gpu_context=True, model_host=True)
+    assert "1 model host(s), 1 per GPU" in plan.describe() and plan.model_host == "model"
+    two = plan_replicas(one, 32, 2, 139.8, shared_gpu_context=True, model_host=True)
     assert two.model_hosts == 2 and two.max_http == 30
     # several hosts per GPU, each with a CPU and a GPU share
     config = ServeConfig(model_host="all", hosts_per_gpu=2)
@@ -54,12 +55,49 @@ def test_a_model_host_per_gpu_takes_a_cpu_and_a_gpu_share_beside_the_replicas() 
     cpu = plan_replicas(ServeConfig(), 4, 0, model_host=True)
     assert cpu.model_hosts == 1 and cpu.max_http == 3 and cpu.gpus_per_model == 0
     assert "1 model host (on the CPU)" in cpu.describe()
-    with pytest.raises(ConfigError, match="--model-host must be off, model or all"):
+    with pytest.raises(ConfigError, match="--model-host must be auto, off, model or all"):
         ServeConfig(model_host="yes")
-    with pytest.raises(ConfigError, match="--hosts-per-gpu needs --model-host model or all"):
-        ServeConfig(hosts_per_gpu=2)
+    with pytest.raises(ConfigError, match="--hosts-per-gpu needs a model host"):
+        ServeConfig(model_host="off", hosts_per_gpu=2)
     with pytest.raises(ConfigError, match="--hosts-per-gpu must be ≥ 1"):
         ServeConfig(model_host="model", hosts_per_gpu=0)
+
+
+def test_model_host_auto_is_three_hosts_a_gpu_where_the_replicas_share_its_context() -> None:
+    from face3d_live.scale.config import ModelOptions
+    from face3d_live.scale.placement import AUTO_HOSTS_PER_GPU, resolve_model_host
+
+    auto = ServeConfig()
+    assert (auto.model_host, auto.hosts_per_gpu) == ("auto", None)
+    assert (
+        resolve_model_host(auto, 1, shared_gpu_context=True) == ("model", AUTO_HOSTS_PER_GPU) == ("model", 3)
+    )
+    assert resolve_model_host(auto, 0, shared_gpu_context=False) == ("off", 1)  # a CPU machine: own models
+    assert resolve_model_host(auto, 1, shared_gpu_context=False) == (
+        "off",
+        1,
+    )  # no MPS: time-slicing contexts
+    assert resolve_model_host(auto, 1, True, unavailable="not on this platform") == ("off", 1)
+    assert resolve_model_host(ServeConfig(model_replicas=1), 1, True) == ("off", 1)
+    lighter = ServeConfig(model=ModelOptions(first_pass="r50-lite"))  # the replicas hold both models
+    assert resolve_model_host(lighter, 1, True) == ("off", 1)
+    assert resolve_model_host(ServeConfig(hosts_per_gpu=2), 1, True) == ("model", 2)  # the count as given
+    assert resolve_model_host(ServeConfig(model_host="all"), 2, True) == ("all", 3)
+    assert resolve_model_host(ServeConfig(model_host="model"), 0, False) == ("model", 1)  # CPU: one host
+    # the H200's plan by default: 3 hosts and 13 replicas on 16 CPUs, each a sixteenth of the GPU
+    mode, hosts = resolve_model_host(auto, 1, True)
+    from dataclasses import replace
+
+    plan = plan_replicas(
+        replace(auto, model_host=mode, hosts_per_gpu=hosts),
+        16,
+        1,
+        139.8,
+        shared_gpu_context=True,
+        model_host=True,
+    )
+    assert (plan.model_hosts, plan.max_http, plan.model_host) == (3, 13, "model")
+    assert plan.gpus_per_model == pytest.approx(1 / 16)
 
 
 def test_explicit_sizes_and_the_model_deployment_win() -> None:
@@ -117,5 +155,16 @@ def test_the_service_options_reach_its_config() -> None:
     config = ServeConfig.from_args(args)
     assert (config.streams, config.model_host, config.hosts_per_gpu) == (3, "all", 2)
     assert ServeConfig.from_args(p.parse_args([])) == ServeConfig()  # the flags' defaults are the config's
+    # photos: one pass unless told (two with a first-pass model, which places the second pass's crop)
+    assert ServeConfig().model.passes == 1
+    assert ServeConfig.from_args(p.parse_args(["--passes", "2"])).model.passes == 2
+    assert ServeConfig.from_args(p.parse_args(["--first-pass", "r50-lite"])).model.passes == 2
+    with pytest.raises(ConfigError, match="needs --passes 2"):
+        ServeConfig.from_args(p.parse_args(["--first-pass", "r50-lite", "--passes", "1"]))
+    from face3d_live.cli.options import add_photo_options
+
+    process = argparse.ArgumentParser()
+    add_photo_options(process)
+    assert process.parse_args([]).passes == 2  # `process` keeps two
     with pytest.raises(ConfigError, match="streams must be ≥ 1"):
         ServeConfig.from_args(p.parse_args(["--streams", "0"]))

@@ -267,10 +267,9 @@ def run(args: argparse.Namespace) -> dict:
             "threads_per_replica",
             "gpu_decode",
             "gpu_batch_threads",
-            "model_host",
-            "hosts_per_gpu",
         )
     }
+    cfg.update(model_host=plan.model_host, hosts_per_gpu=plan.hosts_per_gpu)  # as resolved (auto)
     return {
         "service": "started here",
         "serve_environment": serve_env,

@@ -13,7 +13,7 @@ within the GPU memory) rather than autoscaled from one. Under MPS (one shared co
 decoding and detection on the GPU that limit goes: on the H200 10, 14 and 16 replicas served 662, 851 and 986
 requests/s at c=64 (1,214 at c=256 with 16), so there it is one replica per CPU. There too, a model host per
 GPU (``scale.model_host``: one process holds the model and batches the crops of all the replicas on its GPU)
-takes a CPU and a GPU share like a replica.
+takes a CPU and a GPU share like a replica, and there it is the default (``resolve_model_host``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ from face3d_live.scale.config import ServeConfig
 
 GPU_REPLICAS_PER_CPU = 5 / 8  # HTTP replicas with their own model on a GPU machine (see above)
 REPLICA_GPU_GIB = 1.25  # GPU memory one such replica may take (1.0 measured) when capping by memory
+# Model hosts per GPU by default. H200, 16 cores, one pass a photo, 2026-12-05 (README "Scale-out on Ray"):
+# 3 hosts served ≥ 2,000 requests/s at p95 ≤ 50 ms in 5 of 6 runs over two leases (c=64: median 2,087.8),
+# 4 hosts in 2 of 3, 2 hosts in none of 3 (≤ 1,989.5 within p95 50): one host process's Python and GIL
+# bound its batches; each host takes a CPU from the HTTP replicas, so more only move the limit to them.
+AUTO_HOSTS_PER_GPU = 3
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class ReplicaPlan:
     gpus_per_model: float  # each model replica's GPU share
     model_hosts: int = 0  # shared model hosts (they take the embedded replicas' model calls)
     hosts_per_gpu: int = 1  # of them on each GPU
+    model_host: str = "off"  # --model-host as resolved for this cluster (resolve_model_host)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -57,6 +63,27 @@ class ReplicaPlan:
             return f"{http} HTTP replica(s), each with its own model ({where})"
         gpu = f", {self.gpus_per_model:.2g} GPU each" if self.gpus_per_model else ""
         return f"{http} HTTP replica(s) and up to {self.model_replicas} model replica(s){gpu}"
+
+
+def resolve_model_host(
+    config: ServeConfig, gpus: float, shared_gpu_context: bool, unavailable: str | None = None
+) -> tuple[str, int]:
+    """``--model-host`` and ``--hosts-per-gpu`` for this cluster: "auto" is "model" where the replicas would
+    share a GPU context and decode on it (``shared_gpu_context``: MPS and GPU decoding), each holding its
+    own model otherwise (no model deployment, no first-pass model, ``unavailable`` None: the host's
+    needs are met), else "off"; hosts per GPU unset is ``AUTO_HOSTS_PER_GPU`` on GPUs, one without."""
+    mode = config.model_host
+    if mode == "auto":
+        usable = (
+            gpus > 0
+            and shared_gpu_context
+            and not config.model_replicas
+            and not config.model.first_pass
+            and unavailable is None
+        )
+        mode = "model" if usable else "off"
+    hosts = config.hosts_per_gpu or (AUTO_HOSTS_PER_GPU if mode != "off" and gpus > 0 else 1)
+    return mode, hosts
 
 
 def plan_replicas(
@@ -81,8 +108,9 @@ def plan_replicas(
     # one per GPU beside replicas that hold no context of their own; without GPUs, one (a model shared
     # by the replicas: one copy in memory, its batches across them)
     hosts = 0
+    per_gpu = config.hosts_per_gpu or AUTO_HOSTS_PER_GPU
     if model_host and embedded:
-        hosts = (math.ceil(gpus) * config.hosts_per_gpu if shared_gpu_context else 0) if gpus > 0 else 1
+        hosts = (math.ceil(gpus) * per_gpu if shared_gpu_context else 0) if gpus > 0 else 1
     if on_gpu and gpu_node_cpus is not None:
         cpus = gpu_node_cpus
     free = max(config.ingress_cpus, cpus - n_model * config.model_cpus - hosts * config.model_cpus)
@@ -107,7 +135,8 @@ def plan_replicas(
         # a model host takes the same share as a replica (under MPS the shares only place them)
         gpus_per_model=gpu_share(gpus, max_http + hosts) if hosts else gpu_share(gpus, n_model),
         model_hosts=hosts,
-        hosts_per_gpu=config.hosts_per_gpu if hosts and gpus > 0 else 1,
+        hosts_per_gpu=per_gpu if hosts and gpus > 0 else 1,
+        model_host=(config.model_host if config.model_host != "auto" else "model") if hosts else "off",
     )
 
 

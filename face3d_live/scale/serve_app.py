@@ -10,8 +10,9 @@ Deployments (sizes: ``placement.plan_replicas``):
 - ``FaceModelServer`` (only with ``model_replicas`` ≥ 1): ``@serve.batch`` gathers the crops of every HTTP
   replica's concurrent requests (batched by crop count) into the multi-stream executor (``ModelRunner``);
   the HTTP replicas' facade then holds a proxy that sends it the crops.
-- ``ModelHost`` (only with ``model_host`` "model" or "all"): one per GPU (one without GPUs) holds the model
-  for the HTTP replicas beside it, which send it their crops through shared memory (``scale.model_host``);
+- ``ModelHost`` (only with ``model_host`` "model" or "all"; "auto", the default, is "model" where the
+  replicas are MPS clients decoding on a GPU): ``hosts_per_gpu`` per GPU (one without GPUs) hold the model
+  for the HTTP replicas beside them, which send it their crops through shared memory (``scale.model_host``);
   with "all" it also decodes their JPEGs and runs the detectors' networks.
 - ``MetricsHub``: the Prometheus registry every replica reports to; ``GET /metrics`` renders it.
 
@@ -26,6 +27,7 @@ import queue
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -50,7 +52,7 @@ from face3d_live.scale.http_api import (
 )
 from face3d_live.scale.metrics import FLUSH_S, MetricsBuffer
 from face3d_live.scale.model_host import ModelHostClient
-from face3d_live.scale.placement import ReplicaPlan, local_gpu_memory_gib, plan_replicas
+from face3d_live.scale.placement import ReplicaPlan, local_gpu_memory_gib, plan_replicas, resolve_model_host
 
 log = logging.getLogger(__name__)
 
@@ -730,17 +732,20 @@ def build_app(config: ServeConfig, model: str, plan: ReplicaPlan):
 def service_plan(config: ServeConfig) -> ReplicaPlan:
     """The replicas ``start_service`` deploys on the connected Ray cluster."""
     info = cluster_info()
-    mode = config.model_host
     if not info.gpus:  # a host shares one model between the replicas (decoding stays in them)
+        mode, hosts = resolve_model_host(config, 0.0, False)
+        config = replace(config, model_host=mode, hosts_per_gpu=hosts)
         return plan_replicas(config, info.cpus, 0.0, model_host=mode != "off")
+    from face3d_live.scale.model_host import model_host_available
     from face3d_live.scale.mps import mps_client
 
     # MPS here (serve's private daemon or the node's own) and GPU decoding: replicas no longer time-slice
     shared = mps_client() and config.gpu_decode != "off"
-    if mode != "off":
-        from face3d_live.scale.model_host import model_host_available
-
-        why = model_host_available()
+    why = model_host_available() if config.model_host != "off" else None
+    explicit = config.model_host
+    mode, hosts = resolve_model_host(config, info.gpus, shared, why)
+    config = replace(config, model_host=mode, hosts_per_gpu=hosts)
+    if mode != "off" and explicit != "auto":  # auto picks a host only where it can run
         if config.model_replicas:
             why = "not with --model-replicas (the model deployment takes the crops)"
         elif mode == "model" and not shared:
@@ -766,6 +771,8 @@ def start_service(config: ServeConfig, plan: ReplicaPlan | None = None) -> str:
     info = cluster_info()
     model = config.model.resolved(info.gpus)
     plan = plan or service_plan(config)
+    # --model-host auto and --hosts-per-gpu as the plan resolved them, for the replicas and hosts
+    config = replace(config, model_host=plan.model_host, hosts_per_gpu=plan.hosts_per_gpu)
     log.info("service replicas: %s", plan.describe())
     serve.start(http_options={"host": config.host, "port": config.port})
     try:
