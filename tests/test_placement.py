@@ -82,6 +82,7 @@ def test_model_host_auto_is_three_hosts_a_gpu_where_the_replicas_share_its_conte
     lighter = ServeConfig(model=ModelOptions(first_pass="r50-lite"))  # the replicas hold both models
     assert resolve_model_host(lighter, 1, True) == ("off", 1)
     assert resolve_model_host(ServeConfig(hosts_per_gpu=2), 1, True) == ("model", 2)  # the count as given
+    assert resolve_model_host(ServeConfig(hosts_per_gpu=2), 0, False) == ("off", 1)  # no host here to count
     assert resolve_model_host(ServeConfig(model_host="all"), 2, True) == ("all", 3)
     assert resolve_model_host(ServeConfig(model_host="model"), 0, False) == ("model", 1)  # CPU: one host
     # the H200's plan by default: 3 hosts and 13 replicas on 16 CPUs, each a sixteenth of the GPU

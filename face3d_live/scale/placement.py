@@ -71,7 +71,8 @@ def resolve_model_host(
     """``--model-host`` and ``--hosts-per-gpu`` for this cluster: "auto" is "model" where the replicas would
     share a GPU context and decode on it (``shared_gpu_context``: MPS and GPU decoding), each holding its
     own model otherwise (no model deployment, no first-pass model, ``unavailable`` None: the host's
-    needs are met), else "off"; hosts per GPU unset is ``AUTO_HOSTS_PER_GPU`` on GPUs, one without."""
+    needs are met), else "off"; hosts per GPU unset is ``AUTO_HOSTS_PER_GPU`` on GPUs, one without (and one
+    with no host)."""
     mode = config.model_host
     if mode == "auto":
         usable = (
@@ -82,8 +83,9 @@ def resolve_model_host(
             and unavailable is None
         )
         mode = "model" if usable else "off"
-    hosts = config.hosts_per_gpu or (AUTO_HOSTS_PER_GPU if mode != "off" and gpus > 0 else 1)
-    return mode, hosts
+    if mode == "off":  # a count given for "auto" that found no place for hosts has nothing to size
+        return mode, 1
+    return mode, config.hosts_per_gpu or (AUTO_HOSTS_PER_GPU if gpus > 0 else 1)
 
 
 def plan_replicas(
