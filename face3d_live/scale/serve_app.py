@@ -12,7 +12,7 @@ Deployments (sizes: ``placement.plan_replicas``):
   the HTTP replicas' facade then holds a proxy that sends it the crops.
 - ``ModelHost`` (only with ``model_host`` "model" or "all"; "auto", the default, is "model" where the
   replicas are MPS clients decoding on a GPU): ``hosts_per_gpu`` per GPU (one without GPUs) hold the model
-  for the HTTP replicas beside them, which send it their crops through shared memory (``scale.model_host``);
+  for the HTTP replicas beside them, which send them their crops through shared memory (``scale.model_host``);
   with "all" it also decodes their JPEGs and runs the detectors' networks.
 - ``MetricsHub``: the Prometheus registry every replica reports to; ``GET /metrics`` renders it.
 
