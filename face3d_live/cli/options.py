@@ -43,23 +43,19 @@ def add_photo_options(p: argparse.ArgumentParser, service: bool = False) -> None
     final crop). ``service``: one pass by default (two with ``--first-pass``), ``ModelOptions.from_args``."""
     from face3d_live.models.registry import MODELS
 
-    if service:
-        default, what = (
-            None,
-            (
-                "default 1 (2 with --first-pass): through the detector, as here, one pass measured the same "
-                "held-out AFLW error as two (r50 3.662 / 3.655, r50-int8 3.964 / 4.091) for one model call a "
-                "photo instead of two; 2 = a first pass places the final crop (README, Python API)"
-            ),
+    if service:  # None: ModelOptions.from_args picks one pass, two with --first-pass
+        default = None
+        what = (
+            "default 1 (2 with --first-pass): through the detector, as here, one pass measured the same "
+            "held-out AFLW error as two (r50 3.662 / 3.655, r50-int8 3.964 / 4.091) for one model call a "
+            "photo instead of two; 2 = a first pass places the final crop (README, Python API)"
         )
     else:
-        default, what = (
-            2,
-            (
-                "2 (default) = a first pass places the final crop; 1 = the final pass straight from the "
-                "detection, one model call a photo instead of two (held-out AFLW: the same mean error, better for "
-                "turned faces, up to 0.14 worse below |yaw| 60; README, Python API)"
-            ),
+        default = 2
+        what = (
+            "2 (default) = a first pass places the final crop; 1 = the final pass straight from the "
+            "detection, one model call a photo instead of two (held-out AFLW: the same mean error, better for "
+            "turned faces, up to 0.14 worse below |yaw| 60; README, Python API)"
         )
     p.add_argument("--passes", type=int, choices=(1, 2), default=default, help=f"photos: {what}")
     p.add_argument(
